@@ -1,0 +1,1 @@
+//! Kubernetes label rules: validation of keys, values and names, and label selectors.
