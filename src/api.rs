@@ -1,0 +1,342 @@
+//! The connection to the Kubernetes API and the few calls the tracker makes.
+//!
+//! The only module that knows kube's types and errors: everything leaves it as a [`PodView`] or
+//! an [`ApiFailure`].
+
+use std::time::Duration;
+
+use k8s_openapi::api::authorization::v1::{ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use secrecy::SecretString;
+
+use crate::config::KubeOverrides;
+use crate::error::{Error, Result};
+use crate::guard::PodView;
+use crate::target::PodRef;
+
+/// Why an API call failed, in the terms the tracker acts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiFailure {
+    /// 404: the pod does not exist.
+    NotFound,
+    /// 401 or 403: the tracker's credentials or rights are not enough (the server's message).
+    Refused(String),
+    /// 409, or a 422 from a failed JSON-patch `test`: the pod changed since it was read.
+    GuardFailed,
+    /// Another 4xx: the server will not take this request as it is (the server's message).
+    Rejected(String),
+    /// The request certainly did not reach the server (connection refused): nothing was applied.
+    NotSent(String),
+    /// 429, 5xx, a timeout or a broken connection: a write may or may not have been applied.
+    Unknown(String),
+}
+
+/// The pod calls, with a time limit on each.
+#[derive(Clone)]
+pub struct PodClient {
+    client: kube::Client,
+    timeout: Option<Duration>,
+}
+
+impl PodClient {
+    /// Wraps a connected client; `timeout` bounds every request.
+    pub fn new(client: kube::Client, timeout: Option<Duration>) -> Self {
+        PodClient { client, timeout }
+    }
+
+    fn pods(&self, pod: &PodRef) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), &pod.namespace)
+    }
+
+    /// Reads the pod.
+    pub async fn get(&self, pod: &PodRef) -> Result<PodView, ApiFailure> {
+        let api = self.pods(pod);
+        self.limited(api.get(&pod.name)).await.map(view)
+    }
+
+    /// Sends a JSON patch (its `test` operations guard the change) and returns the stored pod.
+    pub async fn patch(&self, pod: &PodRef, patch: json_patch::Patch) -> Result<PodView, ApiFailure> {
+        let api = self.pods(pod);
+        let patch = kube::api::Patch::<()>::Json(patch);
+        self.limited(api.patch(&pod.name, &PatchParams::default(), &patch)).await.map(view)
+    }
+
+    /// Asks the API server whether the tracker may `verb` this pod (a SelfSubjectAccessReview).
+    pub async fn may(&self, verb: &str, pod: &PodRef) -> Result<bool, ApiFailure> {
+        let review = SelfSubjectAccessReview {
+            spec: SelfSubjectAccessReviewSpec {
+                resource_attributes: Some(ResourceAttributes {
+                    namespace: Some(pod.namespace.clone()),
+                    verb: Some(verb.to_owned()),
+                    resource: Some("pods".to_owned()),
+                    name: Some(pod.name.clone()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let api: Api<SelfSubjectAccessReview> = Api::all(self.client.clone());
+        let answer = self.limited(api.create(&PostParams::default(), &review)).await?;
+        Ok(answer.status.is_some_and(|status| status.allowed))
+    }
+
+    async fn limited<T>(&self, call: impl Future<Output = kube::Result<T>>) -> Result<T, ApiFailure> {
+        let outcome = match self.timeout {
+            Some(limit) => tokio::time::timeout(limit, call)
+                .await
+                .map_err(|_| ApiFailure::Unknown(format!("no answer within {}", humantime::format_duration(limit))))?,
+            None => call.await,
+        };
+        outcome.map_err(classify)
+    }
+}
+
+fn view(pod: Pod) -> PodView {
+    PodView {
+        labels: pod.metadata.labels,
+        annotations: pod.metadata.annotations,
+        resource_version: pod.metadata.resource_version,
+    }
+}
+
+/// Sorts a kube error into what the tracker does next.
+pub fn classify(error: kube::Error) -> ApiFailure {
+    match error {
+        kube::Error::Api(status) => {
+            let message = if status.message.is_empty() { status.reason.clone() } else { status.message.clone() };
+            let has_causes = status.details.as_ref().is_some_and(|d| !d.causes.is_empty());
+            match status.code {
+                404 => ApiFailure::NotFound,
+                401 | 403 => ApiFailure::Refused(message),
+                409 => ApiFailure::GuardFailed,
+                // A failed `test` answers 422 without causes; a validation error lists them.
+                422 if !has_causes => ApiFailure::GuardFailed,
+                429 => ApiFailure::Unknown(format!("429 {message}")),
+                code if (400..500).contains(&code) => ApiFailure::Rejected(message),
+                code => ApiFailure::Unknown(format!("{code} {message}")),
+            }
+        }
+        other if refused_connection(&other) => ApiFailure::NotSent(error_chain(&other)),
+        other => ApiFailure::Unknown(error_chain(&other)),
+    }
+}
+
+/// True when the connection was refused: the request never left, so nothing was applied.
+fn refused_connection(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(err) = source {
+        let part = err.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = err.source();
+    }
+    text
+}
+
+/// Builds the API client: `--kubeconfig`, else `KUBECONFIG` / `~/.kube/config`, else the
+/// in-cluster service account; then every `--kube-*` flag on top.
+pub async fn connect(overrides: &KubeOverrides) -> Result<kube::Client> {
+    let mut config = load(overrides).await?;
+    apply_overrides(&mut config, overrides);
+    kube::Client::try_from(config).map_err(|e| Error::Config(format!("cannot build the API client: {}", error_chain(&e))))
+}
+
+async fn load(overrides: &KubeOverrides) -> Result<kube::Config> {
+    let options = KubeConfigOptions {
+        context: overrides.context.clone(),
+        cluster: overrides.cluster.clone(),
+        user: overrides.user.clone(),
+    };
+    if let Some(path) = &overrides.kubeconfig {
+        let kubeconfig = Kubeconfig::read_from(path)
+            .map_err(|e| Error::Config(format!("invalid value {path:?} for --kubeconfig: {}", error_chain(&e))))?;
+        return kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+            .await
+            .map_err(|e| Error::Config(format!("cannot use --kubeconfig {path:?}: {}", error_chain(&e))));
+    }
+    let from_file = kube::Config::from_kubeconfig(&options).await;
+    match from_file {
+        Ok(config) => Ok(config),
+        // A kubeconfig exists but the chosen context/cluster/user does not work: say so rather
+        // than silently falling back to another identity.
+        Err(e) if options.context.is_some() || options.cluster.is_some() || options.user.is_some() => {
+            Err(Error::Config(format!("cannot use the kubeconfig: {}", error_chain(&e))))
+        }
+        Err(kubeconfig_error) => match kube::Config::incluster() {
+            Ok(config) => Ok(config),
+            // Flags alone can describe the connection, as with kubectl --server.
+            Err(_) if overrides.server.is_some() => Ok(kube::Config::new(overrides.server.clone().unwrap_or_default())),
+            Err(in_cluster_error) => Err(Error::Config(format!(
+                "no Kubernetes connection: no usable kubeconfig ({}) and not running in a cluster ({}); \
+                 pass --kubeconfig or --kube-server",
+                error_chain(&kubeconfig_error),
+                error_chain(&in_cluster_error)
+            ))),
+        },
+    }
+}
+
+/// Applies the `--kube-*` flags to a loaded configuration, the way kubectl's flags override a
+/// kubeconfig. Also turns off kube's own retries: the tracker retries itself, knowing which
+/// writes are safe to repeat.
+pub fn apply_overrides(config: &mut kube::Config, o: &KubeOverrides) {
+    if let Some(server) = &o.server {
+        config.cluster_url = server.clone();
+    }
+    if let Some(certs) = &o.certificate_authority {
+        config.root_cert = Some(certs.clone());
+        config.root_cert_file = None;
+    }
+    let auth = &mut config.auth_info;
+    if let (Some(cert), Some(key)) = (&o.client_certificate, &o.client_key) {
+        auth.client_certificate = Some(cert.clone());
+        auth.client_certificate_data = None;
+        auth.client_key = Some(key.clone());
+        auth.client_key_data = None;
+    }
+    if let Some(token) = &o.token {
+        auth.token = Some(SecretString::from(token.clone()));
+        auth.token_file = None;
+        auth.exec = None;
+        auth.auth_provider = None;
+    }
+    if let Some(username) = &o.username {
+        auth.username = Some(username.clone());
+    }
+    if let Some(password) = &o.password {
+        auth.password = Some(SecretString::from(password.clone()));
+    }
+    if let Some(user) = &o.impersonate_user {
+        auth.impersonate = Some(user.clone());
+    }
+    if !o.impersonate_groups.is_empty() {
+        auth.impersonate_groups = Some(o.impersonate_groups.clone());
+    }
+    if let Some(uid) = &o.impersonate_uid {
+        auth.impersonate_uid = Some(uid.clone());
+    }
+    if let Some(name) = &o.tls_server_name {
+        config.tls_server_name = Some(name.clone());
+    }
+    if o.insecure_skip_tls_verify {
+        config.accept_invalid_certs = true;
+    }
+    if let Some(proxy) = &o.proxy_url {
+        config.proxy_url = Some(proxy.clone());
+    }
+    if o.disable_compression {
+        config.disable_compression = true;
+    }
+    config.default_retry = false;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    fn base() -> kube::Config {
+        let mut config = kube::Config::new("https://from-kubeconfig:6443".parse().expect("uri"));
+        config.auth_info.token_file = Some("/var/run/token".to_owned());
+        config.auth_info.client_certificate_data = Some("ZGF0YQ==".to_owned());
+        config
+    }
+
+    #[test]
+    fn no_flags_leave_the_kubeconfig_alone_except_retries() {
+        let mut config = base();
+        apply_overrides(&mut config, &KubeOverrides::default());
+        assert_eq!(config.cluster_url, "https://from-kubeconfig:6443");
+        assert_eq!(config.auth_info.token_file.as_deref(), Some("/var/run/token"));
+        assert!(!config.default_retry);
+        assert!(!config.accept_invalid_certs);
+    }
+
+    #[test]
+    fn every_flag_lands_in_the_kube_config() {
+        let mut config = base();
+        let overrides = KubeOverrides {
+            server: Some("https://flag:6443".parse().expect("uri")),
+            certificate_authority: Some(vec![vec![1, 2, 3]]),
+            client_certificate: Some("/c.pem".into()),
+            client_key: Some("/k.pem".into()),
+            token: Some("tok".into()),
+            username: Some("alice".into()),
+            password: Some("pw".into()),
+            impersonate_user: Some("bob".into()),
+            impersonate_groups: vec!["g1".into(), "g2".into()],
+            impersonate_uid: Some("42".into()),
+            tls_server_name: Some("api.internal".into()),
+            insecure_skip_tls_verify: true,
+            proxy_url: Some("http://proxy:3128".parse().expect("uri")),
+            disable_compression: true,
+            ..KubeOverrides::default()
+        };
+        apply_overrides(&mut config, &overrides);
+        assert_eq!(config.cluster_url, "https://flag:6443");
+        assert_eq!(config.root_cert, Some(vec![vec![1, 2, 3]]));
+        let auth = &config.auth_info;
+        assert_eq!(auth.client_certificate.as_deref(), Some("/c.pem"));
+        assert_eq!(auth.client_certificate_data, None, "the flag's file wins over kubeconfig data");
+        assert_eq!(auth.client_key.as_deref(), Some("/k.pem"));
+        assert_eq!(auth.token.as_ref().map(|t| t.expose_secret().to_owned()).as_deref(), Some("tok"));
+        assert_eq!(auth.token_file, None, "the flag's token wins over a token file");
+        assert_eq!(auth.username.as_deref(), Some("alice"));
+        assert_eq!(auth.password.as_ref().map(|p| p.expose_secret().to_owned()).as_deref(), Some("pw"));
+        assert_eq!(auth.impersonate.as_deref(), Some("bob"));
+        assert_eq!(auth.impersonate_groups, Some(vec!["g1".to_owned(), "g2".to_owned()]));
+        assert_eq!(auth.impersonate_uid.as_deref(), Some("42"));
+        assert_eq!(config.tls_server_name.as_deref(), Some("api.internal"));
+        assert!(config.accept_invalid_certs);
+        assert_eq!(config.proxy_url, Some("http://proxy:3128".parse().expect("uri")));
+        assert!(config.disable_compression);
+    }
+
+    fn status(code: u16, reason: &str, causes: bool) -> kube::Error {
+        let details = causes.then(|| kube::core::response::StatusDetails {
+            causes: vec![kube::core::response::StatusCause {
+                reason: "FieldValueInvalid".into(),
+                message: "bad".into(),
+                field: "metadata.labels".into(),
+            }],
+            ..Default::default()
+        });
+        let mut status = kube::core::Status::failure(&format!("message {code}"), reason);
+        status.code = code;
+        status.details = details;
+        kube::Error::Api(status.boxed())
+    }
+
+    #[test]
+    fn api_answers_are_sorted_by_what_the_tracker_does_next() {
+        assert_eq!(classify(status(404, "NotFound", false)), ApiFailure::NotFound);
+        assert_eq!(classify(status(403, "Forbidden", false)), ApiFailure::Refused("message 403".into()));
+        assert_eq!(classify(status(401, "Unauthorized", false)), ApiFailure::Refused("message 401".into()));
+        assert_eq!(classify(status(409, "Conflict", false)), ApiFailure::GuardFailed);
+        assert_eq!(classify(status(422, "Invalid", false)), ApiFailure::GuardFailed);
+        assert_eq!(classify(status(422, "Invalid", true)), ApiFailure::Rejected("message 422".into()));
+        assert_eq!(classify(status(400, "BadRequest", false)), ApiFailure::Rejected("message 400".into()));
+        assert!(matches!(classify(status(429, "TooManyRequests", false)), ApiFailure::Unknown(_)));
+        assert!(matches!(classify(status(500, "InternalError", false)), ApiFailure::Unknown(_)));
+        assert!(matches!(classify(status(503, "ServiceUnavailable", false)), ApiFailure::Unknown(_)));
+    }
+}

@@ -1,0 +1,355 @@
+//! The command line as the user types it: argh structs, the Go-style flag forms the original
+//! accepted, and shell completions.
+//!
+//! Pure: turns strings into structs; [`crate::config`] validates what they mean.
+
+use argh::{ArgsInfo, FromArgs};
+
+/// Keeps the number of running jobs of a pod in a label of that pod, so that a
+/// PodDisruptionBudget keeps busy pods from being evicted.
+#[derive(FromArgs, ArgsInfo, Debug, PartialEq)]
+pub struct Cli {
+    /// what to do
+    #[argh(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(FromArgs, ArgsInfo, Debug, PartialEq)]
+#[argh(subcommand)]
+pub enum Command {
+    /// Run the webhook server.
+    Serve(ServeArgs),
+    /// Print the version.
+    Version(VersionArgs),
+    /// Print a shell completion script.
+    Completion(CompletionArgs),
+}
+
+/// Run the webhook server: POST /increment and POST /decrement keep a pod label in step.
+#[derive(FromArgs, ArgsInfo, Debug, PartialEq, Default)]
+#[argh(subcommand, name = "serve")]
+pub struct ServeArgs {
+    /// address to listen on (default 0.0.0.0:8080 standalone, 127.0.0.1:8080 as a sidecar)
+    #[argh(option)]
+    pub address: Option<String>,
+    /// let decrements take the count below zero, stored as negN (default false)
+    #[argh(option, default = "false")]
+    pub allow_negative: bool,
+    /// username to impersonate for the operation
+    #[argh(option)]
+    pub kube_as: Option<String>,
+    /// group to impersonate for the operation, repeat for several groups
+    #[argh(option)]
+    pub kube_as_group: Vec<String>,
+    /// UID to impersonate for the operation
+    #[argh(option)]
+    pub kube_as_uid: Option<String>,
+    /// path to a cert file for the certificate authority
+    #[argh(option)]
+    pub kube_certificate_authority: Option<String>,
+    /// path to a client certificate file for TLS
+    #[argh(option)]
+    pub kube_client_certificate: Option<String>,
+    /// path to a client key file for TLS
+    #[argh(option)]
+    pub kube_client_key: Option<String>,
+    /// the name of the kubeconfig cluster to use
+    #[argh(option)]
+    pub kube_cluster: Option<String>,
+    /// the name of the kubeconfig context to use
+    #[argh(option)]
+    pub kube_context: Option<String>,
+    /// if true, opt out of response compression for all requests to the server (default false)
+    #[argh(option, default = "false")]
+    pub kube_disable_compression: bool,
+    /// if true, the server's certificate will not be checked for validity; insecure (default false)
+    #[argh(option, default = "false")]
+    pub kube_insecure_skip_tls_verify: bool,
+    /// namespace of the pods when --namespace is not given
+    #[argh(option, short = 'n')]
+    pub kube_namespace: Option<String>,
+    /// password for basic authentication to the API server
+    #[argh(option)]
+    pub kube_password: Option<String>,
+    /// if provided, this URL will be used to connect via proxy
+    #[argh(option)]
+    pub kube_proxy_url: Option<String>,
+    /// the length of time to wait before giving up on a single server request, e.g. 1s, 2m, 3h; 0 = no timeout (default 0)
+    #[argh(option, default = "String::from(\"0\")")]
+    pub kube_request_timeout: String,
+    /// the address and port of the Kubernetes API server
+    #[argh(option)]
+    pub kube_server: Option<String>,
+    /// server name to use for server certificate validation
+    #[argh(option)]
+    pub kube_tls_server_name: Option<String>,
+    /// bearer token for authentication to the API server
+    #[argh(option)]
+    pub kube_token: Option<String>,
+    /// the name of the kubeconfig user to use
+    #[argh(option)]
+    pub kube_user: Option<String>,
+    /// username for basic authentication to the API server
+    #[argh(option)]
+    pub kube_username: Option<String>,
+    /// path to the kubeconfig file (default: $KUBECONFIG, ~/.kube/config, then in-cluster)
+    #[argh(option)]
+    pub kubeconfig: Option<String>,
+    /// label that holds the number of running jobs (default active-jobs)
+    #[argh(option, default = "String::from(\"active-jobs\")")]
+    pub label: String,
+    /// only pods matching this label selector may be counted, e.g. app=worker,tier in (batch)
+    #[argh(option)]
+    pub label_selector: Option<String>,
+    /// namespace of the pods (default: -n, else default)
+    #[argh(option)]
+    pub namespace: Option<String>,
+    /// remove the label when the count reaches zero instead of writing 0 (default true)
+    #[argh(option, default = "true")]
+    pub remove_on_zero: bool,
+    /// run as the central, cluster-wide service even if POD_NAME is set (default false)
+    #[argh(option, default = "false")]
+    pub standalone: bool,
+    /// standalone: the only namespaces callers may name, comma-separated or repeated (default: any)
+    #[argh(option)]
+    pub allowed_namespaces: Vec<String>,
+    /// how long in-flight calls may take to finish after SIGTERM, e.g. 30s (default 30s)
+    #[argh(option, default = "String::from(\"30s\")")]
+    pub shutdown_grace_period: String,
+}
+
+/// Print the version.
+#[derive(FromArgs, ArgsInfo, Debug, PartialEq)]
+#[argh(subcommand, name = "version")]
+pub struct VersionArgs {}
+
+/// Print a completion script for a shell: bash, zsh or fish.
+#[derive(FromArgs, ArgsInfo, Debug, PartialEq)]
+#[argh(subcommand, name = "completion")]
+pub struct CompletionArgs {
+    /// the shell: bash, zsh or fish
+    #[argh(positional)]
+    pub shell: String,
+}
+
+/// The flags of `serve` that take a boolean (the original accepted `--flag`, `--flag=false`…).
+pub const BOOLEAN_FLAGS: &[&str] = &[
+    "--allow-negative",
+    "--kube-disable-compression",
+    "--kube-insecure-skip-tls-verify",
+    "--remove-on-zero",
+    "--standalone",
+];
+
+/// Rewrites the Go-style forms the original accepted into the forms argh parses.
+///
+/// `--flag=value` becomes `--flag value`; a bare boolean `--flag` becomes `--flag true`; boolean
+/// values take Go's spellings (`1`, `t`, `TRUE`, `False`…); `-n=ns` and `-nns` become `-n ns`.
+/// Everything after `--` is left alone.
+pub fn normalize(args: &[String]) -> Result<Vec<String>, String> {
+    let mut out = Vec::with_capacity(args.len() + 4);
+    let mut rest = args.iter().peekable();
+    while let Some(arg) = rest.next() {
+        if arg == "--" {
+            out.push(arg.clone());
+            out.extend(rest.cloned());
+            break;
+        }
+        if arg.starts_with("--") {
+            let (name, inline) = match arg.split_once('=') {
+                Some((name, value)) => (name, Some(value)),
+                None => (arg.as_str(), None),
+            };
+            out.push(name.to_owned());
+            if BOOLEAN_FLAGS.contains(&name) {
+                let value = match inline {
+                    Some(value) => go_bool(name, value)?,
+                    // A following literal belongs to the flag; anything else starts a new argument.
+                    None => match rest.peek().and_then(|next| go_bool(name, next).ok()) {
+                        Some(value) => {
+                            rest.next();
+                            value
+                        }
+                        None => "true",
+                    },
+                };
+                out.push(value.to_owned());
+            } else if let Some(value) = inline {
+                out.push(value.to_owned());
+            }
+        } else if let Some(value) = arg.strip_prefix("-n").filter(|v| !v.is_empty()) {
+            out.push("-n".to_owned());
+            out.push(value.strip_prefix('=').unwrap_or(value).to_owned());
+        } else {
+            out.push(arg.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// Go's `strconv.ParseBool` spellings.
+fn go_bool(flag: &str, value: &str) -> Result<&'static str, String> {
+    match value {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok("true"),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok("false"),
+        _ => Err(format!("invalid value {value:?} for {flag}: expected true or false")),
+    }
+}
+
+/// The completion script for `shell`, generated from the argh definitions.
+pub fn completion_script(shell: &str, program: &str) -> Result<String, String> {
+    use argh_complete::Generator;
+    let info = Cli::get_args_info();
+    match shell {
+        "bash" => Ok(argh_complete::bash::Bash::generate(program, &info)),
+        "zsh" => Ok(argh_complete::zsh::Zsh::generate(program, &info)),
+        "fish" => Ok(argh_complete::fish::Fish::generate(program, &info)),
+        other => Err(format!("unsupported shell {other:?} for completion: expected bash, zsh or fish")),
+    }
+}
+
+/// Parses the arguments after the program name (already normalised).
+pub fn parse(program: &str, args: &[String]) -> Result<Cli, argh::EarlyExit> {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Cli::from_args(&[program], &args)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(args: &[&str]) -> Vec<String> {
+        args.iter().map(|a| (*a).to_owned()).collect()
+    }
+
+    fn serve(args: &[&str]) -> ServeArgs {
+        let mut all = vec!["serve"];
+        all.extend_from_slice(args);
+        let normalized = normalize(&strings(&all)).expect("normalises");
+        match parse("pod-webhook-tracker", &normalized).expect("parses").command {
+            Command::Serve(serve) => serve,
+            other => panic!("not serve: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_original_deployment_args_parse_unchanged() {
+        let args = serve(&[
+            "--namespace=jobs",
+            "--label-selector=app.kubernetes.io/instance=fileflows,app.kubernetes.io/name=fileflows",
+        ]);
+        assert_eq!(args.namespace.as_deref(), Some("jobs"));
+        assert_eq!(
+            args.label_selector.as_deref(),
+            Some("app.kubernetes.io/instance=fileflows,app.kubernetes.io/name=fileflows")
+        );
+        assert!(args.remove_on_zero);
+        assert!(!args.allow_negative);
+        assert_eq!(args.label, "active-jobs");
+        assert_eq!(args.kube_request_timeout, "0");
+    }
+
+    #[test]
+    fn flags_take_their_value_after_a_space_or_an_equals_sign() {
+        assert_eq!(serve(&["--label", "busy"]).label, "busy");
+        assert_eq!(serve(&["--label=busy"]).label, "busy");
+        assert_eq!(serve(&["--label-selector=a=b"]).label_selector.as_deref(), Some("a=b"));
+    }
+
+    #[test]
+    fn booleans_take_every_go_form() {
+        assert!(serve(&["--allow-negative"]).allow_negative);
+        assert!(serve(&["--allow-negative=true"]).allow_negative);
+        assert!(serve(&["--allow-negative=1"]).allow_negative);
+        assert!(serve(&["--allow-negative", "True"]).allow_negative);
+        assert!(!serve(&["--remove-on-zero=false"]).remove_on_zero);
+        assert!(!serve(&["--remove-on-zero=F"]).remove_on_zero);
+        assert!(!serve(&["--remove-on-zero", "false"]).remove_on_zero);
+        assert!(serve(&["--remove-on-zero"]).remove_on_zero);
+        let args = serve(&["--kube-insecure-skip-tls-verify", "--kube-disable-compression", "--label", "x"]);
+        assert!(args.kube_insecure_skip_tls_verify && args.kube_disable_compression);
+        assert_eq!(args.label, "x");
+    }
+
+    #[test]
+    fn a_boolean_with_a_bad_value_names_the_flag() {
+        let err = normalize(&strings(&["serve", "--allow-negative=yes"])).expect_err("refused");
+        assert!(err.contains("--allow-negative") && err.contains("yes"), "{err}");
+    }
+
+    #[test]
+    fn the_short_namespace_flag_takes_every_form() {
+        for form in [&["-n", "ns1"][..], &["-n=ns1"], &["-nns1"], &["--kube-namespace=ns1"]] {
+            assert_eq!(serve(form).kube_namespace.as_deref(), Some("ns1"), "{form:?}");
+        }
+    }
+
+    #[test]
+    fn every_connection_flag_is_accepted() {
+        let args = serve(&[
+            "--kube-as=bob",
+            "--kube-as-group=g1",
+            "--kube-as-group",
+            "g2",
+            "--kube-as-uid=42",
+            "--kube-certificate-authority=/ca.pem",
+            "--kube-client-certificate=/c.pem",
+            "--kube-client-key=/k.pem",
+            "--kube-cluster=c",
+            "--kube-context=ctx",
+            "--kube-password=pw",
+            "--kube-proxy-url=http://proxy:3128",
+            "--kube-request-timeout=2m",
+            "--kube-server=https://api:6443",
+            "--kube-tls-server-name=api",
+            "--kube-token=tok",
+            "--kube-user=u",
+            "--kube-username=alice",
+            "--kubeconfig=/kc",
+            "--address=127.0.0.1:9000",
+        ]);
+        assert_eq!(args.kube_as.as_deref(), Some("bob"));
+        assert_eq!(args.kube_as_group, vec!["g1".to_owned(), "g2".to_owned()]);
+        assert_eq!(args.kube_as_uid.as_deref(), Some("42"));
+        assert_eq!(args.kube_certificate_authority.as_deref(), Some("/ca.pem"));
+        assert_eq!(args.kube_client_certificate.as_deref(), Some("/c.pem"));
+        assert_eq!(args.kube_client_key.as_deref(), Some("/k.pem"));
+        assert_eq!(args.kube_cluster.as_deref(), Some("c"));
+        assert_eq!(args.kube_context.as_deref(), Some("ctx"));
+        assert_eq!(args.kube_password.as_deref(), Some("pw"));
+        assert_eq!(args.kube_proxy_url.as_deref(), Some("http://proxy:3128"));
+        assert_eq!(args.kube_request_timeout, "2m");
+        assert_eq!(args.kube_server.as_deref(), Some("https://api:6443"));
+        assert_eq!(args.kube_tls_server_name.as_deref(), Some("api"));
+        assert_eq!(args.kube_token.as_deref(), Some("tok"));
+        assert_eq!(args.kube_user.as_deref(), Some("u"));
+        assert_eq!(args.kube_username.as_deref(), Some("alice"));
+        assert_eq!(args.kubeconfig.as_deref(), Some("/kc"));
+        assert_eq!(args.address.as_deref(), Some("127.0.0.1:9000"));
+    }
+
+    #[test]
+    fn an_unknown_flag_is_refused() {
+        let normalized = normalize(&strings(&["serve", "--no-such-flag=1"])).expect("normalises");
+        let exit = parse("pod-webhook-tracker", &normalized).expect_err("refused");
+        assert!(exit.status.is_err());
+        assert!(exit.output.contains("--no-such-flag"), "{}", exit.output);
+    }
+
+    #[test]
+    fn arguments_after_a_double_dash_are_left_alone() {
+        let normalized = normalize(&strings(&["x", "--", "--allow-negative=maybe"])).expect("normalises");
+        assert_eq!(normalized, strings(&["x", "--", "--allow-negative=maybe"]));
+    }
+
+    #[test]
+    fn completions_exist_for_bash_zsh_and_fish() {
+        for shell in ["bash", "zsh", "fish"] {
+            let script = completion_script(shell, "pod-webhook-tracker").expect("generated");
+            assert!(script.contains("pod-webhook-tracker"), "{shell}");
+            assert!(script.contains("serve"), "{shell}");
+        }
+        assert!(completion_script("tcsh", "pod-webhook-tracker").is_err());
+    }
+}

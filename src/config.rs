@@ -1,0 +1,513 @@
+//! The validated settings every other module reads, built once from the command line and the
+//! environment before anything starts.
+//!
+//! Pure apart from reading the certificate files the flags name (so that an unreadable file is
+//! refused at start-up, not at the first webhook call).
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use kube_labels::Selector;
+
+use crate::cli::ServeArgs;
+use crate::count::Policy;
+use crate::error::{Error, Result};
+use crate::target::{PodRef, Targeting};
+
+/// Where a sidecar reads its namespace when `POD_NAMESPACE` is not set.
+pub const SERVICE_ACCOUNT_NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
+
+/// What the process environment says about the pod it runs in (downward API).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Environment {
+    /// `POD_NAME` (`metadata.name`).
+    pub pod_name: Option<String>,
+    /// `POD_NAMESPACE` (`metadata.namespace`).
+    pub pod_namespace: Option<String>,
+    /// The service account's namespace file, if present.
+    pub service_account_namespace: Option<String>,
+}
+
+impl Environment {
+    /// Reads the real process environment.
+    pub fn from_process() -> Self {
+        let var = |name| std::env::var(name).ok().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        Environment {
+            pod_name: var("POD_NAME"),
+            pod_namespace: var("POD_NAMESPACE"),
+            service_account_namespace: std::fs::read_to_string(SERVICE_ACCOUNT_NAMESPACE_FILE)
+                .ok()
+                .map(|ns| ns.trim().to_owned())
+                .filter(|ns| !ns.is_empty()),
+        }
+    }
+}
+
+/// Connection settings from the `--kube-*` flags, applied on top of the kubeconfig or
+/// in-cluster configuration (see [`crate::api::connect`]).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct KubeOverrides {
+    /// `--kubeconfig`.
+    pub kubeconfig: Option<String>,
+    /// `--kube-context`.
+    pub context: Option<String>,
+    /// `--kube-cluster`.
+    pub cluster: Option<String>,
+    /// `--kube-user`.
+    pub user: Option<String>,
+    /// `--kube-server`.
+    pub server: Option<http::Uri>,
+    /// `--kube-certificate-authority`, read: DER certificates.
+    pub certificate_authority: Option<Vec<Vec<u8>>>,
+    /// `--kube-client-certificate`: a path, checked readable.
+    pub client_certificate: Option<String>,
+    /// `--kube-client-key`: a path, checked readable.
+    pub client_key: Option<String>,
+    /// `--kube-token`.
+    pub token: Option<String>,
+    /// `--kube-username`.
+    pub username: Option<String>,
+    /// `--kube-password`.
+    pub password: Option<String>,
+    /// `--kube-as`.
+    pub impersonate_user: Option<String>,
+    /// `--kube-as-group` (repeated).
+    pub impersonate_groups: Vec<String>,
+    /// `--kube-as-uid`.
+    pub impersonate_uid: Option<String>,
+    /// `--kube-tls-server-name`.
+    pub tls_server_name: Option<String>,
+    /// `--kube-insecure-skip-tls-verify`.
+    pub insecure_skip_tls_verify: bool,
+    /// `--kube-proxy-url`.
+    pub proxy_url: Option<http::Uri>,
+    /// `--kube-disable-compression`.
+    pub disable_compression: bool,
+}
+
+// Secrets never reach a log line, not even through `{:?}`.
+impl std::fmt::Debug for KubeOverrides {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |set: bool| if set { "<hidden>" } else { "<none>" };
+        f.debug_struct("KubeOverrides")
+            .field("kubeconfig", &self.kubeconfig)
+            .field("context", &self.context)
+            .field("cluster", &self.cluster)
+            .field("user", &self.user)
+            .field("server", &self.server)
+            .field("certificate_authority", &self.certificate_authority.as_ref().map(Vec::len))
+            .field("client_certificate", &self.client_certificate)
+            .field("client_key", &self.client_key)
+            .field("token", &hidden(self.token.is_some()))
+            .field("username", &self.username)
+            .field("password", &hidden(self.password.is_some()))
+            .field("impersonate_user", &self.impersonate_user)
+            .field("impersonate_groups", &self.impersonate_groups)
+            .field("impersonate_uid", &self.impersonate_uid)
+            .field("tls_server_name", &self.tls_server_name)
+            .field("insecure_skip_tls_verify", &self.insecure_skip_tls_verify)
+            .field("proxy_url", &self.proxy_url)
+            .field("disable_compression", &self.disable_compression)
+            .finish()
+    }
+}
+
+/// Every validated setting of `serve`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the webhook server listens.
+    pub address: SocketAddr,
+    /// The label that holds the count.
+    pub label: String,
+    /// The annotation that records recent write ids (see [`crate::guard::next_marker`]).
+    pub marker_annotation: String,
+    /// Pods must match this selector to be counted.
+    pub selector: Option<Selector>,
+    /// Counting rules.
+    pub policy: Policy,
+    /// Sidecar or standalone, and what each may touch.
+    pub targeting: Targeting,
+    /// Why this mode was chosen, for the start-up log.
+    pub mode_reason: String,
+    /// API connection settings.
+    pub kube: KubeOverrides,
+    /// Time limit of one API request; `None`: no limit.
+    pub request_timeout: Option<Duration>,
+    /// How long in-flight calls may take after SIGTERM.
+    pub shutdown_grace: Duration,
+}
+
+impl Config {
+    /// Validates the `serve` flags against the environment; every error names its flag.
+    pub fn from_args(args: &ServeArgs, env: &Environment) -> Result<Config> {
+        if let Err(problems) = kube_labels::validate_label_key(&args.label) {
+            return Err(invalid("--label", &args.label, &problems.join("; ")));
+        }
+        let marker_annotation = format!("{}-writes", args.label);
+        if kube_labels::validate_label_key(&marker_annotation).is_err() {
+            return Err(invalid(
+                "--label",
+                &args.label,
+                "its name part must leave room for the \"-writes\" suffix of the marker annotation (at most 56 characters)",
+            ));
+        }
+        let selector = match args.label_selector.as_deref().filter(|s| !s.trim().is_empty()) {
+            Some(text) => Some(Selector::parse(text).map_err(|e| invalid("--label-selector", text, &e.to_string()))?),
+            None => None,
+        };
+        let (targeting, mode_reason) = targeting(args, env)?;
+        let default_address = match targeting {
+            Targeting::Sidecar { .. } => "127.0.0.1:8080",
+            Targeting::Standalone { .. } => "0.0.0.0:8080",
+        };
+        let address_text = args.address.as_deref().unwrap_or(default_address);
+        Ok(Config {
+            address: parse_address(address_text).map_err(|why| invalid("--address", address_text, &why))?,
+            label: args.label.clone(),
+            marker_annotation,
+            selector,
+            policy: Policy { allow_negative: args.allow_negative, remove_on_zero: args.remove_on_zero },
+            targeting,
+            mode_reason,
+            kube: kube_overrides(args)?,
+            request_timeout: parse_timeout("--kube-request-timeout", &args.kube_request_timeout)?,
+            shutdown_grace: parse_timeout("--shutdown-grace-period", &args.shutdown_grace_period)?
+                .unwrap_or(Duration::ZERO),
+        })
+    }
+}
+
+fn invalid(flag: &str, value: &str, why: &str) -> Error {
+    Error::Config(format!("invalid value {value:?} for {flag}: {why}"))
+}
+
+/// Sidecar when the downward API names the pod (and `--standalone` is off); otherwise the
+/// original's central service, so that its deployments keep working without a new flag.
+fn targeting(args: &ServeArgs, env: &Environment) -> Result<(Targeting, String)> {
+    let default_namespace = args.namespace.clone().or_else(|| args.kube_namespace.clone()).unwrap_or_else(|| "default".to_owned());
+    check_namespace("--namespace", &default_namespace)?;
+    let allowed: Vec<String> = args
+        .allowed_namespaces
+        .iter()
+        .flat_map(|list| list.split(','))
+        .map(str::trim)
+        .filter(|ns| !ns.is_empty())
+        .map(str::to_owned)
+        .collect();
+    for ns in &allowed {
+        check_namespace("--allowed-namespaces", ns)?;
+    }
+    let standalone = |reason: &str| {
+        let allowed_namespaces = (!allowed.is_empty()).then(|| allowed.clone());
+        (Targeting::Standalone { default_namespace: default_namespace.clone(), allowed_namespaces }, reason.to_owned())
+    };
+    if args.standalone {
+        return Ok(standalone("standalone mode: --standalone is set"));
+    }
+    let Some(name) = env.pod_name.clone() else {
+        return Ok(standalone("standalone mode: POD_NAME is not set, so callers name the pod with ?pod_name="));
+    };
+    if let Err(problems) = kube_labels::validate_dns1123_subdomain(&name) {
+        return Err(invalid("POD_NAME (environment)", &name, &problems.join("; ")));
+    }
+    let (namespace, source) = match (&env.pod_namespace, &env.service_account_namespace) {
+        (Some(ns), _) => (ns.clone(), "POD_NAMESPACE"),
+        (None, Some(ns)) => (ns.clone(), SERVICE_ACCOUNT_NAMESPACE_FILE),
+        (None, None) => {
+            return Err(Error::Config(format!(
+                "POD_NAME is set ({name}) but the pod's namespace is unknown: set POD_NAMESPACE from the downward \
+                 API (fieldRef metadata.namespace), mount the service account token, or pass --standalone"
+            )));
+        }
+    };
+    check_namespace(source, &namespace)?;
+    let own = PodRef::new(namespace, name);
+    let reason = format!("sidecar mode: tracking own pod {own} (name from POD_NAME, namespace from {source})");
+    Ok((Targeting::Sidecar { own }, reason))
+}
+
+fn check_namespace(source: &str, ns: &str) -> Result<()> {
+    kube_labels::validate_dns1123_label(ns).map_err(|problems| invalid(source, ns, &problems.join("; ")))
+}
+
+/// Parses `host:port`, Go's `:port` (every interface) and `localhost:port`.
+fn parse_address(text: &str) -> std::result::Result<SocketAddr, String> {
+    let with_host = if text.starts_with(':') { format!("0.0.0.0{text}") } else { text.to_owned() };
+    if let Ok(address) = with_host.parse::<SocketAddr>() {
+        return Ok(address);
+    }
+    match with_host.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => with_host
+            .to_socket_addrs()
+            .map_err(|e| format!("cannot resolve it: {e}"))?
+            .next()
+            .ok_or_else(|| "it resolves to no address".to_owned()),
+        _ => Err("expected host:port, e.g. 0.0.0.0:8080, 127.0.0.1:8080 or :8080".to_owned()),
+    }
+}
+
+/// `0` is "no limit"; otherwise a duration such as `500ms`, `30s`, `2m`, `1h30m`.
+fn parse_timeout(flag: &str, text: &str) -> Result<Option<Duration>> {
+    if text.trim() == "0" {
+        return Ok(None);
+    }
+    humantime::parse_duration(text.trim())
+        .map(Some)
+        .map_err(|e| invalid(flag, text, &format!("{e}; expected 0 or a duration such as 30s, 2m, 1h")))
+}
+
+fn kube_overrides(args: &ServeArgs) -> Result<KubeOverrides> {
+    let uri = |flag: &str, value: &Option<String>| -> Result<Option<http::Uri>> {
+        value.as_deref().map(|text| text.parse::<http::Uri>().map_err(|e| invalid(flag, text, &e.to_string()))).transpose()
+    };
+    let read = |flag: &str, path: &Option<String>| -> Result<Option<String>> {
+        path.as_deref()
+            .map(|path| {
+                std::fs::read_to_string(path).map_err(|e| invalid(flag, path, &format!("cannot read the file: {e}")))
+            })
+            .transpose()
+    };
+    let certificate_authority = match read("--kube-certificate-authority", &args.kube_certificate_authority)? {
+        Some(pem) => Some(pem_certificates(&pem).map_err(|why| {
+            invalid("--kube-certificate-authority", args.kube_certificate_authority.as_deref().unwrap_or(""), &why)
+        })?),
+        None => None,
+    };
+    // kube reads the client certificate and key itself; reading them here refuses a bad path at start-up.
+    read("--kube-client-certificate", &args.kube_client_certificate)?;
+    read("--kube-client-key", &args.kube_client_key)?;
+    if args.kube_client_certificate.is_some() != args.kube_client_key.is_some() {
+        return Err(Error::Config(
+            "--kube-client-certificate and --kube-client-key go together: give both or neither".to_owned(),
+        ));
+    }
+    if let Some(path) = &args.kubeconfig
+        && let Err(e) = std::fs::metadata(path)
+    {
+        return Err(invalid("--kubeconfig", path, &format!("cannot read the file: {e}")));
+    }
+    Ok(KubeOverrides {
+        kubeconfig: args.kubeconfig.clone(),
+        context: args.kube_context.clone(),
+        cluster: args.kube_cluster.clone(),
+        user: args.kube_user.clone(),
+        server: uri("--kube-server", &args.kube_server)?,
+        certificate_authority,
+        client_certificate: args.kube_client_certificate.clone(),
+        client_key: args.kube_client_key.clone(),
+        token: args.kube_token.clone(),
+        username: args.kube_username.clone(),
+        password: args.kube_password.clone(),
+        impersonate_user: args.kube_as.clone(),
+        impersonate_groups: args.kube_as_group.clone(),
+        impersonate_uid: args.kube_as_uid.clone(),
+        tls_server_name: args.kube_tls_server_name.clone(),
+        insecure_skip_tls_verify: args.kube_insecure_skip_tls_verify,
+        proxy_url: uri("--kube-proxy-url", &args.kube_proxy_url)?,
+        disable_compression: args.kube_disable_compression,
+    })
+}
+
+/// The DER certificates of a PEM bundle; an empty or malformed bundle is an error.
+fn pem_certificates(pem: &str) -> std::result::Result<Vec<Vec<u8>>, String> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .map(|cert| cert.map(|der| der.to_vec()))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| format!("not a PEM certificate bundle: {e}"))?;
+    if certs.is_empty() {
+        return Err("the file holds no PEM certificate".to_owned());
+    }
+    Ok(certs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: impl FnOnce(&mut ServeArgs)) -> ServeArgs {
+        let mut args = ServeArgs {
+            label: "active-jobs".to_owned(),
+            kube_request_timeout: "0".to_owned(),
+            remove_on_zero: true,
+            shutdown_grace_period: "30s".to_owned(),
+            ..ServeArgs::default()
+        };
+        extra(&mut args);
+        args
+    }
+
+    fn config(extra: impl FnOnce(&mut ServeArgs)) -> Result<Config> {
+        Config::from_args(&args(extra), &Environment::default())
+    }
+
+    fn config_error(extra: impl FnOnce(&mut ServeArgs)) -> String {
+        config(extra).expect_err("refused").to_string()
+    }
+
+    #[test]
+    fn defaults_match_the_original() {
+        let config = config(|_| {}).expect("valid");
+        assert_eq!(config.address, "0.0.0.0:8080".parse().expect("address"));
+        assert_eq!(config.label, "active-jobs");
+        assert_eq!(config.policy, Policy { allow_negative: false, remove_on_zero: true });
+        assert_eq!(
+            config.targeting,
+            Targeting::Standalone { default_namespace: "default".to_owned(), allowed_namespaces: None }
+        );
+        assert_eq!(config.request_timeout, None);
+        assert_eq!(config.shutdown_grace, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn an_invalid_label_key_is_refused_naming_the_flag() {
+        let err = config_error(|a| a.label = "bad key!".to_owned());
+        assert!(err.contains("--label") && err.contains("bad key!"), "{err}");
+    }
+
+    #[test]
+    fn a_prefixed_label_key_is_accepted() {
+        let config = config(|a| a.label = "example.com/active-jobs".to_owned()).expect("valid");
+        assert_eq!(config.marker_annotation, "example.com/active-jobs-writes");
+    }
+
+    #[test]
+    fn a_selector_that_does_not_parse_is_refused_naming_the_flag() {
+        let err = config_error(|a| a.label_selector = Some("app in (worker".to_owned()));
+        assert!(err.contains("--label-selector") && err.contains("app in (worker"), "{err}");
+    }
+
+    #[test]
+    fn an_address_that_does_not_parse_is_refused() {
+        for bad in ["8080", "localhost", "1.2.3.4:99999", "::::"] {
+            let err = config_error(|a| a.address = Some(bad.to_owned()));
+            assert!(err.contains("--address"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn go_style_addresses_are_accepted() {
+        assert_eq!(config(|a| a.address = Some(":9090".to_owned())).expect("valid").address.port(), 9090);
+        assert!(config(|a| a.address = Some("localhost:9090".to_owned())).is_ok());
+        assert!(config(|a| a.address = Some("[::1]:9090".to_owned())).is_ok());
+    }
+
+    #[test]
+    fn a_bad_duration_is_refused_naming_the_flag() {
+        let err = config_error(|a| a.kube_request_timeout = "soon".to_owned());
+        assert!(err.contains("--kube-request-timeout") && err.contains("soon"), "{err}");
+    }
+
+    #[test]
+    fn go_durations_are_accepted() {
+        for (text, expected) in [("1s", 1), ("2m", 120), ("3h", 10800), ("1m30s", 90)] {
+            let config = config(|a| a.kube_request_timeout = text.to_owned()).expect(text);
+            assert_eq!(config.request_timeout, Some(Duration::from_secs(expected)), "{text}");
+        }
+    }
+
+    #[test]
+    fn unreadable_certificate_files_are_refused_naming_the_flag() {
+        let err = config_error(|a| a.kube_certificate_authority = Some("/no/such/ca.pem".to_owned()));
+        assert!(err.contains("--kube-certificate-authority"), "{err}");
+        let err = config_error(|a| {
+            a.kube_client_certificate = Some("/no/such/cert.pem".to_owned());
+            a.kube_client_key = Some("/no/such/key.pem".to_owned());
+        });
+        assert!(err.contains("--kube-client-certificate"), "{err}");
+    }
+
+    #[test]
+    fn a_file_without_certificates_is_refused() {
+        let dir = std::env::temp_dir().join(format!("pwt-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("empty.pem");
+        std::fs::write(&path, "not a certificate").expect("written");
+        let err = config_error(|a| a.kube_certificate_authority = Some(path.display().to_string()));
+        assert!(err.contains("--kube-certificate-authority") && err.contains("no PEM certificate"), "{err}");
+    }
+
+    #[test]
+    fn namespace_precedence_is_flag_then_short_flag_then_default() {
+        let ns = |c: Config| match c.targeting {
+            Targeting::Standalone { default_namespace, .. } => default_namespace,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(ns(config(|_| {}).expect("valid")), "default");
+        assert_eq!(ns(config(|a| a.kube_namespace = Some("short".to_owned())).expect("valid")), "short");
+        assert_eq!(
+            ns(config(|a| {
+                a.kube_namespace = Some("short".to_owned());
+                a.namespace = Some("long".to_owned());
+            })
+            .expect("valid")),
+            "long"
+        );
+    }
+
+    #[test]
+    fn pod_name_in_the_environment_selects_sidecar_mode_on_loopback() {
+        let env = Environment { pod_name: Some("job-1".into()), pod_namespace: Some("jobs".into()), ..Default::default() };
+        let config = Config::from_args(&args(|_| {}), &env).expect("valid");
+        assert_eq!(config.targeting, Targeting::Sidecar { own: PodRef::new("jobs", "job-1") });
+        assert_eq!(config.address, "127.0.0.1:8080".parse().expect("address"));
+        assert!(config.mode_reason.contains("POD_NAMESPACE"));
+    }
+
+    #[test]
+    fn the_service_account_namespace_is_the_fallback() {
+        let env = Environment {
+            pod_name: Some("job-1".into()),
+            service_account_namespace: Some("batch".into()),
+            ..Default::default()
+        };
+        let config = Config::from_args(&args(|_| {}), &env).expect("valid");
+        assert_eq!(config.targeting, Targeting::Sidecar { own: PodRef::new("batch", "job-1") });
+    }
+
+    #[test]
+    fn a_sidecar_without_a_namespace_is_refused_with_advice() {
+        let env = Environment { pod_name: Some("job-1".into()), ..Default::default() };
+        let err = Config::from_args(&args(|_| {}), &env).expect_err("refused").to_string();
+        assert!(err.contains("POD_NAMESPACE"), "{err}");
+    }
+
+    #[test]
+    fn the_standalone_flag_wins_over_the_environment() {
+        let env = Environment { pod_name: Some("svc-0".into()), pod_namespace: Some("ops".into()), ..Default::default() };
+        let config = Config::from_args(&args(|a| a.standalone = true), &env).expect("valid");
+        assert!(matches!(config.targeting, Targeting::Standalone { .. }));
+        assert_eq!(config.address.port(), 8080);
+    }
+
+    #[test]
+    fn allowed_namespaces_take_lists_and_repeats() {
+        let config = config(|a| a.allowed_namespaces = vec!["a,b".into(), "c".into()]).expect("valid");
+        let Targeting::Standalone { allowed_namespaces, .. } = config.targeting else { panic!("standalone") };
+        assert_eq!(allowed_namespaces, Some(vec!["a".to_owned(), "b".to_owned(), "c".to_owned()]));
+        let err = config_error(|a| a.allowed_namespaces = vec!["Bad_NS".into()]);
+        assert!(err.contains("--allowed-namespaces"), "{err}");
+    }
+
+    #[test]
+    fn client_certificate_and_key_go_together() {
+        let dir = std::env::temp_dir().join(format!("pwt-config-pair-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let cert = dir.join("cert.pem");
+        std::fs::write(&cert, "x").expect("written");
+        let err = config_error(|a| a.kube_client_certificate = Some(cert.display().to_string()));
+        assert!(err.contains("--kube-client-key"), "{err}");
+    }
+
+    #[test]
+    fn secrets_do_not_show_in_debug_output() {
+        let config = config(|a| {
+            a.kube_token = Some("s3cr3t-token".into());
+            a.kube_password = Some("s3cr3t-pass".into());
+        })
+        .expect("valid");
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("s3cr3t"), "{debug}");
+    }
+}

@@ -1,0 +1,98 @@
+//! The one error type of the program, and its `Result` alias.
+//!
+//! Variants say what went wrong in the caller's terms; [`crate::http`] alone turns them into
+//! status codes.
+
+use std::time::Duration;
+
+use crate::target::PodRef;
+
+/// Everything that can go wrong, from start-up to one webhook call.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A flag or setting is invalid; the program refuses to start.
+    #[error("{0}")]
+    Config(String),
+
+    /// The webhook request itself is malformed (missing or invalid parameter).
+    #[error("{0}")]
+    BadRequest(String),
+
+    /// The caller may not act on this pod or namespace.
+    #[error("{0}")]
+    NotAllowed(String),
+
+    /// The pod does not exist, or does not match the label selector (deliberately one answer).
+    #[error("pod {pod} not found")]
+    PodNotFound {
+        /// The pod asked for.
+        pod: PodRef,
+    },
+
+    /// The label holds something that is not a count; nothing was written.
+    #[error("pod {pod}: label {label} holds {value:?}, which is not a count; nothing was written")]
+    NotACount {
+        /// The pod.
+        pod: PodRef,
+        /// The label key.
+        label: String,
+        /// What the label holds.
+        value: String,
+    },
+
+    /// The count would leave the 64-bit range; nothing was written for this call.
+    #[error("pod {pod}: a {delta} would take label {label} out of the 64-bit range; nothing was written")]
+    Overflow {
+        /// The pod.
+        pod: PodRef,
+        /// The label key.
+        label: String,
+        /// The change that overflowed.
+        delta: crate::count::Delta,
+    },
+
+    /// The API server refused the tracker's credentials (401) or rights (403).
+    #[error("pod {pod}: the API server refused the tracker: {message}")]
+    ApiRefused {
+        /// The pod.
+        pod: PodRef,
+        /// What the tracker lacks, in the API server's words.
+        message: String,
+    },
+
+    /// The API server rejected the request for a reason other than rights or a failed guard.
+    #[error("pod {pod}: the API server rejected the change: {message}")]
+    ApiRejected {
+        /// The pod.
+        pod: PodRef,
+        /// The API server's message.
+        message: String,
+    },
+
+    /// The API server could not be reached or kept failing; nothing was written.
+    #[error("pod {pod}: the API server is unavailable ({reason}); nothing was written")]
+    ApiUnavailable {
+        /// The pod.
+        pod: PodRef,
+        /// The last failure.
+        reason: String,
+        /// When to try again.
+        retry_after: Duration,
+    },
+
+    /// A write was sent but its outcome could not be learnt before giving up.
+    #[error("pod {pod}: the outcome is unknown ({reason}); the change may or may not have been stored")]
+    OutcomeUnknown {
+        /// The pod.
+        pod: PodRef,
+        /// The last failure.
+        reason: String,
+    },
+
+    /// The tracker is shutting down and takes no new calls.
+    #[error("the tracker is shutting down")]
+    ShuttingDown,
+}
+
+/// The program's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,16 @@
+//! pod-webhook-tracker: keeps the number of running jobs of a pod in a label of that pod, so that
+//! a PodDisruptionBudget selecting the label keeps busy pods from being evicted.
+//!
+//! The path of one call: [`http`] routes it, [`target`] finds the pod, [`tracker`] queues it on
+//! the pod's single writer, which computes every caller's count with [`count`], writes once with
+//! a [`guard`]ed JSON patch through [`api`], and answers each caller.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod count;
+pub mod error;
+pub mod guard;
+pub mod target;
+
+pub use error::{Error, Result};
