@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::authorization::v1::{ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec};
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -57,10 +59,16 @@ impl PodClient {
     }
 
     /// Sends a JSON patch (its `test` operations guard the change) and returns the stored pod.
-    pub async fn patch(&self, pod: &PodRef, patch: json_patch::Patch) -> Result<PodView, ApiFailure> {
+    pub async fn patch(
+        &self,
+        pod: &PodRef,
+        patch: json_patch::Patch,
+    ) -> Result<PodView, ApiFailure> {
         let api = self.pods(pod);
         let patch = kube::api::Patch::<()>::Json(patch);
-        self.limited(api.patch(&pod.name, &PatchParams::default(), &patch)).await.map(view)
+        self.limited(api.patch(&pod.name, &PatchParams::default(), &patch))
+            .await
+            .map(view)
     }
 
     /// Asks the API server whether the tracker may `verb` this pod (a SelfSubjectAccessReview).
@@ -79,15 +87,23 @@ impl PodClient {
             ..Default::default()
         };
         let api: Api<SelfSubjectAccessReview> = Api::all(self.client.clone());
-        let answer = self.limited(api.create(&PostParams::default(), &review)).await?;
+        let answer = self
+            .limited(api.create(&PostParams::default(), &review))
+            .await?;
         Ok(answer.status.is_some_and(|status| status.allowed))
     }
 
-    async fn limited<T>(&self, call: impl Future<Output = kube::Result<T>>) -> Result<T, ApiFailure> {
+    async fn limited<T>(
+        &self,
+        call: impl Future<Output = kube::Result<T>>,
+    ) -> Result<T, ApiFailure> {
         let outcome = match self.timeout {
-            Some(limit) => tokio::time::timeout(limit, call)
-                .await
-                .map_err(|_| ApiFailure::Unknown(format!("no answer within {}", humantime::format_duration(limit))))?,
+            Some(limit) => tokio::time::timeout(limit, call).await.map_err(|_| {
+                ApiFailure::Unknown(format!(
+                    "no answer within {}",
+                    humantime::format_duration(limit)
+                ))
+            })?,
             None => call.await,
         };
         outcome.map_err(classify)
@@ -106,8 +122,15 @@ fn view(pod: Pod) -> PodView {
 pub fn classify(error: kube::Error) -> ApiFailure {
     match error {
         kube::Error::Api(status) => {
-            let message = if status.message.is_empty() { status.reason.clone() } else { status.message.clone() };
-            let has_causes = status.details.as_ref().is_some_and(|d| !d.causes.is_empty());
+            let message = if status.message.is_empty() {
+                status.reason.clone()
+            } else {
+                status.message.clone()
+            };
+            let has_causes = status
+                .details
+                .as_ref()
+                .is_some_and(|d| !d.causes.is_empty());
             match status.code {
                 404 => ApiFailure::NotFound,
                 401 | 403 => ApiFailure::Refused(message),
@@ -157,7 +180,8 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 pub async fn connect(overrides: &KubeOverrides) -> Result<kube::Client> {
     let mut config = load(overrides).await?;
     apply_overrides(&mut config, overrides);
-    kube::Client::try_from(config).map_err(|e| Error::Config(format!("cannot build the API client: {}", error_chain(&e))))
+    kube::Client::try_from(config)
+        .map_err(|e| Error::Config(format!("cannot build the API client: {}", error_chain(&e))))
 }
 
 async fn load(overrides: &KubeOverrides) -> Result<kube::Config> {
@@ -167,24 +191,40 @@ async fn load(overrides: &KubeOverrides) -> Result<kube::Config> {
         user: overrides.user.clone(),
     };
     if let Some(path) = &overrides.kubeconfig {
-        let kubeconfig = Kubeconfig::read_from(path)
-            .map_err(|e| Error::Config(format!("invalid value {path:?} for --kubeconfig: {}", error_chain(&e))))?;
+        let kubeconfig = Kubeconfig::read_from(path).map_err(|e| {
+            Error::Config(format!(
+                "invalid value {path:?} for --kubeconfig: {}",
+                error_chain(&e)
+            ))
+        })?;
         return kube::Config::from_custom_kubeconfig(kubeconfig, &options)
             .await
-            .map_err(|e| Error::Config(format!("cannot use --kubeconfig {path:?}: {}", error_chain(&e))));
+            .map_err(|e| {
+                Error::Config(format!(
+                    "cannot use --kubeconfig {path:?}: {}",
+                    error_chain(&e)
+                ))
+            });
     }
     let from_file = kube::Config::from_kubeconfig(&options).await;
     match from_file {
         Ok(config) => Ok(config),
         // A kubeconfig exists but the chosen context/cluster/user does not work: say so rather
         // than silently falling back to another identity.
-        Err(e) if options.context.is_some() || options.cluster.is_some() || options.user.is_some() => {
-            Err(Error::Config(format!("cannot use the kubeconfig: {}", error_chain(&e))))
+        Err(e)
+            if options.context.is_some() || options.cluster.is_some() || options.user.is_some() =>
+        {
+            Err(Error::Config(format!(
+                "cannot use the kubeconfig: {}",
+                error_chain(&e)
+            )))
         }
         Err(kubeconfig_error) => match kube::Config::incluster() {
             Ok(config) => Ok(config),
             // Flags alone can describe the connection, as with kubectl --server.
-            Err(_) if overrides.server.is_some() => Ok(kube::Config::new(overrides.server.clone().unwrap_or_default())),
+            Err(_) if overrides.server.is_some() => Ok(kube::Config::new(
+                overrides.server.clone().unwrap_or_default(),
+            )),
             Err(in_cluster_error) => Err(Error::Config(format!(
                 "no Kubernetes connection: no usable kubeconfig ({}) and not running in a cluster ({}); \
                  pass --kubeconfig or --kube-server",
@@ -266,7 +306,10 @@ mod tests {
         let mut config = base();
         apply_overrides(&mut config, &KubeOverrides::default());
         assert_eq!(config.cluster_url, "https://from-kubeconfig:6443");
-        assert_eq!(config.auth_info.token_file.as_deref(), Some("/var/run/token"));
+        assert_eq!(
+            config.auth_info.token_file.as_deref(),
+            Some("/var/run/token")
+        );
         assert!(!config.default_retry);
         assert!(!config.accept_invalid_certs);
     }
@@ -296,18 +339,42 @@ mod tests {
         assert_eq!(config.root_cert, Some(vec![vec![1, 2, 3]]));
         let auth = &config.auth_info;
         assert_eq!(auth.client_certificate.as_deref(), Some("/c.pem"));
-        assert_eq!(auth.client_certificate_data, None, "the flag's file wins over kubeconfig data");
+        assert_eq!(
+            auth.client_certificate_data, None,
+            "the flag's file wins over kubeconfig data"
+        );
         assert_eq!(auth.client_key.as_deref(), Some("/k.pem"));
-        assert_eq!(auth.token.as_ref().map(|t| t.expose_secret().to_owned()).as_deref(), Some("tok"));
-        assert_eq!(auth.token_file, None, "the flag's token wins over a token file");
+        assert_eq!(
+            auth.token
+                .as_ref()
+                .map(|t| t.expose_secret().to_owned())
+                .as_deref(),
+            Some("tok")
+        );
+        assert_eq!(
+            auth.token_file, None,
+            "the flag's token wins over a token file"
+        );
         assert_eq!(auth.username.as_deref(), Some("alice"));
-        assert_eq!(auth.password.as_ref().map(|p| p.expose_secret().to_owned()).as_deref(), Some("pw"));
+        assert_eq!(
+            auth.password
+                .as_ref()
+                .map(|p| p.expose_secret().to_owned())
+                .as_deref(),
+            Some("pw")
+        );
         assert_eq!(auth.impersonate.as_deref(), Some("bob"));
-        assert_eq!(auth.impersonate_groups, Some(vec!["g1".to_owned(), "g2".to_owned()]));
+        assert_eq!(
+            auth.impersonate_groups,
+            Some(vec!["g1".to_owned(), "g2".to_owned()])
+        );
         assert_eq!(auth.impersonate_uid.as_deref(), Some("42"));
         assert_eq!(config.tls_server_name.as_deref(), Some("api.internal"));
         assert!(config.accept_invalid_certs);
-        assert_eq!(config.proxy_url, Some("http://proxy:3128".parse().expect("uri")));
+        assert_eq!(
+            config.proxy_url,
+            Some("http://proxy:3128".parse().expect("uri"))
+        );
         assert!(config.disable_compression);
     }
 
@@ -318,7 +385,11 @@ mod tests {
                 message: "bad".into(),
                 field: "metadata.labels".into(),
             }],
-            ..Default::default()
+            name: "worker-a".into(),
+            group: String::new(),
+            kind: "Pod".into(),
+            uid: String::new(),
+            retry_after_seconds: 0,
         });
         let mut status = kube::core::Status::failure(&format!("message {code}"), reason);
         status.code = code;
@@ -328,15 +399,45 @@ mod tests {
 
     #[test]
     fn api_answers_are_sorted_by_what_the_tracker_does_next() {
-        assert_eq!(classify(status(404, "NotFound", false)), ApiFailure::NotFound);
-        assert_eq!(classify(status(403, "Forbidden", false)), ApiFailure::Refused("message 403".into()));
-        assert_eq!(classify(status(401, "Unauthorized", false)), ApiFailure::Refused("message 401".into()));
-        assert_eq!(classify(status(409, "Conflict", false)), ApiFailure::GuardFailed);
-        assert_eq!(classify(status(422, "Invalid", false)), ApiFailure::GuardFailed);
-        assert_eq!(classify(status(422, "Invalid", true)), ApiFailure::Rejected("message 422".into()));
-        assert_eq!(classify(status(400, "BadRequest", false)), ApiFailure::Rejected("message 400".into()));
-        assert!(matches!(classify(status(429, "TooManyRequests", false)), ApiFailure::Unknown(_)));
-        assert!(matches!(classify(status(500, "InternalError", false)), ApiFailure::Unknown(_)));
-        assert!(matches!(classify(status(503, "ServiceUnavailable", false)), ApiFailure::Unknown(_)));
+        assert_eq!(
+            classify(status(404, "NotFound", false)),
+            ApiFailure::NotFound
+        );
+        assert_eq!(
+            classify(status(403, "Forbidden", false)),
+            ApiFailure::Refused("message 403".into())
+        );
+        assert_eq!(
+            classify(status(401, "Unauthorized", false)),
+            ApiFailure::Refused("message 401".into())
+        );
+        assert_eq!(
+            classify(status(409, "Conflict", false)),
+            ApiFailure::GuardFailed
+        );
+        assert_eq!(
+            classify(status(422, "Invalid", false)),
+            ApiFailure::GuardFailed
+        );
+        assert_eq!(
+            classify(status(422, "Invalid", true)),
+            ApiFailure::Rejected("message 422".into())
+        );
+        assert_eq!(
+            classify(status(400, "BadRequest", false)),
+            ApiFailure::Rejected("message 400".into())
+        );
+        assert!(matches!(
+            classify(status(429, "TooManyRequests", false)),
+            ApiFailure::Unknown(_)
+        ));
+        assert!(matches!(
+            classify(status(500, "InternalError", false)),
+            ApiFailure::Unknown(_)
+        ));
+        assert!(matches!(
+            classify(status(503, "ServiceUnavailable", false)),
+            ApiFailure::Unknown(_)
+        ));
     }
 }

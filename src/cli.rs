@@ -15,6 +15,9 @@ pub struct Cli {
 }
 
 /// The subcommands.
+// Parsed once at start-up, so the size of the largest variant does not matter (and argh's derive
+// does not take a boxed subcommand).
+#[allow(clippy::large_enum_variant)]
 #[derive(FromArgs, ArgsInfo, Debug, PartialEq)]
 #[argh(subcommand)]
 pub enum Command {
@@ -193,7 +196,9 @@ fn go_bool(flag: &str, value: &str) -> Result<&'static str, String> {
     match value {
         "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok("true"),
         "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok("false"),
-        _ => Err(format!("invalid value {value:?} for {flag}: expected true or false")),
+        _ => Err(format!(
+            "invalid value {value:?} for {flag}: expected true or false"
+        )),
     }
 }
 
@@ -205,7 +210,9 @@ pub fn completion_script(shell: &str, program: &str) -> Result<String, String> {
         "bash" => Ok(argh_complete::bash::Bash::generate(program, &info)),
         "zsh" => Ok(argh_complete::zsh::Zsh::generate(program, &info)),
         "fish" => Ok(argh_complete::fish::Fish::generate(program, &info)),
-        other => Err(format!("unsupported shell {other:?} for completion: expected bash, zsh or fish")),
+        other => Err(format!(
+            "unsupported shell {other:?} for completion: expected bash, zsh or fish"
+        )),
     }
 }
 
@@ -227,7 +234,10 @@ mod tests {
         let mut all = vec!["serve"];
         all.extend_from_slice(args);
         let normalized = normalize(&strings(&all)).expect("normalises");
-        match parse("pod-webhook-tracker", &normalized).expect("parses").command {
+        match parse("pod-webhook-tracker", &normalized)
+            .expect("parses")
+            .command
+        {
             Command::Serve(serve) => serve,
             other => panic!("not serve: {other:?}"),
         }
@@ -254,7 +264,10 @@ mod tests {
     fn flags_take_their_value_after_a_space_or_an_equals_sign() {
         assert_eq!(serve(&["--label", "busy"]).label, "busy");
         assert_eq!(serve(&["--label=busy"]).label, "busy");
-        assert_eq!(serve(&["--label-selector=a=b"]).label_selector.as_deref(), Some("a=b"));
+        assert_eq!(
+            serve(&["--label-selector=a=b"]).label_selector.as_deref(),
+            Some("a=b")
+        );
     }
 
     #[test]
@@ -267,7 +280,12 @@ mod tests {
         assert!(!serve(&["--remove-on-zero=F"]).remove_on_zero);
         assert!(!serve(&["--remove-on-zero", "false"]).remove_on_zero);
         assert!(serve(&["--remove-on-zero"]).remove_on_zero);
-        let args = serve(&["--kube-insecure-skip-tls-verify", "--kube-disable-compression", "--label", "x"]);
+        let args = serve(&[
+            "--kube-insecure-skip-tls-verify",
+            "--kube-disable-compression",
+            "--label",
+            "x",
+        ]);
         assert!(args.kube_insecure_skip_tls_verify && args.kube_disable_compression);
         assert_eq!(args.label, "x");
     }
@@ -275,13 +293,25 @@ mod tests {
     #[test]
     fn a_boolean_with_a_bad_value_names_the_flag() {
         let err = normalize(&strings(&["serve", "--allow-negative=yes"])).expect_err("refused");
-        assert!(err.contains("--allow-negative") && err.contains("yes"), "{err}");
+        assert!(
+            err.contains("--allow-negative") && err.contains("yes"),
+            "{err}"
+        );
     }
 
     #[test]
     fn the_short_namespace_flag_takes_every_form() {
-        for form in [&["-n", "ns1"][..], &["-n=ns1"], &["-nns1"], &["--kube-namespace=ns1"]] {
-            assert_eq!(serve(form).kube_namespace.as_deref(), Some("ns1"), "{form:?}");
+        for form in [
+            &["-n", "ns1"][..],
+            &["-n=ns1"],
+            &["-nns1"],
+            &["--kube-namespace=ns1"],
+        ] {
+            assert_eq!(
+                serve(form).kube_namespace.as_deref(),
+                Some("ns1"),
+                "{form:?}"
+            );
         }
     }
 
@@ -339,7 +369,8 @@ mod tests {
 
     #[test]
     fn arguments_after_a_double_dash_are_left_alone() {
-        let normalized = normalize(&strings(&["x", "--", "--allow-negative=maybe"])).expect("normalises");
+        let normalized =
+            normalize(&strings(&["x", "--", "--allow-negative=maybe"])).expect("normalises");
         assert_eq!(normalized, strings(&["x", "--", "--allow-negative=maybe"]));
     }
 

@@ -15,7 +15,8 @@ use crate::error::{Error, Result};
 use crate::target::{PodRef, Targeting};
 
 /// Where a sidecar reads its namespace when `POD_NAMESPACE` is not set.
-pub const SERVICE_ACCOUNT_NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
+pub const SERVICE_ACCOUNT_NAMESPACE_FILE: &str =
+    "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
 
 /// What the process environment says about the pod it runs in (downward API).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -31,7 +32,12 @@ pub struct Environment {
 impl Environment {
     /// Reads the real process environment.
     pub fn from_process() -> Self {
-        let var = |name| std::env::var(name).ok().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let var = |name| {
+            std::env::var(name)
+                .ok()
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
         Environment {
             pod_name: var("POD_NAME"),
             pod_namespace: var("POD_NAMESPACE"),
@@ -95,7 +101,10 @@ impl std::fmt::Debug for KubeOverrides {
             .field("cluster", &self.cluster)
             .field("user", &self.user)
             .field("server", &self.server)
-            .field("certificate_authority", &self.certificate_authority.as_ref().map(Vec::len))
+            .field(
+                "certificate_authority",
+                &self.certificate_authority.as_ref().map(Vec::len),
+            )
             .field("client_certificate", &self.client_certificate)
             .field("client_key", &self.client_key)
             .field("token", &hidden(self.token.is_some()))
@@ -151,8 +160,15 @@ impl Config {
                 "its name part must leave room for the \"-writes\" suffix of the marker annotation (at most 56 characters)",
             ));
         }
-        let selector = match args.label_selector.as_deref().filter(|s| !s.trim().is_empty()) {
-            Some(text) => Some(Selector::parse(text).map_err(|e| invalid("--label-selector", text, &e.to_string()))?),
+        let selector = match args
+            .label_selector
+            .as_deref()
+            .filter(|s| !s.trim().is_empty())
+        {
+            Some(text) => Some(
+                Selector::parse(text)
+                    .map_err(|e| invalid("--label-selector", text, &e.to_string()))?,
+            ),
             None => None,
         };
         let (targeting, mode_reason) = targeting(args, env)?;
@@ -162,11 +178,15 @@ impl Config {
         };
         let address_text = args.address.as_deref().unwrap_or(default_address);
         Ok(Config {
-            address: parse_address(address_text).map_err(|why| invalid("--address", address_text, &why))?,
+            address: parse_address(address_text)
+                .map_err(|why| invalid("--address", address_text, &why))?,
             label: args.label.clone(),
             marker_annotation,
             selector,
-            policy: Policy { allow_negative: args.allow_negative, remove_on_zero: args.remove_on_zero },
+            policy: Policy {
+                allow_negative: args.allow_negative,
+                remove_on_zero: args.remove_on_zero,
+            },
             targeting,
             mode_reason,
             kube: kube_overrides(args)?,
@@ -184,7 +204,11 @@ fn invalid(flag: &str, value: &str, why: &str) -> Error {
 /// Sidecar when the downward API names the pod (and `--standalone` is off); otherwise the
 /// original's central service, so that its deployments keep working without a new flag.
 fn targeting(args: &ServeArgs, env: &Environment) -> Result<(Targeting, String)> {
-    let default_namespace = args.namespace.clone().or_else(|| args.kube_namespace.clone()).unwrap_or_else(|| "default".to_owned());
+    let default_namespace = args
+        .namespace
+        .clone()
+        .or_else(|| args.kube_namespace.clone())
+        .unwrap_or_else(|| "default".to_owned());
     check_namespace("--namespace", &default_namespace)?;
     let allowed: Vec<String> = args
         .allowed_namespaces
@@ -199,16 +223,28 @@ fn targeting(args: &ServeArgs, env: &Environment) -> Result<(Targeting, String)>
     }
     let standalone = |reason: &str| {
         let allowed_namespaces = (!allowed.is_empty()).then(|| allowed.clone());
-        (Targeting::Standalone { default_namespace: default_namespace.clone(), allowed_namespaces }, reason.to_owned())
+        (
+            Targeting::Standalone {
+                default_namespace: default_namespace.clone(),
+                allowed_namespaces,
+            },
+            reason.to_owned(),
+        )
     };
     if args.standalone {
         return Ok(standalone("standalone mode: --standalone is set"));
     }
     let Some(name) = env.pod_name.clone() else {
-        return Ok(standalone("standalone mode: POD_NAME is not set, so callers name the pod with ?pod_name="));
+        return Ok(standalone(
+            "standalone mode: POD_NAME is not set, so callers name the pod with ?pod_name=",
+        ));
     };
     if let Err(problems) = kube_labels::validate_dns1123_subdomain(&name) {
-        return Err(invalid("POD_NAME (environment)", &name, &problems.join("; ")));
+        return Err(invalid(
+            "POD_NAME (environment)",
+            &name,
+            &problems.join("; "),
+        ));
     }
     let (namespace, source) = match (&env.pod_namespace, &env.service_account_namespace) {
         (Some(ns), _) => (ns.clone(), "POD_NAMESPACE"),
@@ -222,17 +258,24 @@ fn targeting(args: &ServeArgs, env: &Environment) -> Result<(Targeting, String)>
     };
     check_namespace(source, &namespace)?;
     let own = PodRef::new(namespace, name);
-    let reason = format!("sidecar mode: tracking own pod {own} (name from POD_NAME, namespace from {source})");
+    let reason = format!(
+        "sidecar mode: tracking own pod {own} (name from POD_NAME, namespace from {source})"
+    );
     Ok((Targeting::Sidecar { own }, reason))
 }
 
 fn check_namespace(source: &str, ns: &str) -> Result<()> {
-    kube_labels::validate_dns1123_label(ns).map_err(|problems| invalid(source, ns, &problems.join("; ")))
+    kube_labels::validate_dns1123_label(ns)
+        .map_err(|problems| invalid(source, ns, &problems.join("; ")))
 }
 
 /// Parses `host:port`, Go's `:port` (every interface) and `localhost:port`.
 fn parse_address(text: &str) -> std::result::Result<SocketAddr, String> {
-    let with_host = if text.starts_with(':') { format!("0.0.0.0{text}") } else { text.to_owned() };
+    let with_host = if text.starts_with(':') {
+        format!("0.0.0.0{text}")
+    } else {
+        text.to_owned()
+    };
     if let Ok(address) = with_host.parse::<SocketAddr>() {
         return Ok(address);
     }
@@ -253,23 +296,43 @@ fn parse_timeout(flag: &str, text: &str) -> Result<Option<Duration>> {
     }
     humantime::parse_duration(text.trim())
         .map(Some)
-        .map_err(|e| invalid(flag, text, &format!("{e}; expected 0 or a duration such as 30s, 2m, 1h")))
+        .map_err(|e| {
+            invalid(
+                flag,
+                text,
+                &format!("{e}; expected 0 or a duration such as 30s, 2m, 1h"),
+            )
+        })
 }
 
 fn kube_overrides(args: &ServeArgs) -> Result<KubeOverrides> {
     let uri = |flag: &str, value: &Option<String>| -> Result<Option<http::Uri>> {
-        value.as_deref().map(|text| text.parse::<http::Uri>().map_err(|e| invalid(flag, text, &e.to_string()))).transpose()
+        value
+            .as_deref()
+            .map(|text| {
+                text.parse::<http::Uri>()
+                    .map_err(|e| invalid(flag, text, &e.to_string()))
+            })
+            .transpose()
     };
     let read = |flag: &str, path: &Option<String>| -> Result<Option<String>> {
         path.as_deref()
             .map(|path| {
-                std::fs::read_to_string(path).map_err(|e| invalid(flag, path, &format!("cannot read the file: {e}")))
+                std::fs::read_to_string(path)
+                    .map_err(|e| invalid(flag, path, &format!("cannot read the file: {e}")))
             })
             .transpose()
     };
-    let certificate_authority = match read("--kube-certificate-authority", &args.kube_certificate_authority)? {
+    let certificate_authority = match read(
+        "--kube-certificate-authority",
+        &args.kube_certificate_authority,
+    )? {
         Some(pem) => Some(pem_certificates(&pem).map_err(|why| {
-            invalid("--kube-certificate-authority", args.kube_certificate_authority.as_deref().unwrap_or(""), &why)
+            invalid(
+                "--kube-certificate-authority",
+                args.kube_certificate_authority.as_deref().unwrap_or(""),
+                &why,
+            )
         })?),
         None => None,
     };
@@ -278,13 +341,18 @@ fn kube_overrides(args: &ServeArgs) -> Result<KubeOverrides> {
     read("--kube-client-key", &args.kube_client_key)?;
     if args.kube_client_certificate.is_some() != args.kube_client_key.is_some() {
         return Err(Error::Config(
-            "--kube-client-certificate and --kube-client-key go together: give both or neither".to_owned(),
+            "--kube-client-certificate and --kube-client-key go together: give both or neither"
+                .to_owned(),
         ));
     }
     if let Some(path) = &args.kubeconfig
         && let Err(e) = std::fs::metadata(path)
     {
-        return Err(invalid("--kubeconfig", path, &format!("cannot read the file: {e}")));
+        return Err(invalid(
+            "--kubeconfig",
+            path,
+            &format!("cannot read the file: {e}"),
+        ));
     }
     Ok(KubeOverrides {
         kubeconfig: args.kubeconfig.clone(),
@@ -351,10 +419,19 @@ mod tests {
         let config = config(|_| {}).expect("valid");
         assert_eq!(config.address, "0.0.0.0:8080".parse().expect("address"));
         assert_eq!(config.label, "active-jobs");
-        assert_eq!(config.policy, Policy { allow_negative: false, remove_on_zero: true });
+        assert_eq!(
+            config.policy,
+            Policy {
+                allow_negative: false,
+                remove_on_zero: true
+            }
+        );
         assert_eq!(
             config.targeting,
-            Targeting::Standalone { default_namespace: "default".to_owned(), allowed_namespaces: None }
+            Targeting::Standalone {
+                default_namespace: "default".to_owned(),
+                allowed_namespaces: None
+            }
         );
         assert_eq!(config.request_timeout, None);
         assert_eq!(config.shutdown_grace, Duration::from_secs(30));
@@ -375,7 +452,10 @@ mod tests {
     #[test]
     fn a_selector_that_does_not_parse_is_refused_naming_the_flag() {
         let err = config_error(|a| a.label_selector = Some("app in (worker".to_owned()));
-        assert!(err.contains("--label-selector") && err.contains("app in (worker"), "{err}");
+        assert!(
+            err.contains("--label-selector") && err.contains("app in (worker"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -388,7 +468,13 @@ mod tests {
 
     #[test]
     fn go_style_addresses_are_accepted() {
-        assert_eq!(config(|a| a.address = Some(":9090".to_owned())).expect("valid").address.port(), 9090);
+        assert_eq!(
+            config(|a| a.address = Some(":9090".to_owned()))
+                .expect("valid")
+                .address
+                .port(),
+            9090
+        );
         assert!(config(|a| a.address = Some("localhost:9090".to_owned())).is_ok());
         assert!(config(|a| a.address = Some("[::1]:9090".to_owned())).is_ok());
     }
@@ -396,20 +482,28 @@ mod tests {
     #[test]
     fn a_bad_duration_is_refused_naming_the_flag() {
         let err = config_error(|a| a.kube_request_timeout = "soon".to_owned());
-        assert!(err.contains("--kube-request-timeout") && err.contains("soon"), "{err}");
+        assert!(
+            err.contains("--kube-request-timeout") && err.contains("soon"),
+            "{err}"
+        );
     }
 
     #[test]
     fn go_durations_are_accepted() {
         for (text, expected) in [("1s", 1), ("2m", 120), ("3h", 10800), ("1m30s", 90)] {
             let config = config(|a| a.kube_request_timeout = text.to_owned()).expect(text);
-            assert_eq!(config.request_timeout, Some(Duration::from_secs(expected)), "{text}");
+            assert_eq!(
+                config.request_timeout,
+                Some(Duration::from_secs(expected)),
+                "{text}"
+            );
         }
     }
 
     #[test]
     fn unreadable_certificate_files_are_refused_naming_the_flag() {
-        let err = config_error(|a| a.kube_certificate_authority = Some("/no/such/ca.pem".to_owned()));
+        let err =
+            config_error(|a| a.kube_certificate_authority = Some("/no/such/ca.pem".to_owned()));
         assert!(err.contains("--kube-certificate-authority"), "{err}");
         let err = config_error(|a| {
             a.kube_client_certificate = Some("/no/such/cert.pem".to_owned());
@@ -425,17 +519,25 @@ mod tests {
         let path = dir.join("empty.pem");
         std::fs::write(&path, "not a certificate").expect("written");
         let err = config_error(|a| a.kube_certificate_authority = Some(path.display().to_string()));
-        assert!(err.contains("--kube-certificate-authority") && err.contains("no PEM certificate"), "{err}");
+        assert!(
+            err.contains("--kube-certificate-authority") && err.contains("no PEM certificate"),
+            "{err}"
+        );
     }
 
     #[test]
     fn namespace_precedence_is_flag_then_short_flag_then_default() {
         let ns = |c: Config| match c.targeting {
-            Targeting::Standalone { default_namespace, .. } => default_namespace,
+            Targeting::Standalone {
+                default_namespace, ..
+            } => default_namespace,
             other => panic!("{other:?}"),
         };
         assert_eq!(ns(config(|_| {}).expect("valid")), "default");
-        assert_eq!(ns(config(|a| a.kube_namespace = Some("short".to_owned())).expect("valid")), "short");
+        assert_eq!(
+            ns(config(|a| a.kube_namespace = Some("short".to_owned())).expect("valid")),
+            "short"
+        );
         assert_eq!(
             ns(config(|a| {
                 a.kube_namespace = Some("short".to_owned());
@@ -448,9 +550,18 @@ mod tests {
 
     #[test]
     fn pod_name_in_the_environment_selects_sidecar_mode_on_loopback() {
-        let env = Environment { pod_name: Some("job-1".into()), pod_namespace: Some("jobs".into()), ..Default::default() };
+        let env = Environment {
+            pod_name: Some("job-1".into()),
+            pod_namespace: Some("jobs".into()),
+            ..Default::default()
+        };
         let config = Config::from_args(&args(|_| {}), &env).expect("valid");
-        assert_eq!(config.targeting, Targeting::Sidecar { own: PodRef::new("jobs", "job-1") });
+        assert_eq!(
+            config.targeting,
+            Targeting::Sidecar {
+                own: PodRef::new("jobs", "job-1")
+            }
+        );
         assert_eq!(config.address, "127.0.0.1:8080".parse().expect("address"));
         assert!(config.mode_reason.contains("POD_NAMESPACE"));
     }
@@ -463,19 +574,33 @@ mod tests {
             ..Default::default()
         };
         let config = Config::from_args(&args(|_| {}), &env).expect("valid");
-        assert_eq!(config.targeting, Targeting::Sidecar { own: PodRef::new("batch", "job-1") });
+        assert_eq!(
+            config.targeting,
+            Targeting::Sidecar {
+                own: PodRef::new("batch", "job-1")
+            }
+        );
     }
 
     #[test]
     fn a_sidecar_without_a_namespace_is_refused_with_advice() {
-        let env = Environment { pod_name: Some("job-1".into()), ..Default::default() };
-        let err = Config::from_args(&args(|_| {}), &env).expect_err("refused").to_string();
+        let env = Environment {
+            pod_name: Some("job-1".into()),
+            ..Default::default()
+        };
+        let err = Config::from_args(&args(|_| {}), &env)
+            .expect_err("refused")
+            .to_string();
         assert!(err.contains("POD_NAMESPACE"), "{err}");
     }
 
     #[test]
     fn the_standalone_flag_wins_over_the_environment() {
-        let env = Environment { pod_name: Some("svc-0".into()), pod_namespace: Some("ops".into()), ..Default::default() };
+        let env = Environment {
+            pod_name: Some("svc-0".into()),
+            pod_namespace: Some("ops".into()),
+            ..Default::default()
+        };
         let config = Config::from_args(&args(|a| a.standalone = true), &env).expect("valid");
         assert!(matches!(config.targeting, Targeting::Standalone { .. }));
         assert_eq!(config.address.port(), 8080);
@@ -483,9 +608,18 @@ mod tests {
 
     #[test]
     fn allowed_namespaces_take_lists_and_repeats() {
-        let config = config(|a| a.allowed_namespaces = vec!["a,b".into(), "c".into()]).expect("valid");
-        let Targeting::Standalone { allowed_namespaces, .. } = config.targeting else { panic!("standalone") };
-        assert_eq!(allowed_namespaces, Some(vec!["a".to_owned(), "b".to_owned(), "c".to_owned()]));
+        let config =
+            config(|a| a.allowed_namespaces = vec!["a,b".into(), "c".into()]).expect("valid");
+        let Targeting::Standalone {
+            allowed_namespaces, ..
+        } = config.targeting
+        else {
+            panic!("standalone")
+        };
+        assert_eq!(
+            allowed_namespaces,
+            Some(vec!["a".to_owned(), "b".to_owned(), "c".to_owned()])
+        );
         let err = config_error(|a| a.allowed_namespaces = vec!["Bad_NS".into()]);
         assert!(err.contains("--allowed-namespaces"), "{err}");
     }

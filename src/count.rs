@@ -58,7 +58,11 @@ pub fn decode(value: Option<&str>) -> Result<i64, NotACount> {
         return Err(NotACount);
     }
     // Parse with the sign attached so that i64::MIN (whose magnitude has no positive i64) reads back.
-    let signed = if negative { format!("-{digits}") } else { digits.to_owned() };
+    let signed = if negative {
+        format!("-{digits}")
+    } else {
+        digits.to_owned()
+    };
     signed.parse::<i64>().map_err(|_| NotACount)
 }
 
@@ -96,9 +100,18 @@ pub fn label_for(count: i64, policy: Policy) -> Option<String> {
 mod tests {
     use super::*;
 
-    const DEFAULT: Policy = Policy { allow_negative: false, remove_on_zero: true };
-    const NEGATIVE: Policy = Policy { allow_negative: true, remove_on_zero: true };
-    const KEEP_ZERO: Policy = Policy { allow_negative: false, remove_on_zero: false };
+    const DEFAULT: Policy = Policy {
+        allow_negative: false,
+        remove_on_zero: true,
+    };
+    const NEGATIVE: Policy = Policy {
+        allow_negative: true,
+        remove_on_zero: true,
+    };
+    const KEEP_ZERO: Policy = Policy {
+        allow_negative: false,
+        remove_on_zero: false,
+    };
 
     #[test]
     fn an_absent_label_counts_as_zero() {
@@ -122,14 +135,36 @@ mod tests {
 
     #[test]
     fn values_that_are_not_counts_are_refused() {
-        for value in ["abc", "", "-1", "+1", "1.0", " 1", "neg", "neg-1", "NEG1", "1e3", "9223372036854775808"] {
+        for value in [
+            "abc",
+            "",
+            "-1",
+            "+1",
+            "1.0",
+            " 1",
+            "neg",
+            "neg-1",
+            "NEG1",
+            "1e3",
+            "9223372036854775808",
+        ] {
             assert_eq!(decode(Some(value)), Err(NotACount), "{value:?}");
         }
     }
 
     #[test]
     fn encoding_round_trips_over_the_whole_range() {
-        for count in [i64::MIN, i64::MIN + 1, -1000, -1, 0, 1, 1000, i64::MAX - 1, i64::MAX] {
+        for count in [
+            i64::MIN,
+            i64::MIN + 1,
+            -1000,
+            -1,
+            0,
+            1,
+            1000,
+            i64::MAX - 1,
+            i64::MAX,
+        ] {
             assert_eq!(decode(Some(&encode(count))), Ok(count), "{count}");
         }
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::target::PodRef;
 
 /// Everything that can go wrong, from start-up to one webhook call.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// A flag or setting is invalid; the program refuses to start.
     #[error("{0}")]
@@ -41,7 +41,9 @@ pub enum Error {
     },
 
     /// The count would leave the 64-bit range; nothing was written for this call.
-    #[error("pod {pod}: a {delta} would take label {label} out of the 64-bit range; nothing was written")]
+    #[error(
+        "pod {pod}: a {delta} would take label {label} out of the 64-bit range; nothing was written"
+    )]
     Overflow {
         /// The pod.
         pod: PodRef,
@@ -81,7 +83,9 @@ pub enum Error {
     },
 
     /// A write was sent but its outcome could not be learnt before giving up.
-    #[error("pod {pod}: the outcome is unknown ({reason}); the change may or may not have been stored")]
+    #[error(
+        "pod {pod}: the outcome is unknown ({reason}); the change may or may not have been stored"
+    )]
     OutcomeUnknown {
         /// The pod.
         pod: PodRef,

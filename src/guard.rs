@@ -54,11 +54,16 @@ impl MapWrite<'_> {
         let Some(current) = self.current else {
             // No map at all: `add /metadata/labels/k` would fail (422), so the map itself is
             // tested absent and added whole.
-            ops.push(test(PointerBuf::from_tokens(["metadata", self.field]), Value::Null));
+            ops.push(test(
+                PointerBuf::from_tokens(["metadata", self.field]),
+                Value::Null,
+            ));
             let added: serde_json::Map<String, Value> = self
                 .changes
                 .iter()
-                .filter_map(|(key, value)| Some(((*key).to_owned(), Value::from(value.map(str::to_owned)?))))
+                .filter_map(|(key, value)| {
+                    Some(((*key).to_owned(), Value::from(value.map(str::to_owned)?)))
+                })
                 .collect();
             if !added.is_empty() {
                 ops.push(PatchOperation::Add(AddOperation {
@@ -69,16 +74,22 @@ impl MapWrite<'_> {
             return;
         };
         for key in &self.guarded {
-            let value = current.get(*key).map_or(Value::Null, |v| Value::from(v.as_str()));
+            let value = current
+                .get(*key)
+                .map_or(Value::Null, |v| Value::from(v.as_str()));
             ops.push(test(self.pointer(key), value));
         }
         for (key, value) in &self.changes {
             match (current.get(*key).map(String::as_str), value) {
-                (old, Some(new)) if old != Some(*new) => ops.push(PatchOperation::Add(AddOperation {
+                (old, Some(new)) if old != Some(*new) => {
+                    ops.push(PatchOperation::Add(AddOperation {
+                        path: self.pointer(key),
+                        value: Value::from(*new),
+                    }))
+                }
+                (Some(_), None) => ops.push(PatchOperation::Remove(RemoveOperation {
                     path: self.pointer(key),
-                    value: Value::from(*new),
                 })),
-                (Some(_), None) => ops.push(PatchOperation::Remove(RemoveOperation { path: self.pointer(key) })),
                 _ => {}
             }
         }
@@ -119,7 +130,12 @@ impl WritePlan<'_> {
     pub fn to_patch(&self, view: &PodView) -> Patch {
         let mut ops = Vec::new();
         let mut guarded = vec![self.label_key];
-        guarded.extend(self.guarded_labels.iter().copied().filter(|key| *key != self.label_key));
+        guarded.extend(
+            self.guarded_labels
+                .iter()
+                .copied()
+                .filter(|key| *key != self.label_key),
+        );
         MapWrite {
             field: "labels",
             current: view.labels.as_ref(),
@@ -164,8 +180,17 @@ mod tests {
     use serde_json::json;
 
     fn view(labels: Option<&[(&str, &str)]>, annotations: Option<&[(&str, &str)]>) -> PodView {
-        let map = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-        PodView { labels: labels.map(map), annotations: annotations.map(map), resource_version: None }
+        let map = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        PodView {
+            labels: labels.map(map),
+            annotations: annotations.map(map),
+            resource_version: None,
+        }
     }
 
     fn patch_json(plan: &WritePlan<'_>, view: &PodView) -> Value {
@@ -173,7 +198,12 @@ mod tests {
     }
 
     fn plan<'a>(value: Option<&'a str>, marker: Option<(&'a str, &'a str)>) -> WritePlan<'a> {
-        WritePlan { label_key: "active-jobs", label_value: value, guarded_labels: vec![], marker }
+        WritePlan {
+            label_key: "active-jobs",
+            label_value: value,
+            guarded_labels: vec![],
+            marker,
+        }
     }
 
     #[test]
@@ -283,7 +313,10 @@ mod tests {
         let pod = view(None, None);
         let plan = plan(None, None);
         assert!(plan.changes_nothing(&pod));
-        assert_eq!(patch_json(&plan, &pod), json!([{"op": "test", "path": "/metadata/labels", "value": null}]));
+        assert_eq!(
+            patch_json(&plan, &pod),
+            json!([{"op": "test", "path": "/metadata/labels", "value": null}])
+        );
     }
 
     #[test]
@@ -302,7 +335,10 @@ mod tests {
     #[test]
     fn the_marker_tells_whether_a_write_landed() {
         let marker = next_marker(Some("a1 b7"), "c3");
-        assert!(marker_records(Some(&marker), &["zz".to_owned(), "b7".to_owned()]));
+        assert!(marker_records(
+            Some(&marker),
+            &["zz".to_owned(), "b7".to_owned()]
+        ));
         assert!(marker_records(Some(&marker), &["c3".to_owned()]));
         assert!(!marker_records(Some(&marker), &["c4".to_owned()]));
         assert!(!marker_records(None, &["c3".to_owned()]));

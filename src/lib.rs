@@ -12,5 +12,6 @@ pub mod count;
 pub mod error;
 pub mod guard;
 pub mod target;
+pub mod tracker;
 
 pub use error::{Error, Result};

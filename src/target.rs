@@ -18,7 +18,10 @@ pub struct PodRef {
 impl PodRef {
     /// A pod reference from its parts.
     pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        PodRef { namespace: namespace.into(), name: name.into() }
+        PodRef {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
     }
 }
 
@@ -58,17 +61,27 @@ impl Targeting {
         }
         match self {
             Targeting::Sidecar { own } => {
-                if pod_name.is_some_and(|name| name != own.name) || namespace.is_some_and(|ns| ns != own.namespace) {
-                    let asked = PodRef::new(namespace.unwrap_or(&own.namespace), pod_name.unwrap_or(&own.name));
+                if pod_name.is_some_and(|name| name != own.name)
+                    || namespace.is_some_and(|ns| ns != own.namespace)
+                {
+                    let asked = PodRef::new(
+                        namespace.unwrap_or(&own.namespace),
+                        pod_name.unwrap_or(&own.name),
+                    );
                     return Err(Error::NotAllowed(format!(
                         "pod {asked}: this sidecar only tracks its own pod {own}; nothing was written"
                     )));
                 }
                 Ok(own.clone())
             }
-            Targeting::Standalone { default_namespace, allowed_namespaces } => {
+            Targeting::Standalone {
+                default_namespace,
+                allowed_namespaces,
+            } => {
                 let name = pod_name.ok_or_else(|| {
-                    Error::BadRequest("missing query parameter pod_name (the pod to count jobs for)".to_owned())
+                    Error::BadRequest(
+                        "missing query parameter pod_name (the pod to count jobs for)".to_owned(),
+                    )
                 })?;
                 let namespace = namespace.unwrap_or(default_namespace);
                 if let Some(allowed) = allowed_namespaces
@@ -84,9 +97,16 @@ impl Targeting {
     }
 }
 
-fn validate_name(parameter: &str, value: &str, rule: fn(&str) -> Result<(), Vec<String>>) -> Result<()> {
+fn validate_name(
+    parameter: &str,
+    value: &str,
+    rule: fn(&str) -> Result<(), Vec<String>>,
+) -> Result<()> {
     rule(value).map_err(|problems| {
-        Error::BadRequest(format!("invalid {parameter} {value:?}: {}", problems.join("; ")))
+        Error::BadRequest(format!(
+            "invalid {parameter} {value:?}: {}",
+            problems.join("; ")
+        ))
     })
 }
 
@@ -97,23 +117,31 @@ mod tests {
     fn standalone(allowed: Option<&[&str]>) -> Targeting {
         Targeting::Standalone {
             default_namespace: "jobs".to_owned(),
-            allowed_namespaces: allowed.map(|list| list.iter().map(|ns| (*ns).to_owned()).collect()),
+            allowed_namespaces: allowed
+                .map(|list| list.iter().map(|ns| (*ns).to_owned()).collect()),
         }
     }
 
     fn sidecar() -> Targeting {
-        Targeting::Sidecar { own: PodRef::new("jobs", "worker-0") }
+        Targeting::Sidecar {
+            own: PodRef::new("jobs", "worker-0"),
+        }
     }
 
     #[test]
     fn standalone_uses_the_named_pod_in_the_default_namespace() {
-        assert_eq!(standalone(None).resolve(Some("worker-1"), None).ok(), Some(PodRef::new("jobs", "worker-1")));
+        assert_eq!(
+            standalone(None).resolve(Some("worker-1"), None).ok(),
+            Some(PodRef::new("jobs", "worker-1"))
+        );
     }
 
     #[test]
     fn standalone_accepts_a_namespace_parameter() {
         assert_eq!(
-            standalone(None).resolve(Some("worker-1"), Some("batch")).ok(),
+            standalone(None)
+                .resolve(Some("worker-1"), Some("batch"))
+                .ok(),
             Some(PodRef::new("batch", "worker-1"))
         );
     }
@@ -122,15 +150,23 @@ mod tests {
     fn standalone_refuses_a_missing_or_empty_pod_name() {
         for name in [None, Some("")] {
             let err = standalone(None).resolve(name, None).expect_err("refused");
-            assert!(matches!(&err, Error::BadRequest(m) if m.contains("pod_name")), "{err}");
+            assert!(
+                matches!(&err, Error::BadRequest(m) if m.contains("pod_name")),
+                "{err}"
+            );
         }
     }
 
     #[test]
     fn an_invalid_pod_name_is_a_bad_request_naming_the_value() {
         for name in ["Bad_Name", "-x", "a/b", &"x".repeat(254)] {
-            let err = standalone(None).resolve(Some(name), None).expect_err("refused");
-            assert!(matches!(&err, Error::BadRequest(m) if m.contains("invalid pod_name")), "{err}");
+            let err = standalone(None)
+                .resolve(Some(name), None)
+                .expect_err("refused");
+            assert!(
+                matches!(&err, Error::BadRequest(m) if m.contains("invalid pod_name")),
+                "{err}"
+            );
         }
     }
 
@@ -139,21 +175,35 @@ mod tests {
         let targeting = standalone(Some(&["jobs", "batch"]));
         assert!(targeting.resolve(Some("w"), Some("batch")).is_ok());
         assert!(targeting.resolve(Some("w"), None).is_ok());
-        let err = targeting.resolve(Some("w"), Some("prod")).expect_err("refused");
-        assert!(matches!(&err, Error::NotAllowed(m) if m.contains("prod")), "{err}");
+        let err = targeting
+            .resolve(Some("w"), Some("prod"))
+            .expect_err("refused");
+        assert!(
+            matches!(&err, Error::NotAllowed(m) if m.contains("prod")),
+            "{err}"
+        );
     }
 
     #[test]
     fn the_sidecar_acts_on_its_own_pod_without_parameters() {
-        assert_eq!(sidecar().resolve(None, None).ok(), Some(PodRef::new("jobs", "worker-0")));
-        assert_eq!(sidecar().resolve(Some("worker-0"), Some("jobs")).ok(), Some(PodRef::new("jobs", "worker-0")));
+        assert_eq!(
+            sidecar().resolve(None, None).ok(),
+            Some(PodRef::new("jobs", "worker-0"))
+        );
+        assert_eq!(
+            sidecar().resolve(Some("worker-0"), Some("jobs")).ok(),
+            Some(PodRef::new("jobs", "worker-0"))
+        );
     }
 
     #[test]
     fn the_sidecar_refuses_any_other_pod() {
         for (name, ns) in [(Some("worker-1"), None), (None, Some("other"))] {
             let err = sidecar().resolve(name, ns).expect_err("refused");
-            assert!(matches!(&err, Error::NotAllowed(m) if m.contains("own pod jobs/worker-0")), "{err}");
+            assert!(
+                matches!(&err, Error::NotAllowed(m) if m.contains("own pod jobs/worker-0")),
+                "{err}"
+            );
         }
     }
 }
