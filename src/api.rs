@@ -52,10 +52,15 @@ impl PodClient {
         Api::namespaced(self.client.clone(), &pod.namespace)
     }
 
-    /// Reads the pod.
+    /// Reads the pod: the parts counting depends on.
     pub async fn get(&self, pod: &PodRef) -> Result<PodView, ApiFailure> {
+        self.get_pod(pod).await.map(view)
+    }
+
+    /// Reads the whole pod.
+    pub async fn get_pod(&self, pod: &PodRef) -> Result<Pod, ApiFailure> {
         let api = self.pods(pod);
-        self.limited(api.get(&pod.name)).await.map(view)
+        self.limited(api.get(&pod.name)).await
     }
 
     /// Sends a JSON patch (its `test` operations guard the change) and returns the stored pod.

@@ -93,6 +93,21 @@ pub enum Error {
         reason: String,
     },
 
+    /// No such route.
+    #[error("no such path {0}: use POST /increment or POST /decrement")]
+    UnknownPath(String),
+
+    /// A known route with the wrong method.
+    #[error("method {method} is not allowed on {path}: use {allow}")]
+    MethodNotAllowed {
+        /// The method used.
+        method: String,
+        /// The path.
+        path: String,
+        /// The method that works.
+        allow: String,
+    },
+
     /// The tracker is shutting down and takes no new calls.
     #[error("the tracker is shutting down")]
     ShuttingDown,

@@ -11,6 +11,8 @@ pub mod config;
 pub mod count;
 pub mod error;
 pub mod guard;
+pub mod http;
+pub mod serve;
 pub mod target;
 pub mod tracker;
 

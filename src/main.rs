@@ -1,1 +1,48 @@
-fn main() {}
+//! The `pod-webhook-tracker` binary: parses the command line into a validated configuration
+//! (exit status 2 when it is not valid) and runs the subcommand.
+
+use std::process::ExitCode;
+
+use pod_webhook_tracker::cli::{self, Command};
+use pod_webhook_tracker::config::{Config, Environment};
+use pod_webhook_tracker::serve::{self, EXIT_BAD_CONFIG};
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let argv: Vec<String> = std::env::args().collect();
+    let program = "pod-webhook-tracker";
+    let args = match cli::normalize(argv.get(1..).unwrap_or_default()) {
+        Ok(args) => args,
+        Err(message) => return refuse(&message),
+    };
+    let cli = match cli::parse(program, &args) {
+        Ok(cli) => cli,
+        Err(exit) if exit.status.is_ok() => {
+            println!("{}", exit.output);
+            return ExitCode::SUCCESS;
+        }
+        Err(exit) => return refuse(exit.output.trim_end()),
+    };
+    match cli.command {
+        Command::Version(_) => {
+            println!("v{}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Command::Completion(args) => match cli::completion_script(&args.shell, program) {
+            Ok(script) => {
+                print!("{script}");
+                ExitCode::SUCCESS
+            }
+            Err(message) => refuse(&message),
+        },
+        Command::Serve(args) => match Config::from_args(&args, &Environment::from_process()) {
+            Ok(config) => serve::run(config),
+            Err(error) => refuse(&error.to_string()),
+        },
+    }
+}
+
+fn refuse(message: &str) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(EXIT_BAD_CONFIG)
+}

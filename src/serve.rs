@@ -1,0 +1,193 @@
+//! `serve`: wires the runtime, the API client, the tracker and the webhook server together, runs
+//! the sidecar's start-up check, and stops gracefully on SIGTERM or SIGINT.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::api::{self, ApiFailure, PodClient};
+use crate::config::Config;
+use crate::http::{App, Readiness, Server};
+use crate::target::{PodRef, Targeting};
+use crate::tracker::{RetryPolicy, Settings, Tracker};
+
+/// Exit status for invalid flags or settings (also used by `main` for argument errors).
+pub const EXIT_BAD_CONFIG: u8 = 2;
+/// Exit status when the server cannot start or stops with calls unanswered.
+pub const EXIT_FAILURE: u8 = 1;
+
+/// How many threads receive HTTP requests; they only route and hand calls on, so few suffice.
+const HTTP_THREADS: usize = 4;
+/// How long a standalone writer keeps a pod it has not heard of.
+const IDLE_WRITER: Duration = Duration::from_secs(300);
+/// How often the sidecar repeats a failed start-up check.
+const RECHECK: Duration = Duration::from_secs(10);
+
+/// Runs the webhook server until a signal stops it.
+pub fn run(config: Config) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(64)
+        .thread_name("tracker")
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            log::error!("cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let client = match runtime.block_on(api::connect(&config.kube)) {
+        Ok(client) => client,
+        Err(e) => {
+            log::error!("{e}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    let pods = PodClient::new(client, config.request_timeout);
+    let settings = Settings {
+        label: config.label.clone(),
+        marker_annotation: config.marker_annotation.clone(),
+        selector: config.selector.clone(),
+        policy: config.policy,
+        retry: RetryPolicy::default(),
+        idle_writer: match config.targeting {
+            Targeting::Sidecar { .. } => None,
+            Targeting::Standalone { .. } => Some(IDLE_WRITER),
+        },
+    };
+    let tracker = Tracker::new(pods.clone(), settings, runtime.handle().clone());
+    let readiness = match &config.targeting {
+        Targeting::Sidecar { own } => {
+            let readiness = Arc::new(Readiness::not_ready(format!("checking own pod {own}")));
+            runtime.spawn(check_own_pod(pods, own.clone(), Arc::clone(&readiness)));
+            readiness
+        }
+        Targeting::Standalone { .. } => Arc::new(Readiness::ready()),
+    };
+    serve_with(config, runtime, tracker, readiness)
+}
+
+fn serve_with(
+    config: Config,
+    runtime: tokio::runtime::Runtime,
+    tracker: Tracker,
+    readiness: Arc<Readiness>,
+) -> ExitCode {
+    let app = App {
+        tracker,
+        targeting: config.targeting.clone(),
+        runtime: runtime.handle().clone(),
+        readiness,
+    };
+    let server = match Server::bind(config.address, app, HTTP_THREADS) {
+        Ok(server) => server,
+        Err(e) => {
+            log::error!("{e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    log::info!("{}", config.mode_reason);
+    log::info!(
+        "counting in label {} (policy: allow-negative={}, remove-on-zero={}){}",
+        config.label,
+        config.policy.allow_negative,
+        config.policy.remove_on_zero,
+        config
+            .selector
+            .as_ref()
+            .map(|s| format!(", only pods matching {s}"))
+            .unwrap_or_default()
+    );
+    match server.local_addr() {
+        Some(address) => log::info!("listening on http://{address}"),
+        None => log::info!("listening on {}", config.address),
+    }
+    let stop = server.stop_handle();
+    let grace = config.shutdown_grace;
+    runtime.spawn(async move {
+        let signal = wait_for_stop_signal().await;
+        log::info!(
+            "{signal}: no new calls; finishing calls in flight (up to {}s)",
+            grace.as_secs()
+        );
+        stop.stop();
+    });
+    let unanswered = server.run(grace);
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    if unanswered == 0 {
+        log::info!("stopped");
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FAILURE)
+    }
+}
+
+async fn wait_for_stop_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        log::error!("cannot listen for SIGTERM/SIGINT; stop the process with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}
+
+/// The sidecar serves at once but reports not ready until its own pod exists and may be
+/// patched; it keeps checking, because RBAC created in the same apply can take a moment to
+/// take effect. Calls made meanwhile still go to the API server, which has the last word: no
+/// caller ever gets 200 for a count that was not stored.
+async fn check_own_pod(pods: PodClient, own: PodRef, readiness: Arc<Readiness>) {
+    loop {
+        match own_pod_problem(&pods, &own).await {
+            None => {
+                readiness.set_ready();
+                log::info!("own pod {own} found and patchable: ready");
+                return;
+            }
+            Some(problem) => {
+                log::error!("not ready: {problem}");
+                readiness.set_problem(problem);
+            }
+        }
+        tokio::time::sleep(RECHECK).await;
+    }
+}
+
+async fn own_pod_problem(pods: &PodClient, own: &PodRef) -> Option<String> {
+    let pod = match pods.get_pod(own).await {
+        Ok(pod) => pod,
+        Err(ApiFailure::NotFound) => {
+            return Some(format!(
+                "own pod {own} not found: check that POD_NAME and POD_NAMESPACE come from the downward API"
+            ));
+        }
+        Err(ApiFailure::Refused(message)) => {
+            return Some(format!(
+                "may not get own pod {own}: {message}; grant verbs [get, patch] on pods"
+            ));
+        }
+        Err(other) => return Some(format!("cannot read own pod {own}: {other:?}")),
+    };
+    let account = pod
+        .spec
+        .and_then(|spec| spec.service_account_name)
+        .unwrap_or_else(|| "default".to_owned());
+    match pods.may("patch", own).await {
+        Ok(true) => None,
+        Ok(false) => Some(format!(
+            "service account {}/{account} may not patch pod {own}: grant verbs [get, patch] on pods \
+             (resourceNames: [{}]) in namespace {} with a Role and RoleBinding",
+            own.namespace, own.name, own.namespace
+        )),
+        Err(other) => Some(format!(
+            "cannot check the right to patch own pod {own}: {other:?}"
+        )),
+    }
+}
