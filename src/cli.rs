@@ -117,6 +117,9 @@ pub struct ServeArgs {
     /// standalone: the only namespaces callers may name, comma-separated or repeated (default: any)
     #[argh(option)]
     pub allowed_namespaces: Vec<String>,
+    /// also serve the probes /healthz and /readyz here, e.g. 0.0.0.0:9090 for a sidecar on loopback (default: off)
+    #[argh(option)]
+    pub admin_address: Option<String>,
     /// how long in-flight calls may take to finish after SIGTERM, e.g. 30s (default 30s)
     #[argh(option, default = "String::from(\"30s\")")]
     pub shutdown_grace_period: String,

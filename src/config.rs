@@ -126,6 +126,8 @@ impl std::fmt::Debug for KubeOverrides {
 pub struct Config {
     /// Where the webhook server listens.
     pub address: SocketAddr,
+    /// Where the probes are served too, if set.
+    pub admin_address: Option<SocketAddr>,
     /// The label that holds the count.
     pub label: String,
     /// The annotation that records recent write ids (see [`crate::guard::next_marker`]).
@@ -180,6 +182,13 @@ impl Config {
         Ok(Config {
             address: parse_address(address_text)
                 .map_err(|why| invalid("--address", address_text, &why))?,
+            admin_address: args
+                .admin_address
+                .as_deref()
+                .map(|text| {
+                    parse_address(text).map_err(|why| invalid("--admin-address", text, &why))
+                })
+                .transpose()?,
             label: args.label.clone(),
             marker_annotation,
             selector,

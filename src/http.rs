@@ -104,6 +104,7 @@ impl InFlight {
 /// The listening webhook server.
 pub struct Server {
     http: Arc<tiny_http::Server>,
+    admin: Option<Arc<tiny_http::Server>>,
     app: Arc<App>,
     in_flight: Arc<InFlight>,
     stopping: Arc<AtomicBool>,
@@ -114,6 +115,7 @@ pub struct Server {
 #[derive(Clone)]
 pub struct StopHandle {
     http: Arc<tiny_http::Server>,
+    admin: Option<Arc<tiny_http::Server>>,
     stopping: Arc<AtomicBool>,
     threads: usize,
 }
@@ -125,16 +127,29 @@ impl StopHandle {
         for _ in 0..self.threads {
             self.http.unblock();
         }
+        if let Some(admin) = &self.admin {
+            admin.unblock();
+        }
     }
 }
 
 impl Server {
-    /// Binds the address; `threads` tiny_http threads will receive requests.
-    pub fn bind(address: SocketAddr, app: App, threads: usize) -> Result<Server, String> {
-        let http = tiny_http::Server::http(address)
-            .map_err(|e| format!("cannot listen on {address}: {e}"))?;
+    /// Binds the webhook address (and the admin address, which serves only probes, if given);
+    /// `threads` tiny_http threads will receive webhook requests.
+    pub fn bind(
+        address: SocketAddr,
+        admin: Option<SocketAddr>,
+        app: App,
+        threads: usize,
+    ) -> Result<Server, String> {
+        let listen = |address: SocketAddr| {
+            tiny_http::Server::http(address)
+                .map(Arc::new)
+                .map_err(|e| format!("cannot listen on {address}: {e}"))
+        };
         Ok(Server {
-            http: Arc::new(http),
+            http: listen(address)?,
+            admin: admin.map(listen).transpose()?,
             app: Arc::new(app),
             in_flight: Arc::new(InFlight::default()),
             stopping: Arc::new(AtomicBool::new(false)),
@@ -147,10 +162,16 @@ impl Server {
         self.http.server_addr().to_ip()
     }
 
+    /// The admin address actually bound, if any.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref()?.server_addr().to_ip()
+    }
+
     /// A handle that stops this server.
     pub fn stop_handle(&self) -> StopHandle {
         StopHandle {
             http: Arc::clone(&self.http),
+            admin: self.admin.clone(),
             stopping: Arc::clone(&self.stopping),
             threads: self.threads,
         }
@@ -180,7 +201,20 @@ impl Server {
                     })
             })
             .collect();
-        for worker in workers.into_iter().flatten() {
+        let admin = self.admin.clone().map(|admin| {
+            let app = Arc::clone(&self.app);
+            let stopping = Arc::clone(&self.stopping);
+            std::thread::Builder::new()
+                .name("admin".to_owned())
+                .spawn(move || {
+                    while !stopping.load(Ordering::SeqCst) {
+                        if let Ok(request) = admin.recv() {
+                            handle_admin(&app, request);
+                        }
+                    }
+                })
+        });
+        for worker in workers.into_iter().chain(admin).flatten() {
             let _ = worker.join();
         }
         let left = self.in_flight.wait_idle(grace);
@@ -277,6 +311,25 @@ fn handle(app: &Arc<App>, in_flight: &Arc<InFlight>, request: Request) {
         })
         .await;
     });
+}
+
+/// The admin listener answers probes only: the counting routes stay on the webhook address.
+fn handle_admin(app: &App, request: Request) {
+    let path = request
+        .url()
+        .split('?')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    match route(request.method(), &path) {
+        Ok(Route::Healthz) => probe(request, None),
+        Ok(Route::Readyz) => probe(request, app.readiness.problem()),
+        Ok(Route::Count(_)) | Err(_) => {
+            let _ = request.respond(
+                Response::from_string(format!("no such path {path} here\n")).with_status_code(404),
+            );
+        }
+    }
 }
 
 /// Health probes answer plainly and stay out of the request log.

@@ -81,7 +81,7 @@ fn serve_with(
         runtime: runtime.handle().clone(),
         readiness,
     };
-    let server = match Server::bind(config.address, app, HTTP_THREADS) {
+    let server = match Server::bind(config.address, config.admin_address, app, HTTP_THREADS) {
         Ok(server) => server,
         Err(e) => {
             log::error!("{e}");
@@ -100,6 +100,9 @@ fn serve_with(
             .map(|s| format!(", only pods matching {s}"))
             .unwrap_or_default()
     );
+    if let Some(admin) = server.admin_addr() {
+        log::info!("probes (/healthz, /readyz) also on http://{admin}");
+    }
     match server.local_addr() {
         Some(address) => log::info!("listening on http://{address}"),
         None => log::info!("listening on {}", config.address),
