@@ -1,0 +1,270 @@
+//! Shared helpers for the black-box tests: start the real binary, talk HTTP to it like a job
+//! would, and stop it with a signal.
+#![allow(dead_code)] // each test file uses a different part of it
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How long a tracker may take to start listening before a test gives up.
+const START_LIMIT: Duration = Duration::from_secs(60);
+
+/// The tracker binary, running.
+pub struct Tracker {
+    child: Child,
+    /// Where it listens, e.g. `127.0.0.1:43121`.
+    pub address: SocketAddr,
+    /// The admin address, if `--admin-address` was given.
+    pub admin: Option<SocketAddr>,
+    log: Arc<Mutex<String>>,
+    lines: mpsc::Receiver<String>,
+}
+
+/// Builds the command line of a tracker.
+pub struct TrackerBuilder {
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+impl TrackerBuilder {
+    /// Adds arguments after `serve`.
+    pub fn args<I: IntoIterator<Item = S>, S: Into<String>>(mut self, args: I) -> Self {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Sets an environment variable.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Starts the binary and waits until it logs where it listens.
+    pub fn start(self) -> Tracker {
+        Tracker::spawn(self).unwrap_or_else(|(log, why)| panic!("tracker did not start: {why}\n--- log ---\n{log}"))
+    }
+
+    /// Starts the binary and waits for it to exit by itself (for start-up errors).
+    pub fn run_to_exit(self) -> (ExitStatus, String) {
+        let mut command = self.command();
+        let output = command.output().expect("the binary runs");
+        let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&output.stderr));
+        (output.status, text)
+    }
+
+    fn command(&self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_pod-webhook-tracker"));
+        command.arg("serve").args(&self.args);
+        // A test must never pick up the developer's cluster or pod identity.
+        command.env_remove("KUBECONFIG").env_remove("POD_NAME").env_remove("POD_NAMESPACE");
+        command.env("HOME", std::env::temp_dir().join("pwt-no-home"));
+        command.env_remove("KUBERNETES_SERVICE_HOST");
+        command.env("RUST_LOG", "info");
+        for (key, value) in &self.env {
+            command.env(key, value);
+        }
+        command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        command
+    }
+}
+
+impl Tracker {
+    /// A tracker listening on a port the OS picks.
+    pub fn builder() -> TrackerBuilder {
+        TrackerBuilder { args: vec!["--address=127.0.0.1:0".to_owned()], env: Vec::new() }
+    }
+
+    fn spawn(builder: TrackerBuilder) -> Result<Tracker, (String, String)> {
+        let mut child = builder.command().spawn().map_err(|e| (String::new(), e.to_string()))?;
+        let log = Arc::new(Mutex::new(String::new()));
+        let (sender, lines) = mpsc::channel();
+        for stream in [
+            Box::new(child.stderr.take().expect("stderr piped")) as Box<dyn Read + Send>,
+            Box::new(child.stdout.take().expect("stdout piped")),
+        ] {
+            let log = Arc::clone(&log);
+            let sender = sender.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let mut all = log.lock().expect("log lock");
+                    all.push_str(&line);
+                    all.push('\n');
+                    drop(all);
+                    let _ = sender.send(line);
+                }
+            });
+        }
+        let mut admin = None;
+        loop {
+            let line = match lines.recv_timeout(START_LIMIT) {
+                Ok(line) => line,
+                Err(_) => {
+                    let _ = child.kill();
+                    let text = log.lock().expect("log lock").clone();
+                    return Err((text, "no 'listening on' line".to_owned()));
+                }
+            };
+            if let Some(rest) = line.split("probes (/healthz, /readyz) also on http://").nth(1) {
+                admin = rest.trim().parse().ok();
+            }
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                let address = rest.trim().parse().expect("a socket address");
+                return Ok(Tracker { child, address, admin, log, lines });
+            }
+        }
+    }
+
+    /// Everything the process printed so far.
+    pub fn log(&self) -> String {
+        self.log.lock().expect("log lock").clone()
+    }
+
+    /// Waits until the process prints a line containing `needle` (bounded by `limit`).
+    pub fn wait_for_line(&self, needle: &str, limit: Duration) -> Option<String> {
+        if let Some(line) = self.log().lines().find(|line| line.contains(needle)) {
+            return Some(line.to_owned());
+        }
+        let deadline = std::time::Instant::now() + limit;
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return Some(line),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+        None
+    }
+
+    /// `POST /increment` with a query string (may be empty).
+    pub fn increment(&self, query: &str) -> Answer {
+        self.request("POST", &with_query("/increment", query), &[])
+    }
+
+    /// `POST /decrement` with a query string (may be empty).
+    pub fn decrement(&self, query: &str) -> Answer {
+        self.request("POST", &with_query("/decrement", query), &[])
+    }
+
+    /// One request on a fresh connection.
+    pub fn request(&self, method: &str, target: &str, headers: &[(&str, &str)]) -> Answer {
+        request(self.address, method, target, headers)
+    }
+
+    /// Sends a signal to the process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill").arg(format!("-{signal}")).arg(self.child.id().to_string()).status();
+        assert!(status.is_ok_and(|s| s.success()), "kill -{signal} failed");
+    }
+
+    /// Waits for the process to exit (bounded by `limit`).
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            // Polling a child's exit has no blocking-with-timeout form in std.
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Tracker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn with_query(path: &str, query: &str) -> String {
+    if query.is_empty() { path.to_owned() } else { format!("{path}?{query}") }
+}
+
+/// One HTTP answer, parsed strictly.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The status code.
+    pub status: u16,
+    /// Headers, names lower-cased.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: String,
+}
+
+impl Answer {
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// The body of a 200 as a count; panics with the whole answer otherwise.
+    pub fn count(&self) -> i64 {
+        assert_eq!(self.status, 200, "expected 200, got {self:?}");
+        self.body.trim().parse().unwrap_or_else(|_| panic!("not a count: {self:?}"))
+    }
+}
+
+/// One request on a fresh connection.
+pub fn request(address: SocketAddr, method: &str, target: &str, headers: &[(&str, &str)]) -> Answer {
+    let mut connection = Connection::open(address).expect("connects");
+    connection.send(method, target, headers).expect("an answer")
+}
+
+/// A kept-alive HTTP/1.1 connection, for load.
+pub struct Connection {
+    stream: BufReader<TcpStream>,
+}
+
+impl Connection {
+    /// Connects.
+    pub fn open(address: SocketAddr) -> std::io::Result<Connection> {
+        let stream = TcpStream::connect(address)?;
+        stream.set_read_timeout(Some(Duration::from_secs(120)))?;
+        stream.set_nodelay(true)?;
+        Ok(Connection { stream: BufReader::new(stream) })
+    }
+
+    /// Sends one request and reads exactly one answer; errors on anything malformed.
+    pub fn send(&mut self, method: &str, target: &str, headers: &[(&str, &str)]) -> Result<Answer, String> {
+        let mut request = format!("{method} {target} HTTP/1.1\r\nHost: tracker\r\nContent-Length: 0\r\n");
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
+        self.stream.get_mut().write_all(request.as_bytes()).map_err(|e| format!("write: {e}"))?;
+        let mut status_line = String::new();
+        self.stream.read_line(&mut status_line).map_err(|e| format!("read: {e}"))?;
+        let mut parts = status_line.trim_end().splitn(3, ' ');
+        let (Some("HTTP/1.1"), Some(code)) = (parts.next(), parts.next()) else {
+            return Err(format!("malformed status line {status_line:?}"));
+        };
+        let status = code.parse().map_err(|_| format!("malformed status {status_line:?}"))?;
+        let mut headers = Vec::new();
+        loop {
+            let mut line = String::new();
+            self.stream.read_line(&mut line).map_err(|e| format!("read: {e}"))?;
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            let (name, value) = line.split_once(':').ok_or_else(|| format!("malformed header {line:?}"))?;
+            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+        }
+        let length: usize = headers
+            .iter()
+            .find(|(n, _)| n == "content-length")
+            .and_then(|(_, v)| v.parse().ok())
+            .ok_or_else(|| format!("no content-length in {headers:?}"))?;
+        let mut body = vec![0; length];
+        self.stream.read_exact(&mut body).map_err(|e| format!("read body: {e}"))?;
+        let body = String::from_utf8(body).map_err(|e| format!("body not UTF-8: {e}"))?;
+        Ok(Answer { status, headers, body })
+    }
+}
