@@ -117,6 +117,9 @@ pub struct ServeArgs {
     /// standalone: the only namespaces callers may name, comma-separated or repeated (default: any)
     #[argh(option)]
     pub allowed_namespaces: Vec<String>,
+    /// how long one call may keep retrying (conflicts, API unavailable) before answering 503, or 504 when a write's outcome stays unknown (default 10s)
+    #[argh(option, default = "String::from(\"10s\")")]
+    pub retry_timeout: String,
     /// also serve the probes /healthz and /readyz here, e.g. 0.0.0.0:9090 for a sidecar on loopback (default: off)
     #[argh(option)]
     pub admin_address: Option<String>,

@@ -144,6 +144,8 @@ pub struct Config {
     pub kube: KubeOverrides,
     /// Time limit of one API request; `None`: no limit.
     pub request_timeout: Option<Duration>,
+    /// How long one call may keep retrying.
+    pub retry_timeout: Duration,
     /// How long in-flight calls may take after SIGTERM.
     pub shutdown_grace: Duration,
 }
@@ -200,6 +202,7 @@ impl Config {
             mode_reason,
             kube: kube_overrides(args)?,
             request_timeout: parse_timeout("--kube-request-timeout", &args.kube_request_timeout)?,
+            retry_timeout: parse_timeout("--retry-timeout", &args.retry_timeout)?.unwrap_or(Duration::ZERO),
             shutdown_grace: parse_timeout("--shutdown-grace-period", &args.shutdown_grace_period)?
                 .unwrap_or(Duration::ZERO),
         })
@@ -409,6 +412,7 @@ mod tests {
             kube_request_timeout: "0".to_owned(),
             remove_on_zero: true,
             shutdown_grace_period: "30s".to_owned(),
+            retry_timeout: "10s".to_owned(),
             ..ServeArgs::default()
         };
         extra(&mut args);

@@ -51,7 +51,7 @@ pub fn run(config: Config) -> ExitCode {
         marker_annotation: config.marker_annotation.clone(),
         selector: config.selector.clone(),
         policy: config.policy,
-        retry: RetryPolicy::default(),
+        retry: RetryPolicy { deadline: config.retry_timeout, ..RetryPolicy::default() },
         idle_writer: match config.targeting {
             Targeting::Sidecar { .. } => None,
             Targeting::Standalone { .. } => Some(IDLE_WRITER),
