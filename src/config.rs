@@ -202,7 +202,8 @@ impl Config {
             mode_reason,
             kube: kube_overrides(args)?,
             request_timeout: parse_timeout("--kube-request-timeout", &args.kube_request_timeout)?,
-            retry_timeout: parse_timeout("--retry-timeout", &args.retry_timeout)?.unwrap_or(Duration::ZERO),
+            retry_timeout: parse_timeout("--retry-timeout", &args.retry_timeout)?
+                .unwrap_or(Duration::ZERO),
             shutdown_grace: parse_timeout("--shutdown-grace-period", &args.shutdown_grace_period)?
                 .unwrap_or(Duration::ZERO),
         })

@@ -1,13 +1,14 @@
 //! `serve`: wires the runtime, the API client, the tracker and the webhook server together, runs
 //! the sidecar's start-up check, and stops gracefully on SIGTERM or SIGINT.
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::api::{self, ApiFailure, PodClient};
 use crate::config::Config;
-use crate::http::{App, Readiness, Server};
+use crate::http::{App, Readiness, Server, StopHandle};
 use crate::target::{PodRef, Targeting};
 use crate::tracker::{RetryPolicy, Settings, Tracker};
 
@@ -23,35 +24,75 @@ const IDLE_WRITER: Duration = Duration::from_secs(300);
 /// How often the sidecar repeats a failed start-up check.
 const RECHECK: Duration = Duration::from_secs(10);
 
-/// Runs the webhook server until a signal stops it.
-pub fn run(config: Config) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+/// A started tracker: listening, its writers running.
+pub struct Running {
+    server: Server,
+    runtime: tokio::runtime::Runtime,
+    grace: Duration,
+}
+
+/// Why `serve` could not start, and the exit status that says so.
+#[derive(Debug)]
+pub struct StartError {
+    /// [`EXIT_BAD_CONFIG`] or [`EXIT_FAILURE`].
+    pub exit_status: u8,
+    /// One line for the log.
+    pub message: String,
+}
+
+impl Running {
+    /// Where the webhook server listens.
+    pub fn address(&self) -> Option<SocketAddr> {
+        self.server.local_addr()
+    }
+
+    /// Where the probes are served too, if `--admin-address` was given.
+    pub fn admin_address(&self) -> Option<SocketAddr> {
+        self.server.admin_addr()
+    }
+
+    /// Stops the server from another thread or task.
+    pub fn stop_handle(&self) -> StopHandle {
+        self.server.stop_handle()
+    }
+
+    /// Serves until stopped, then finishes calls in flight within the grace period; returns how
+    /// many were still unanswered.
+    pub fn wait(self) -> usize {
+        let unanswered = self.server.run(self.grace);
+        self.runtime.shutdown_timeout(Duration::from_secs(1));
+        unanswered
+    }
+}
+
+/// Connects to the API server, starts the writers and binds the listeners.
+///
+/// Used by `serve` and by programs that embed a tracker (the demo).
+pub fn start(config: Config) -> Result<Running, StartError> {
+    let failure = |exit_status, message: String| StartError {
+        exit_status,
+        message,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(64)
         .thread_name("tracker")
         .enable_all()
         .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            log::error!("cannot start the async runtime: {e}");
-            return ExitCode::from(EXIT_FAILURE);
-        }
-    };
-    let client = match runtime.block_on(api::connect(&config.kube)) {
-        Ok(client) => client,
-        Err(e) => {
-            log::error!("{e}");
-            return ExitCode::from(EXIT_BAD_CONFIG);
-        }
-    };
+        .map_err(|e| failure(EXIT_FAILURE, format!("cannot start the async runtime: {e}")))?;
+    let client = runtime
+        .block_on(api::connect(&config.kube))
+        .map_err(|e| failure(EXIT_BAD_CONFIG, e.to_string()))?;
     let pods = PodClient::new(client, config.request_timeout);
     let settings = Settings {
         label: config.label.clone(),
         marker_annotation: config.marker_annotation.clone(),
         selector: config.selector.clone(),
         policy: config.policy,
-        retry: RetryPolicy { deadline: config.retry_timeout, ..RetryPolicy::default() },
+        retry: RetryPolicy {
+            deadline: config.retry_timeout,
+            ..RetryPolicy::default()
+        },
         idle_writer: match config.targeting {
             Targeting::Sidecar { .. } => None,
             Targeting::Standalone { .. } => Some(IDLE_WRITER),
@@ -66,28 +107,14 @@ pub fn run(config: Config) -> ExitCode {
         }
         Targeting::Standalone { .. } => Arc::new(Readiness::ready()),
     };
-    serve_with(config, runtime, tracker, readiness)
-}
-
-fn serve_with(
-    config: Config,
-    runtime: tokio::runtime::Runtime,
-    tracker: Tracker,
-    readiness: Arc<Readiness>,
-) -> ExitCode {
     let app = App {
         tracker,
         targeting: config.targeting.clone(),
         runtime: runtime.handle().clone(),
         readiness,
     };
-    let server = match Server::bind(config.address, config.admin_address, app, HTTP_THREADS) {
-        Ok(server) => server,
-        Err(e) => {
-            log::error!("{e}");
-            return ExitCode::from(EXIT_FAILURE);
-        }
-    };
+    let server = Server::bind(config.address, config.admin_address, app, HTTP_THREADS)
+        .map_err(|e| failure(EXIT_FAILURE, e))?;
     log::info!("{}", config.mode_reason);
     log::info!(
         "counting in label {} (policy: allow-negative={}, remove-on-zero={}){}",
@@ -107,9 +134,25 @@ fn serve_with(
         Some(address) => log::info!("listening on http://{address}"),
         None => log::info!("listening on {}", config.address),
     }
-    let stop = server.stop_handle();
-    let grace = config.shutdown_grace;
-    runtime.spawn(async move {
+    Ok(Running {
+        server,
+        runtime,
+        grace: config.shutdown_grace,
+    })
+}
+
+/// Runs the webhook server until SIGTERM or SIGINT, then stops gracefully.
+pub fn run(config: Config) -> ExitCode {
+    let running = match start(config) {
+        Ok(running) => running,
+        Err(e) => {
+            log::error!("{}", e.message);
+            return ExitCode::from(e.exit_status);
+        }
+    };
+    let stop = running.stop_handle();
+    let grace = running.grace;
+    running.runtime.spawn(async move {
         let signal = wait_for_stop_signal().await;
         log::info!(
             "{signal}: no new calls; finishing calls in flight (up to {}s)",
@@ -117,9 +160,7 @@ fn serve_with(
         );
         stop.stop();
     });
-    let unanswered = server.run(grace);
-    runtime.shutdown_timeout(Duration::from_secs(1));
-    if unanswered == 0 {
+    if running.wait() == 0 {
         log::info!("stopped");
         ExitCode::SUCCESS
     } else {
