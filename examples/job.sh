@@ -1,0 +1,159 @@
+#!/bin/sh
+# job.sh - count a job in its pod's `active-jobs` label for as long as it runs.
+#
+# Usage: job.sh COMMAND [ARG...]
+#
+#   job.sh ffmpeg -i in.mkv out.mp4
+#   TRACKER_URL=http://127.0.0.1:8080 job.sh /app/run-batch --all
+#
+# For pods with pod-webhook-tracker as a (native) sidecar, which counts its own pod on
+# 127.0.0.1:8080 (see manifests/sidecar). While COMMAND runs, the pod carries the label and
+# the PodDisruptionBudget makes the eviction API refuse to evict it.
+#
+#   1. POST /increment. Retried while the tracker is not listening yet (it may still be
+#      starting). If the job cannot be counted, COMMAND is NOT run: job.sh exits 75.
+#   2. Run COMMAND. SIGTERM, SIGINT and SIGHUP sent to job.sh are passed on to COMMAND as
+#      SIGTERM (a shell starts background commands with SIGINT ignored).
+#   3. POST /decrement on every way out once the increment was made: success, failure,
+#      signals. A failed decrement is reported but does not change the exit status.
+#   4. Exit with COMMAND's exit status (128+N if a signal N ended it).
+#
+# Environment:
+#   TRACKER_URL       the tracker's base URL (default http://127.0.0.1:8080)
+#   TRACKER_ATTEMPTS  connection attempts per call, one second apart (default 30)
+#   TRACKER_TIMEOUT   seconds one call may take in all (default 60)
+#
+# Needs a POSIX sh and curl.
+
+set -u
+
+TRACKER_URL=${TRACKER_URL:-http://127.0.0.1:8080}
+TRACKER_ATTEMPTS=${TRACKER_ATTEMPTS:-30}
+TRACKER_TIMEOUT=${TRACKER_TIMEOUT:-60}
+
+EX_USAGE=64
+EX_TEMPFAIL=75
+
+log() {
+    printf 'job.sh: %s\n' "$*" >&2
+}
+
+if [ "$#" -eq 0 ]; then
+    log "usage: job.sh COMMAND [ARG...]"
+    exit "$EX_USAGE"
+fi
+if ! command -v curl >/dev/null 2>&1; then
+    log "curl is not installed; cannot reach the tracker at $TRACKER_URL"
+    exit "$EX_TEMPFAIL"
+fi
+
+# call increment|decrement: POST to the tracker; 0 when it answered 2xx.
+#
+# Retries happen ONLY when curl never reached the tracker: exit 7 (could not connect) or 6
+# (could not resolve the host). Then the request was never sent, and sending it again cannot
+# count twice. Every other outcome is final: an HTTP answer of any status, and also a timeout
+# or a connection dropped after the request went out, since the tracker may have received the
+# call. A call the tracker has received is applied exactly once: the tracker itself retries
+# its write to the Kubernetes API (on conflicts, and after a lost answer it checks the write
+# ids it records in the `active-jobs-writes` annotation before writing again), and if it still
+# cannot tell whether the write landed it says so (504) instead of guessing. Repeating the call
+# here would undo that guarantee.
+call() {
+    attempt=1
+    while :; do
+        out=$(curl --silent --show-error --request POST --max-time "$TRACKER_TIMEOUT" \
+            --write-out '\n%{http_code}' "$TRACKER_URL/$1" 2>&1)
+        rc=$?
+        code=$(printf '%s\n' "$out" | tail -n 1)
+        body=$(printf '%s\n' "$out" | sed '$d' | tr -s '\n' ' ' | sed 's/ *$//')
+        if [ "$rc" -eq 0 ]; then
+            case $code in
+            2??)
+                log "$1: ok (active jobs in this pod: $body)"
+                return 0
+                ;;
+            *)
+                log "$1: the tracker refused (HTTP $code): $body"
+                return 1
+                ;;
+            esac
+        fi
+        if [ "$rc" -ne 6 ] && [ "$rc" -ne 7 ]; then
+            # The request may have arrived: never repeat it.
+            log "$1: failed after the request was sent (curl exit $rc): $body"
+            log "$1: not retried, the tracker may have applied it; check the pod's label"
+            return 1
+        fi
+        if [ "$attempt" -ge "$TRACKER_ATTEMPTS" ]; then
+            log "$1: cannot connect to the tracker at $TRACKER_URL after $attempt attempts: $body"
+            return 1
+        fi
+        if [ -n "$signal_status" ] && [ "$1" = increment ]; then
+            log "$1: stopped by a signal before the tracker could be reached"
+            return 1
+        fi
+        attempt=$((attempt + 1))
+        sleep 1
+    done
+}
+
+child=""
+counted=0
+signal_status=""
+
+# Every exit after a successful increment decrements exactly once.
+on_exit() {
+    status=$?
+    if [ "$counted" -eq 1 ]; then
+        counted=0
+        call decrement || log "the label may now count one job too many"
+    fi
+    exit "$status"
+}
+
+# Remember the signal; pass it on to the running command. Before the command runs, the
+# signal is acted on once the increment call has finished, so that no count is left behind.
+on_signal() {
+    signal_status=$1
+    if [ -n "$child" ]; then
+        kill -TERM "$child" 2>/dev/null || true
+    fi
+}
+
+trap on_exit EXIT
+trap 'on_signal 129' HUP
+trap 'on_signal 130' INT
+trap 'on_signal 143' TERM
+
+if ! call increment; then
+    if [ -n "$signal_status" ]; then
+        log "stopped by a signal before the job started"
+        exit "$signal_status"
+    fi
+    log "could not count this job in the pod's active-jobs label, so it is not started" \
+        "(the pod would not be protected from eviction while it runs)"
+    exit "$EX_TEMPFAIL"
+fi
+counted=1
+if [ -n "$signal_status" ]; then
+    log "stopped by a signal before the job started"
+    exit "$signal_status"
+fi
+
+# In the background so that signals reach job.sh at once (the shell runs traps only between
+# commands). A background command's standard input would be /dev/null: hand it job.sh's own
+# through fd 3.
+exec 3<&0
+"$@" <&3 3<&- &
+exec 3<&-
+child=$!
+wait "$child"
+status=$?
+# A signal interrupts `wait` (status > 128) while the command may still be running: wait for
+# its own exit status.
+while kill -0 "$child" 2>/dev/null; do
+    wait "$child"
+    status=$?
+done
+child=""
+exit "$status"
