@@ -1,0 +1,499 @@
+//! The HTTP(S) side: accepting connections (plain or TLS), HTTP/1.1 with keep-alive through
+//! hyper, and for each request: faults, latency, authentication, impersonation,
+//! authorization, the resource call, the record, and the answer (or no answer).
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, oneshot};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+
+use crate::faults::{FaultKind, Faults};
+use crate::rbac::{Impersonation, Rbac};
+use crate::record::{Outcome, RecordedRequest, Records, Verb};
+use crate::resources::{self, Call, Options};
+use crate::routes::{Query, Route};
+use crate::status::ApiError;
+use crate::store::Store;
+use crate::tls::Tls;
+
+/// The largest request body accepted (the API server's limit is about 3 MiB).
+const MAX_BODY: usize = 3 * 1024 * 1024;
+
+/// Everything a request may read or change, behind one lock.
+#[derive(Debug)]
+pub(crate) struct State {
+    pub store: Store,
+    pub rbac: Rbac,
+    pub faults: Faults,
+    pub records: Records,
+    pub options: Options,
+    pub read_latency: Duration,
+    pub write_latency: Duration,
+}
+
+/// State shared by the handle and the server tasks.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    state: Mutex<State>,
+    /// Notified whenever a request is recorded.
+    recorded: Condvar,
+    pub tls: Option<Tls>,
+}
+
+impl Shared {
+    pub fn new(state: State, tls: Option<Tls>) -> Shared {
+        Shared {
+            state: Mutex::new(state),
+            recorded: Condvar::new(),
+            tls,
+        }
+    }
+
+    /// Logs a request that has just arrived, and wakes whoever waits.
+    fn begin(self: &Arc<Self>, request: RecordedRequest) -> Tracked {
+        let verb = request.verb;
+        let number = self.lock().records.begin(request);
+        self.recorded.notify_all();
+        Tracked {
+            shared: Arc::clone(self),
+            number,
+            verb,
+            finished: false,
+        }
+    }
+
+    /// Waits until `done` holds for the recorded requests, at most `timeout`; returns
+    /// whether it holds.
+    pub fn wait_for_records(&self, timeout: Duration, done: impl Fn(&Records) -> bool) -> bool {
+        let state = self.lock();
+        let (state, _) = self
+            .recorded
+            .wait_timeout_while(state, timeout, |state| !done(&state.records))
+            .unwrap_or_else(PoisonError::into_inner);
+        done(&state.records)
+    }
+
+    /// The state. A panic elsewhere cannot leave it half-changed in a way that matters to a
+    /// test double, so a poisoned lock is simply taken over.
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A request in the log, to be completed exactly once. If its handler is dropped before
+/// that (the server went away), it ends as dropped.
+struct Tracked {
+    shared: Arc<Shared>,
+    number: u64,
+    verb: Verb,
+    finished: bool,
+}
+
+impl Tracked {
+    fn finish(&mut self, outcome: Outcome, who: Identity) {
+        self.finished = true;
+        self.shared
+            .lock()
+            .records
+            .finish(self.number, self.verb, outcome, |request| {
+                request.user = who.effective;
+                request.authenticated_user = who.authenticated;
+            });
+        self.shared.recorded.notify_all();
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.finish(Outcome::Dropped, Identity::default());
+        }
+    }
+}
+
+/// Accepts connections until told to stop (or until the stop sender is dropped); then closes
+/// the listener, drops every open connection, and reports that it is done.
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut stop: oneshot::Receiver<()>,
+    done: std::sync::mpsc::Sender<()>,
+) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => {
+                    connections.spawn(serve_connection(tcp, shared.clone()));
+                }
+                // Out of file descriptors or similar: give the system a moment.
+                Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    drop(listener);
+    connections.shutdown().await;
+    let _ = done.send(());
+}
+
+/// A TCP stream that can be told to end with a reset (RST) instead of a normal close.
+struct Socket {
+    tcp: TcpStream,
+    reset: Arc<AtomicBool>,
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        if self.reset.load(Ordering::SeqCst) {
+            let _ = self.tcp.set_zero_linger();
+        }
+    }
+}
+
+impl AsyncRead for Socket {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Socket {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.tcp).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
+    }
+}
+
+/// What a request handler may do to its connection.
+struct Connection {
+    /// The client certificate (DER), if the client gave one.
+    peer_certificate: Option<Vec<u8>>,
+    /// Closes the connection when notified.
+    kill: Notify,
+    /// Makes the close a reset.
+    reset: Arc<AtomicBool>,
+}
+
+async fn serve_connection(tcp: TcpStream, shared: Arc<Shared>) {
+    let _ = tcp.set_nodelay(true);
+    let reset = Arc::new(AtomicBool::new(false));
+    let socket = Socket {
+        tcp,
+        reset: reset.clone(),
+    };
+    match &shared.tls {
+        Some(tls) => {
+            let acceptor = TlsAcceptor::from(tls.server_config.clone());
+            let Ok(stream) = acceptor.accept(socket).await else {
+                return;
+            };
+            let peer = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| c.to_vec());
+            serve_http(stream, peer, reset, shared.clone()).await;
+        }
+        None => serve_http(socket, None, reset, shared.clone()).await,
+    }
+}
+
+async fn serve_http<IO>(
+    io: IO,
+    peer_certificate: Option<Vec<u8>>,
+    reset: Arc<AtomicBool>,
+    shared: Arc<Shared>,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let connection = Arc::new(Connection {
+        peer_certificate,
+        kill: Notify::new(),
+        reset,
+    });
+    let handler = connection.clone();
+    let service = service_fn(move |request| {
+        let shared = shared.clone();
+        let connection = handler.clone();
+        async move { Ok::<_, Infallible>(handle(shared, connection, request).await) }
+    });
+    let mut builder = http1::Builder::new();
+    builder.keep_alive(true).header_read_timeout(None);
+    let serving = builder.serve_connection(TokioIo::new(io), service);
+    tokio::select! {
+        _ = serving => {}
+        _ = connection.kill.notified() => {}
+    }
+}
+
+fn header(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+fn respond(
+    code: u16,
+    body: &Value,
+    extra: Option<(hyper::header::HeaderName, HeaderValue)>,
+) -> Response<Full<Bytes>> {
+    let (content_type, bytes) = match body {
+        Value::String(text) => ("text/plain; charset=utf-8", Bytes::from(text.clone())),
+        body => ("application/json", Bytes::from(body.to_string())),
+    };
+    let mut response = Response::new(Full::new(bytes));
+    *response.status_mut() =
+        StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Some((name, value)) = extra {
+        response.headers_mut().insert(name, value);
+    }
+    response
+}
+
+/// Closes the connection without an answer; never returns.
+async fn drop_connection(connection: &Connection, reset: bool) -> Response<Full<Bytes>> {
+    if reset {
+        connection.reset.store(true, Ordering::SeqCst);
+    }
+    connection.kill.notify_one();
+    std::future::pending().await
+}
+
+async fn handle(
+    shared: Arc<Shared>,
+    connection: Arc<Connection>,
+    request: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let method = request.method().as_str().to_string();
+    let uri = request.uri().clone();
+    let headers = request.headers().clone();
+    let query = Query::parse(uri.query());
+    let route = Route::parse(uri.path());
+    let verb = route.verb(&method, &query);
+    let kind = verb.unwrap_or(match method.as_str() {
+        "POST" => Verb::Create,
+        "PUT" => Verb::Update,
+        "PATCH" => Verb::Patch,
+        "DELETE" => Verb::Delete,
+        _ => Verb::Get,
+    });
+    let impersonation = Impersonation {
+        user: header(&headers, "impersonate-user"),
+        groups: headers
+            .get_all("impersonate-group")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::to_string)
+            .collect(),
+        uid: header(&headers, "impersonate-uid"),
+    };
+    let content_type = header(&headers, CONTENT_TYPE.as_str());
+    let mut tracked = shared.begin(RecordedRequest {
+        method: method.clone(),
+        path: uri
+            .path_and_query()
+            .map_or_else(|| uri.path().to_string(), |p| p.as_str().to_string()),
+        verb: kind,
+        user: None,
+        authenticated_user: None,
+        impersonated_user: impersonation.user.clone(),
+        impersonated_groups: impersonation.groups.clone(),
+        impersonated_uid: impersonation.uid.clone(),
+        content_type: content_type.clone(),
+        status: None,
+        outcome: None,
+    });
+
+    let (decision, latency) = {
+        let mut state = shared.lock();
+        let latency = if kind.is_write() {
+            state.write_latency
+        } else {
+            state.read_latency
+        };
+        (state.faults.decide(kind, route.pod_name()), latency)
+    };
+    if !decision.latency.is_zero() {
+        tokio::time::sleep(decision.latency).await;
+    }
+    match decision.action {
+        Some(FaultKind::Status(code)) => {
+            let error = ApiError::injected(
+                code,
+                route.resource(),
+                route.object_name().unwrap_or_default(),
+            );
+            tracked.finish(Outcome::Status(error.code), Identity::default());
+            let retry = (code == 429).then(|| (RETRY_AFTER, HeaderValue::from_static("1")));
+            return respond(error.code, &error.to_json(), retry);
+        }
+        Some(FaultKind::Hang) => {
+            tracked.finish(Outcome::Hung, Identity::default());
+            return std::future::pending().await;
+        }
+        Some(FaultKind::Reset) => {
+            tracked.finish(Outcome::Dropped, Identity::default());
+            return drop_connection(&connection, true).await;
+        }
+        _ => {}
+    }
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    let body = match Limited::new(request.into_body(), MAX_BODY).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(error) => {
+            if error
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                let error = ApiError::too_large("the request body is too large");
+                tracked.finish(Outcome::Status(error.code), Identity::default());
+                return respond(error.code, &error.to_json(), None);
+            }
+            // The client went away while sending.
+            tracked.finish(Outcome::Dropped, Identity::default());
+            return drop_connection(&connection, false).await;
+        }
+    };
+
+    let (who, code, answer) = {
+        let mut state = shared.lock();
+        let state = &mut *state;
+        let request = Received {
+            authorization: header(&headers, AUTHORIZATION.as_str()),
+            peer_certificate: connection.peer_certificate.as_deref(),
+            impersonation: &impersonation,
+            route: &route,
+            verb,
+            query: &query,
+            content_type: content_type.as_deref(),
+            body: &body,
+        };
+        process(state, &request)
+    };
+    if decision.action == Some(FaultKind::ApplyThenDrop) {
+        tracked.finish(Outcome::Dropped, who);
+        return drop_connection(&connection, false).await;
+    }
+    tracked.finish(Outcome::Status(code), who);
+    respond(code, &answer, None)
+}
+
+/// A request with its body, ready to be answered.
+struct Received<'a> {
+    authorization: Option<String>,
+    peer_certificate: Option<&'a [u8]>,
+    impersonation: &'a Impersonation,
+    route: &'a Route,
+    verb: Option<Verb>,
+    query: &'a Query,
+    content_type: Option<&'a str>,
+    body: &'a [u8],
+}
+
+/// Who a request came from: the owner of its credentials and the user it was authorized as
+/// (the impersonated user, when impersonation was allowed).
+#[derive(Debug, Default)]
+struct Identity {
+    authenticated: Option<String>,
+    effective: Option<String>,
+}
+
+/// Authenticates, impersonates, authorizes and serves a request: who it came from, the
+/// status code and the body.
+fn process(state: &mut State, request: &Received) -> (Identity, u16, Value) {
+    let fail = |who: Identity, error: ApiError| (who, error.code, error.to_json());
+    let Some(requestor) = state
+        .rbac
+        .authenticate(request.authorization.as_deref(), request.peer_certificate)
+    else {
+        return fail(Identity::default(), ApiError::unauthorized());
+    };
+    let authenticated = Some(requestor.name().to_string());
+    let user = match state.rbac.impersonate(&requestor, request.impersonation) {
+        Ok(Some(user)) => user,
+        Ok(None) => requestor,
+        Err(error) => {
+            let who = Identity {
+                effective: authenticated.clone(),
+                authenticated,
+            };
+            return fail(who, error);
+        }
+    };
+    let name = Identity {
+        authenticated,
+        effective: Some(user.name().to_string()),
+    };
+    let Some(verb) = request.verb else {
+        return fail(name, ApiError::method_not_allowed());
+    };
+    if let Some(attributes) = request.route.attributes(verb, request.query)
+        && !state.rbac.authorize(&user, &attributes).allowed
+    {
+        return fail(name, attributes.forbidden(user.name()));
+    }
+    let call = Call {
+        verb,
+        route: request.route,
+        query: request.query,
+        content_type: request.content_type,
+        body: request.body,
+        user: &user,
+    };
+    match resources::serve(&mut state.store, &state.rbac, state.options, &call) {
+        Ok((code, body)) => (name, code, body),
+        Err(error) => fail(name, error),
+    }
+}

@@ -1,0 +1,249 @@
+//! The stored objects and the resource version: one global counter, like etcd's revision,
+//! that every change of any object advances; plus helpers to read and write object metadata
+//! the way Go's typed decoding sees it.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+
+use crate::ids::Prng;
+
+/// The first resource version the double hands out is `FIRST_REVISION + 1`, so that small
+/// numbers such as `"1"` are always stale, as they are on a real cluster.
+const FIRST_REVISION: u64 = 1000;
+
+/// Objects by `(namespace, name)`, in etcd's key order.
+pub(crate) type Objects = BTreeMap<(String, String), Value>;
+
+/// Everything the double stores.
+#[derive(Debug)]
+pub(crate) struct Store {
+    revision: u64,
+    prng: Prng,
+    pub pods: Objects,
+    pub pdbs: Objects,
+    pub events: Vec<Value>,
+}
+
+impl Store {
+    pub fn new(seed: u64) -> Store {
+        Store {
+            revision: FIRST_REVISION,
+            prng: Prng::new(seed),
+            pods: Objects::new(),
+            pdbs: Objects::new(),
+            events: Vec::new(),
+        }
+    }
+
+    /// The current revision (a list's `metadata.resourceVersion`).
+    pub fn revision(&self) -> String {
+        self.revision.to_string()
+    }
+
+    /// Advances the revision for a write and returns the new resource version.
+    pub fn next_revision(&mut self) -> String {
+        self.revision += 1;
+        self.revision.to_string()
+    }
+
+    /// A new object uid.
+    pub fn uid(&mut self) -> String {
+        self.prng.uuid()
+    }
+
+    /// A `generateName` suffix.
+    pub fn name_suffix(&mut self) -> String {
+        self.prng.name_suffix()
+    }
+}
+
+/// `metadata.<field>` as a string (empty if absent).
+pub(crate) fn meta_str<'a>(object: &'a Value, field: &str) -> &'a str {
+    object
+        .get("metadata")
+        .and_then(|m| m.get(field))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+}
+
+/// `metadata`, created if missing. Callers decode objects first, so `metadata` is an object.
+pub(crate) fn metadata_mut(object: &mut Value) -> &mut Map<String, Value> {
+    if !object.is_object() {
+        *object = Value::Object(Map::new());
+    }
+    if !object.get("metadata").is_some_and(Value::is_object) {
+        object["metadata"] = Value::Object(Map::new());
+    }
+    match object.get_mut("metadata") {
+        Some(Value::Object(metadata)) => metadata,
+        _ => unreachable!("metadata was just made an object"),
+    }
+}
+
+/// `metadata.labels` or `metadata.annotations` as a map (empty if absent).
+pub(crate) fn string_map(object: &Value, field: &str) -> BTreeMap<String, String> {
+    object
+        .get("metadata")
+        .and_then(|m| m.get(field))
+        .and_then(Value::as_object)
+        .map(|map| {
+            map.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Writes `metadata.labels` or `metadata.annotations`; an empty map disappears, as Go's
+/// `omitempty` makes it.
+pub(crate) fn set_string_map(object: &mut Value, field: &str, map: &BTreeMap<String, String>) {
+    let metadata = metadata_mut(object);
+    if map.is_empty() {
+        metadata.remove(field);
+    } else {
+        let map = map
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::from(v.clone())))
+            .collect();
+        metadata.insert(field.to_string(), Value::Object(map));
+    }
+}
+
+/// Checks an object the way decoding it into a Go struct would, and normalises what Go
+/// would: `metadata` must be an object; its string fields strings; `labels` and
+/// `annotations` maps of strings, where `null` values become `""` and an empty or `null` map
+/// disappears. The error is Go's `encoding/json` message.
+pub(crate) fn decode_metadata(object: &mut Value, kind: &str) -> Result<(), String> {
+    if !object.is_object() {
+        return Err(format!(
+            "json: cannot unmarshal {} into Go value of type v1.{kind}",
+            json_type(object)
+        ));
+    }
+    match object.get("metadata") {
+        None | Some(Value::Null | Value::Object(_)) => {}
+        Some(other) => {
+            return Err(format!(
+                "json: cannot unmarshal {} into Go struct field {kind}.metadata of type v1.ObjectMeta",
+                json_type(other)
+            ));
+        }
+    }
+    let metadata = metadata_mut(object);
+    for field in [
+        "name",
+        "generateName",
+        "namespace",
+        "uid",
+        "resourceVersion",
+        "selfLink",
+    ] {
+        match metadata.get(field) {
+            None | Some(Value::String(_)) => {}
+            Some(Value::Null) => {
+                metadata.remove(field);
+            }
+            Some(other) => {
+                return Err(format!(
+                    "json: cannot unmarshal {} into Go struct field ObjectMeta.metadata.{field} of type string",
+                    json_type(other)
+                ));
+            }
+        }
+    }
+    for field in ["labels", "annotations"] {
+        let map = match metadata.get_mut(field) {
+            None => continue,
+            Some(Value::Null) => {
+                metadata.remove(field);
+                continue;
+            }
+            Some(Value::Object(map)) => map,
+            Some(other) => {
+                return Err(format!(
+                    "json: cannot unmarshal {} into Go struct field ObjectMeta.metadata.{field} of type map[string]string",
+                    json_type(other)
+                ));
+            }
+        };
+        for value in map.values_mut() {
+            match value {
+                Value::String(_) => {}
+                Value::Null => *value = Value::from(""),
+                other => {
+                    return Err(format!(
+                        "json: cannot unmarshal {} into Go struct field ObjectMeta.metadata.{field} of type string",
+                        json_type(other)
+                    ));
+                }
+            }
+        }
+        if map.is_empty() {
+            metadata.remove(field);
+        }
+    }
+    Ok(())
+}
+
+fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "bool",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn every_write_gets_a_higher_resource_version() {
+        let mut store = Store::new(1);
+        let first = store.revision();
+        let a = store.next_revision();
+        let b = store.next_revision();
+        assert!(first.parse::<u64>().expect("number") < a.parse::<u64>().expect("number"));
+        assert!(a.parse::<u64>().expect("number") < b.parse::<u64>().expect("number"));
+        assert_eq!(store.revision(), b);
+        const { assert!(FIRST_REVISION > 1, "\"1\" must always be stale") };
+    }
+
+    #[test]
+    fn decoding_turns_null_label_values_into_empty_strings_and_drops_empty_maps() {
+        let mut pod = json!({"metadata": {"labels": {"a": null, "b": "x"}, "annotations": {}}});
+        decode_metadata(&mut pod, "Pod").expect("decodes");
+        assert_eq!(pod, json!({"metadata": {"labels": {"a": "", "b": "x"}}}));
+    }
+
+    #[test]
+    fn decoding_refuses_labels_that_are_not_strings() {
+        let mut pod = json!({"metadata": {"labels": {"a": 1}}});
+        assert_eq!(
+            decode_metadata(&mut pod, "Pod").expect_err("number"),
+            "json: cannot unmarshal number into Go struct field ObjectMeta.metadata.labels of type string"
+        );
+        let mut pod = json!({"metadata": {"labels": ["a"]}});
+        assert!(decode_metadata(&mut pod, "Pod").is_err());
+        assert!(decode_metadata(&mut json!([1]), "Pod").is_err());
+        assert!(decode_metadata(&mut json!({"metadata": {"resourceVersion": 5}}), "Pod").is_err());
+    }
+
+    #[test]
+    fn string_maps_round_trip_and_empty_maps_disappear() {
+        let mut pod = json!({"metadata": {"name": "p"}});
+        let mut labels = BTreeMap::new();
+        labels.insert("a".to_string(), "1".to_string());
+        set_string_map(&mut pod, "labels", &labels);
+        assert_eq!(string_map(&pod, "labels"), labels);
+        set_string_map(&mut pod, "labels", &BTreeMap::new());
+        assert_eq!(pod, json!({"metadata": {"name": "p"}}));
+        assert_eq!(meta_str(&pod, "name"), "p");
+        assert_eq!(meta_str(&pod, "uid"), "");
+    }
+}
