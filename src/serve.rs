@@ -196,8 +196,9 @@ async fn check_own_pod(pods: PodClient, own: PodRef, readiness: Arc<Readiness>) 
                 return;
             }
             Some(problem) => {
+                // Readiness first: whoever reads the log line must find /readyz saying the same.
+                readiness.set_problem(problem.clone());
                 log::error!("not ready: {problem}");
-                readiness.set_problem(problem);
             }
         }
         tokio::time::sleep(RECHECK).await;

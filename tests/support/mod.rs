@@ -44,7 +44,8 @@ impl TrackerBuilder {
 
     /// Starts the binary and waits until it logs where it listens.
     pub fn start(self) -> Tracker {
-        Tracker::spawn(self).unwrap_or_else(|(log, why)| panic!("tracker did not start: {why}\n--- log ---\n{log}"))
+        Tracker::spawn(self)
+            .unwrap_or_else(|(log, why)| panic!("tracker did not start: {why}\n--- log ---\n{log}"))
     }
 
     /// Starts the binary and waits for it to exit by itself (for start-up errors).
@@ -60,14 +61,20 @@ impl TrackerBuilder {
         let mut command = Command::new(env!("CARGO_BIN_EXE_pod-webhook-tracker"));
         command.arg("serve").args(&self.args);
         // A test must never pick up the developer's cluster or pod identity.
-        command.env_remove("KUBECONFIG").env_remove("POD_NAME").env_remove("POD_NAMESPACE");
+        command
+            .env_remove("KUBECONFIG")
+            .env_remove("POD_NAME")
+            .env_remove("POD_NAMESPACE");
         command.env("HOME", std::env::temp_dir().join("pwt-no-home"));
         command.env_remove("KUBERNETES_SERVICE_HOST");
         command.env("RUST_LOG", "info");
         for (key, value) in &self.env {
             command.env(key, value);
         }
-        command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         command
     }
 }
@@ -75,11 +82,17 @@ impl TrackerBuilder {
 impl Tracker {
     /// A tracker listening on a port the OS picks.
     pub fn builder() -> TrackerBuilder {
-        TrackerBuilder { args: vec!["--address=127.0.0.1:0".to_owned()], env: Vec::new() }
+        TrackerBuilder {
+            args: vec!["--address=127.0.0.1:0".to_owned()],
+            env: Vec::new(),
+        }
     }
 
     fn spawn(builder: TrackerBuilder) -> Result<Tracker, (String, String)> {
-        let mut child = builder.command().spawn().map_err(|e| (String::new(), e.to_string()))?;
+        let mut child = builder
+            .command()
+            .spawn()
+            .map_err(|e| (String::new(), e.to_string()))?;
         let log = Arc::new(Mutex::new(String::new()));
         let (sender, lines) = mpsc::channel();
         for stream in [
@@ -108,12 +121,21 @@ impl Tracker {
                     return Err((text, "no 'listening on' line".to_owned()));
                 }
             };
-            if let Some(rest) = line.split("probes (/healthz, /readyz) also on http://").nth(1) {
+            if let Some(rest) = line
+                .split("probes (/healthz, /readyz) also on http://")
+                .nth(1)
+            {
                 admin = rest.trim().parse().ok();
             }
             if let Some(rest) = line.split("listening on http://").nth(1) {
                 let address = rest.trim().parse().expect("a socket address");
-                return Ok(Tracker { child, address, admin, log, lines });
+                return Ok(Tracker {
+                    child,
+                    address,
+                    admin,
+                    log,
+                    lines,
+                });
             }
         }
     }
@@ -156,7 +178,10 @@ impl Tracker {
 
     /// Sends a signal to the process.
     pub fn signal(&self, signal: &str) {
-        let status = Command::new("kill").arg(format!("-{signal}")).arg(self.child.id().to_string()).status();
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status();
         assert!(status.is_ok_and(|s| s.success()), "kill -{signal} failed");
     }
 
@@ -184,7 +209,11 @@ impl Drop for Tracker {
 }
 
 fn with_query(path: &str, query: &str) -> String {
-    if query.is_empty() { path.to_owned() } else { format!("{path}?{query}") }
+    if query.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{query}")
+    }
 }
 
 /// One HTTP answer, parsed strictly.
@@ -201,18 +230,29 @@ pub struct Answer {
 impl Answer {
     /// A header's value.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// The body of a 200 as a count; panics with the whole answer otherwise.
     pub fn count(&self) -> i64 {
         assert_eq!(self.status, 200, "expected 200, got {self:?}");
-        self.body.trim().parse().unwrap_or_else(|_| panic!("not a count: {self:?}"))
+        self.body
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("not a count: {self:?}"))
     }
 }
 
 /// One request on a fresh connection.
-pub fn request(address: SocketAddr, method: &str, target: &str, headers: &[(&str, &str)]) -> Answer {
+pub fn request(
+    address: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> Answer {
     let mut connection = Connection::open(address).expect("connects");
     connection.send(method, target, headers).expect("an answer")
 }
@@ -228,33 +268,52 @@ impl Connection {
         let stream = TcpStream::connect(address)?;
         stream.set_read_timeout(Some(Duration::from_secs(120)))?;
         stream.set_nodelay(true)?;
-        Ok(Connection { stream: BufReader::new(stream) })
+        Ok(Connection {
+            stream: BufReader::new(stream),
+        })
     }
 
     /// Sends one request and reads exactly one answer; errors on anything malformed.
-    pub fn send(&mut self, method: &str, target: &str, headers: &[(&str, &str)]) -> Result<Answer, String> {
-        let mut request = format!("{method} {target} HTTP/1.1\r\nHost: tracker\r\nContent-Length: 0\r\n");
+    pub fn send(
+        &mut self,
+        method: &str,
+        target: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Answer, String> {
+        let mut request =
+            format!("{method} {target} HTTP/1.1\r\nHost: tracker\r\nContent-Length: 0\r\n");
         for (name, value) in headers {
             request.push_str(&format!("{name}: {value}\r\n"));
         }
         request.push_str("\r\n");
-        self.stream.get_mut().write_all(request.as_bytes()).map_err(|e| format!("write: {e}"))?;
+        self.stream
+            .get_mut()
+            .write_all(request.as_bytes())
+            .map_err(|e| format!("write: {e}"))?;
         let mut status_line = String::new();
-        self.stream.read_line(&mut status_line).map_err(|e| format!("read: {e}"))?;
+        self.stream
+            .read_line(&mut status_line)
+            .map_err(|e| format!("read: {e}"))?;
         let mut parts = status_line.trim_end().splitn(3, ' ');
         let (Some("HTTP/1.1"), Some(code)) = (parts.next(), parts.next()) else {
             return Err(format!("malformed status line {status_line:?}"));
         };
-        let status = code.parse().map_err(|_| format!("malformed status {status_line:?}"))?;
+        let status = code
+            .parse()
+            .map_err(|_| format!("malformed status {status_line:?}"))?;
         let mut headers = Vec::new();
         loop {
             let mut line = String::new();
-            self.stream.read_line(&mut line).map_err(|e| format!("read: {e}"))?;
+            self.stream
+                .read_line(&mut line)
+                .map_err(|e| format!("read: {e}"))?;
             let line = line.trim_end();
             if line.is_empty() {
                 break;
             }
-            let (name, value) = line.split_once(':').ok_or_else(|| format!("malformed header {line:?}"))?;
+            let (name, value) = line
+                .split_once(':')
+                .ok_or_else(|| format!("malformed header {line:?}"))?;
             headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
         }
         let length: usize = headers
@@ -263,8 +322,44 @@ impl Connection {
             .and_then(|(_, v)| v.parse().ok())
             .ok_or_else(|| format!("no content-length in {headers:?}"))?;
         let mut body = vec![0; length];
-        self.stream.read_exact(&mut body).map_err(|e| format!("read body: {e}"))?;
+        self.stream
+            .read_exact(&mut body)
+            .map_err(|e| format!("read body: {e}"))?;
         let body = String::from_utf8(body).map_err(|e| format!("body not UTF-8: {e}"))?;
-        Ok(Answer { status, headers, body })
+        Ok(Answer {
+            status,
+            headers,
+            body,
+        })
     }
+}
+
+/// The token every black-box test's tracker uses.
+pub const TOKEN: &str = "tracker-token";
+/// The namespace the tests' pods live in.
+pub const NS: &str = "jobs";
+
+/// An API test double over plain HTTP with a `tracker` user that may get and patch pods in [`NS`].
+pub fn api() -> kube_double::ApiServer {
+    let api = kube_double::ApiServer::start();
+    grant_tracker(&api);
+    api
+}
+
+/// Gives the `tracker` user (token [`TOKEN`]) get and patch on pods in [`NS`].
+pub fn grant_tracker(api: &kube_double::ApiServer) {
+    api.add_token(TOKEN, kube_double::User::new("tracker"));
+    api.allow(
+        kube_double::Subject::user("tracker"),
+        kube_double::Rule::new(["get", "patch"], ["pods"]).namespace(NS),
+    );
+}
+
+/// A standalone tracker connected to `api` with flags alone (no kubeconfig).
+pub fn standalone(api: &kube_double::ApiServer) -> TrackerBuilder {
+    Tracker::builder().args([
+        format!("--kube-server={}", api.url()),
+        format!("--kube-token={TOKEN}"),
+        format!("--namespace={NS}"),
+    ])
 }

@@ -1,0 +1,225 @@
+//! Exactly-once under load: many concurrent callers, several replicas, injected API faults and
+//! another writer editing the pod, and still every acknowledged call is in the label once.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::Duration;
+
+use kube_double::{ApiServer, Fault, FaultKind, Verb};
+use support::{Connection, NS, Tracker, api, standalone};
+
+/// What a group of clients saw.
+#[derive(Debug, Default)]
+struct Tally {
+    increments: i64,
+    decrements: i64,
+    unavailable: i64,
+    unknown: i64,
+}
+
+/// Runs `clients` threads of `calls` mixed calls each against the trackers (round-robin) and
+/// checks every answer is well formed.
+fn hammer(trackers: &[&Tracker], pod: &str, clients: usize, calls: usize) -> Tally {
+    let addresses: Vec<_> = trackers.iter().map(|t| t.address).collect();
+    let handles: Vec<_> = (0..clients)
+        .map(|client| {
+            let address = addresses[client % addresses.len()];
+            let pod = pod.to_owned();
+            thread::spawn(move || {
+                let mut tally = Tally::default();
+                let mut connection = Connection::open(address).expect("connects");
+                for call in 0..calls {
+                    // A fixed, uneven mix so that the count wanders both ways.
+                    let increment = (client * 7 + call * 3) % 5 < 3;
+                    let path = if increment {
+                        "/increment"
+                    } else {
+                        "/decrement"
+                    };
+                    let answer = connection
+                        .send("POST", &format!("{path}?pod_name={pod}"), &[])
+                        .unwrap_or_else(|e| panic!("malformed or missing answer: {e}"));
+                    match answer.status {
+                        200 => {
+                            answer
+                                .body
+                                .parse::<i64>()
+                                .unwrap_or_else(|_| panic!("200 without a count: {answer:?}"));
+                            if increment {
+                                tally.increments += 1;
+                            } else {
+                                tally.decrements += 1;
+                            }
+                        }
+                        503 => tally.unavailable += 1,
+                        504 => tally.unknown += 1,
+                        _ => panic!("unexpected answer {answer:?}"),
+                    }
+                    assert!(
+                        !answer.body.contains('\n') || answer.status != 200,
+                        "one value per answer: {answer:?}"
+                    );
+                }
+                tally
+            })
+        })
+        .collect();
+    handles
+        .into_iter()
+        .map(|h| h.join().expect("client thread"))
+        .fold(Tally::default(), |mut all, t| {
+            all.increments += t.increments;
+            all.decrements += t.decrements;
+            all.unavailable += t.unavailable;
+            all.unknown += t.unknown;
+            all
+        })
+}
+
+fn final_count(api: &ApiServer, pod: &str) -> i64 {
+    let labels = api.labels(NS, pod).expect("the pod exists");
+    match labels.get("active-jobs").map(String::as_str) {
+        None => 0,
+        Some(value) => match value.strip_prefix("neg") {
+            Some(digits) => -digits.parse::<i64>().expect("digits"),
+            None => value.parse().expect("digits"),
+        },
+    }
+}
+
+fn assert_exactly_once(api: &ApiServer, pod: &str, tally: &Tally) {
+    let acknowledged = tally.increments - tally.decrements;
+    let stored = final_count(api, pod);
+    // A 504 is "may or may not have been stored"; every 200 must be there exactly once.
+    assert!(
+        (stored - acknowledged).abs() <= tally.unknown,
+        "stored {stored}, acknowledged {acknowledged}, {tally:?}"
+    );
+    if tally.unknown == 0 {
+        assert_eq!(stored, acknowledged, "{tally:?}");
+    }
+}
+
+#[test]
+fn sixty_four_clients_with_faults_and_another_writer_lose_and_double_nothing() {
+    let api = api();
+    api.create_pod(NS, "busy", &[("app", "worker"), ("tier", "a")]);
+    let tracker = standalone(&api)
+        .args([
+            "--allow-negative",
+            "--label-selector=app=worker,tier in (a,b)",
+            "--retry-timeout=60s",
+            "--kube-request-timeout=2s",
+        ])
+        .env("RUST_LOG", "warn")
+        .start();
+    api.inject(
+        Fault::new(FaultKind::Status(409))
+            .verb(Verb::Patch)
+            .fraction(0.05),
+    );
+    api.inject(
+        Fault::new(FaultKind::Status(500))
+            .verb(Verb::Patch)
+            .fraction(0.03),
+    );
+    api.inject(
+        Fault::new(FaultKind::Reset)
+            .verb(Verb::Patch)
+            .fraction(0.02),
+    );
+    api.inject(
+        Fault::new(FaultKind::ApplyThenDrop)
+            .verb(Verb::Patch)
+            .fraction(0.02),
+    );
+    api.inject(
+        Fault::new(FaultKind::Status(503))
+            .verb(Verb::Get)
+            .fraction(0.05),
+    );
+
+    // Another writer, like `kubectl label`, keeps changing a label the selector looks at.
+    let done = Arc::new(AtomicBool::new(false));
+    let editor = {
+        let api = api.clone();
+        let done = Arc::clone(&done);
+        thread::spawn(move || {
+            let mut edits = 0u64;
+            while !done.load(Ordering::SeqCst) {
+                let tier = if edits % 2 == 0 { "b" } else { "a" };
+                api.set_label(NS, "busy", "tier", Some(tier));
+                edits += 1;
+                thread::sleep(Duration::from_millis(2));
+            }
+            edits
+        })
+    };
+    let tally = hammer(&[&tracker], "busy", 64, 1000);
+    done.store(true, Ordering::SeqCst);
+    let edits = editor.join().expect("editor");
+    assert!(edits > 10, "the other writer ran ({edits} edits)");
+    assert!(
+        tally.increments + tally.decrements > 60_000,
+        "nearly every call acknowledged: {tally:?}"
+    );
+    assert_exactly_once(&api, "busy", &tally);
+}
+
+#[test]
+fn two_standalone_replicas_hammering_one_pod_lose_nothing() {
+    let api = api();
+    api.create_pod(NS, "shared", &[("app", "worker")]);
+    let first = standalone(&api)
+        .args(["--allow-negative", "--retry-timeout=60s"])
+        .env("RUST_LOG", "warn")
+        .start();
+    let second = standalone(&api)
+        .args(["--allow-negative", "--retry-timeout=60s"])
+        .env("RUST_LOG", "warn")
+        .start();
+    let tally = hammer(&[&first, &second], "shared", 32, 300);
+    assert_eq!(tally.unavailable + tally.unknown, 0, "{tally:?}");
+    assert_exactly_once(&api, "shared", &tally);
+}
+
+#[test]
+fn concurrent_calls_are_folded_into_few_writes_and_each_gets_its_own_count() {
+    let api = api();
+    api.create_pod(NS, "burst", &[]);
+    let tracker = standalone(&api).env("RUST_LOG", "warn").start();
+    assert_eq!(tracker.increment("pod_name=burst").count(), 1);
+    api.reset_counts();
+    api.inject(
+        Fault::new(FaultKind::Latency(Duration::from_millis(20)))
+            .verb(Verb::Patch)
+            .always(),
+    );
+    let address = tracker.address;
+    let counts: Vec<i64> = (0..32)
+        .map(|_| {
+            thread::spawn(move || {
+                support::request(address, "POST", "/increment?pod_name=burst", &[]).count()
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|h| h.join().expect("client"))
+        .collect();
+    let mut sorted = counts.clone();
+    sorted.sort_unstable();
+    assert_eq!(
+        sorted,
+        (2..=33).collect::<Vec<_>>(),
+        "each caller got its own serial count"
+    );
+    assert_eq!(final_count(&api, "burst"), 33);
+    let writes = api.requests().len();
+    assert!(
+        writes < 32,
+        "32 concurrent calls folded into fewer writes, got {writes}"
+    );
+}

@@ -1,0 +1,228 @@
+//! Black-box tests of the process itself: subcommands, start-up refusals with exit status 2,
+//! graceful stop on SIGTERM, request logs and what they must never contain.
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use kube_double::{Fault, FaultKind, Verb};
+use support::{NS, Tracker, api, standalone};
+
+fn run(args: &[&str]) -> (Option<i32>, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_pod-webhook-tracker"))
+        .args(args)
+        .output()
+        .expect("runs");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn version_prints_the_package_version() {
+    let (code, stdout, _) = run(&["version"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(stdout.trim(), format!("v{}", env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn help_lists_every_subcommand_and_every_serve_flag_with_its_default() {
+    for args in [&["help"][..], &["--help"]] {
+        let (code, stdout, _) = run(args);
+        assert_eq!(code, Some(0));
+        for command in ["serve", "version", "completion"] {
+            assert!(stdout.contains(command), "{command} missing from {stdout}");
+        }
+    }
+    let (code, stdout, _) = run(&["serve", "--help"]);
+    assert_eq!(code, Some(0));
+    for flag in [
+        "--address",
+        "--allow-negative",
+        "--kube-as",
+        "--kube-as-group",
+        "--kube-as-uid",
+        "--kube-certificate-authority",
+        "--kube-client-certificate",
+        "--kube-client-key",
+        "--kube-cluster",
+        "--kube-context",
+        "--kube-disable-compression",
+        "--kube-insecure-skip-tls-verify",
+        "-n",
+        "--kube-password",
+        "--kube-proxy-url",
+        "--kube-request-timeout",
+        "--kube-server",
+        "--kube-tls-server-name",
+        "--kube-token",
+        "--kube-user",
+        "--kube-username",
+        "--kubeconfig",
+        "--label",
+        "--label-selector",
+        "--namespace",
+        "--remove-on-zero",
+    ] {
+        assert!(stdout.contains(flag), "{flag} missing from serve --help");
+    }
+    // argh wraps help text; compare with the white space folded.
+    let folded = stdout.split_whitespace().collect::<Vec<_>>().join(" ");
+    for default in [
+        "default active-jobs",
+        "default true",
+        "default 0",
+        "default false",
+        "default 30s",
+    ] {
+        assert!(
+            folded.contains(default),
+            "{default:?} missing from serve --help"
+        );
+    }
+}
+
+#[test]
+fn completion_prints_scripts_for_bash_zsh_and_fish() {
+    for shell in ["bash", "zsh", "fish"] {
+        let (code, stdout, _) = run(&["completion", shell]);
+        assert_eq!(code, Some(0), "{shell}");
+        assert!(
+            stdout.contains("pod-webhook-tracker") && stdout.contains("serve"),
+            "{shell}: {stdout}"
+        );
+    }
+    let (code, _, stderr) = run(&["completion", "powershell"]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("powershell"), "{stderr}");
+}
+
+#[test]
+fn invalid_input_is_refused_at_start_up_with_one_line_naming_the_flag_and_status_2() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["serve", "--label=bad key!"], "--label"),
+        (&["serve", "--label-selector=app in (x"], "--label-selector"),
+        (&["serve", "--address=nowhere"], "--address"),
+        (
+            &["serve", "--kube-request-timeout=soon"],
+            "--kube-request-timeout",
+        ),
+        (
+            &["serve", "--kube-certificate-authority=/no/such/ca.pem"],
+            "--kube-certificate-authority",
+        ),
+        (
+            &[
+                "serve",
+                "--kube-client-certificate=/no/cert",
+                "--kube-client-key=/no/key",
+            ],
+            "--kube-client-certificate",
+        ),
+        (&["serve", "--allow-negative=perhaps"], "--allow-negative"),
+        (&["serve", "--no-such-flag"], "--no-such-flag"),
+    ];
+    for (args, flag) in cases {
+        let (code, _, stderr) = run(args);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert_eq!(
+            stderr.trim().lines().count(),
+            1,
+            "one line for {args:?}: {stderr}"
+        );
+        assert!(stderr.contains(flag), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn sigterm_finishes_calls_in_flight_then_exits_zero() {
+    let api = api();
+    api.create_pod(NS, "worker-1", &[]);
+    let mut tracker = standalone(&api).start();
+    assert_eq!(tracker.increment("pod_name=worker-1").count(), 1);
+    api.inject(
+        Fault::new(FaultKind::Latency(Duration::from_millis(1500)))
+            .verb(Verb::Patch)
+            .next(1),
+    );
+    let address = tracker.address;
+    let in_flight = std::thread::spawn(move || {
+        support::request(address, "POST", "/increment?pod_name=worker-1", &[])
+    });
+    // The call is in flight once the double has seen its PATCH.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !api
+        .requests()
+        .iter()
+        .any(|r| r.method == "PATCH" && r.status.is_none())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the call never reached the API: {:?}",
+            api.requests()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    tracker.signal("TERM");
+    let answer = in_flight.join().expect("client");
+    assert_eq!(answer.count(), 2, "the call in flight was finished");
+    let status = tracker.wait_exit(Duration::from_secs(20)).expect("exits");
+    assert_eq!(status.code(), Some(0), "{}", tracker.log());
+    assert!(
+        std::net::TcpStream::connect(address).is_err(),
+        "no longer listening"
+    );
+}
+
+#[test]
+fn each_call_is_logged_once_with_method_path_pod_status_count_and_duration_and_probes_are_not() {
+    let api = api();
+    api.create_pod(NS, "worker-1", &[]);
+    let tracker = standalone(&api).start();
+    assert_eq!(tracker.increment("pod_name=worker-1").count(), 1);
+    assert_eq!(tracker.request("GET", "/healthz", &[]).status, 200);
+    assert_eq!(tracker.request("GET", "/readyz", &[]).status, 200);
+    let line = tracker
+        .wait_for_line("POST /increment", Duration::from_secs(5))
+        .expect("a request line");
+    for part in ["pod=jobs/worker-1", "status=200", "count=1", "duration="] {
+        assert!(line.contains(part), "{part} missing from {line}");
+    }
+    assert!(
+        !tracker.log().contains("/healthz") && !tracker.log().contains("/readyz"),
+        "{}",
+        tracker.log()
+    );
+}
+
+#[test]
+fn tokens_and_passwords_never_appear_in_logs_at_any_level() {
+    let api = api();
+    api.add_basic_auth("alice", "pa55-w0rd-secret", kube_double::User::new("alice"));
+    api.create_pod(NS, "worker-1", &[]);
+    let mut tracker = Tracker::builder()
+        .args([
+            format!("--kube-server={}", api.url()),
+            "--kube-token=t0ken-secret-value".to_owned(),
+            "--kube-username=alice".to_owned(),
+            "--kube-password=pa55-w0rd-secret".to_owned(),
+            format!("--namespace={NS}"),
+        ])
+        .env("RUST_LOG", "trace")
+        .start();
+    let _ = tracker.increment("pod_name=worker-1");
+    let _ = tracker.increment("pod_name=Bad_Name");
+    tracker.signal("TERM");
+    tracker.wait_exit(Duration::from_secs(20)).expect("exits");
+    let log = tracker.log();
+    assert!(log.contains("listening on"), "the log was captured: {log}");
+    for secret in ["t0ken-secret-value", "pa55-w0rd-secret"] {
+        assert!(
+            !log.contains(secret),
+            "{secret} leaked into the log:\n{log}"
+        );
+    }
+}
