@@ -114,7 +114,7 @@ fn sixty_four_clients_with_faults_and_another_writer_lose_and_double_nothing() {
             "--retry-timeout=60s",
             "--kube-request-timeout=2s",
         ])
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "info,request=warn")
         .start();
     api.inject(
         Fault::new(FaultKind::Status(409))
@@ -175,11 +175,11 @@ fn two_standalone_replicas_hammering_one_pod_lose_nothing() {
     api.create_pod(NS, "shared", &[("app", "worker")]);
     let first = standalone(&api)
         .args(["--allow-negative", "--retry-timeout=60s"])
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "info,request=warn")
         .start();
     let second = standalone(&api)
         .args(["--allow-negative", "--retry-timeout=60s"])
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "info,request=warn")
         .start();
     let tally = hammer(&[&first, &second], "shared", 32, 300);
     assert_eq!(tally.unavailable + tally.unknown, 0, "{tally:?}");
@@ -190,7 +190,7 @@ fn two_standalone_replicas_hammering_one_pod_lose_nothing() {
 fn concurrent_calls_are_folded_into_few_writes_and_each_gets_its_own_count() {
     let api = api();
     api.create_pod(NS, "burst", &[]);
-    let tracker = standalone(&api).env("RUST_LOG", "warn").start();
+    let tracker = standalone(&api).env("RUST_LOG", "info,request=warn").start();
     assert_eq!(tracker.increment("pod_name=burst").count(), 1);
     api.reset_counts();
     api.inject(
