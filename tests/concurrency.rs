@@ -79,15 +79,32 @@ fn hammer(trackers: &[&Tracker], pod: &str, clients: usize, calls: usize) -> Tal
         })
 }
 
-fn final_count(api: &ApiServer, pod: &str) -> i64 {
-    let labels = api.labels(NS, pod).expect("the pod exists");
-    match labels.get("active-jobs").map(String::as_str) {
+/// Reads a label value as the tracker does (`neg` for negative counts).
+fn decode(value: Option<&str>) -> i64 {
+    match value {
         None => 0,
         Some(value) => match value.strip_prefix("neg") {
             Some(digits) => -digits.parse::<i64>().expect("digits"),
             None => value.parse().expect("digits"),
         },
     }
+}
+
+fn encode(count: i64) -> String {
+    if count < 0 {
+        format!("neg{}", -count)
+    } else {
+        count.to_string()
+    }
+}
+
+fn final_count(api: &ApiServer, pod: &str) -> i64 {
+    decode(
+        api.labels(NS, pod)
+            .expect("the pod exists")
+            .get("active-jobs")
+            .map(String::as_str),
+    )
 }
 
 fn assert_exactly_once(api: &ApiServer, pod: &str, tally: &Tally) {
@@ -142,30 +159,51 @@ fn sixty_four_clients_with_faults_and_another_writer_lose_and_double_nothing() {
             .fraction(0.05),
     );
 
-    // Another writer, like `kubectl label`, keeps changing a label the selector looks at.
+    // Another writer, like `kubectl label`, keeps changing the pod: a label the selector looks
+    // at, the count label's spelling (same count), and the count itself (+1, counted here).
     let done = Arc::new(AtomicBool::new(false));
     let editor = {
         let api = api.clone();
         let done = Arc::clone(&done);
         thread::spawn(move || {
-            let mut edits = 0u64;
+            let (mut edits, mut added) = (0u64, 0i64);
             while !done.load(Ordering::SeqCst) {
-                let tier = if edits % 2 == 0 { "b" } else { "a" };
-                api.set_label(NS, "busy", "tier", Some(tier));
+                match edits % 3 {
+                    0 => {
+                        let tier = if edits % 2 == 0 { "b" } else { "a" };
+                        api.set_label(NS, "busy", "tier", Some(tier));
+                    }
+                    1 => {
+                        api.update_label(NS, "busy", "active-jobs", |value| {
+                            Some(encode(decode(value) + 1))
+                        });
+                        added += 1;
+                    }
+                    _ => {
+                        api.update_label(NS, "busy", "active-jobs", |value| {
+                            value.map(|v| match v.strip_prefix("neg") {
+                                Some(digits) => format!("neg0{digits}"),
+                                None => format!("0{v}"),
+                            })
+                        });
+                    }
+                }
                 edits += 1;
-                thread::sleep(Duration::from_millis(2));
+                thread::sleep(Duration::from_millis(3));
             }
-            edits
+            (edits, added)
         })
     };
-    let tally = hammer(&[&tracker], "busy", 64, 1000);
+    let mut tally = hammer(&[&tracker], "busy", 64, 1000);
     done.store(true, Ordering::SeqCst);
-    let edits = editor.join().expect("editor");
+    let (edits, added) = editor.join().expect("editor");
     assert!(edits > 10, "the other writer ran ({edits} edits)");
     assert!(
         tally.increments + tally.decrements > 60_000,
         "nearly every call acknowledged: {tally:?}"
     );
+    // The other writer's increments are in the label too.
+    tally.increments += added;
     assert_exactly_once(&api, "busy", &tally);
 }
 
@@ -190,7 +228,9 @@ fn two_standalone_replicas_hammering_one_pod_lose_nothing() {
 fn concurrent_calls_are_folded_into_few_writes_and_each_gets_its_own_count() {
     let api = api();
     api.create_pod(NS, "burst", &[]);
-    let tracker = standalone(&api).env("RUST_LOG", "info,request=warn").start();
+    let tracker = standalone(&api)
+        .env("RUST_LOG", "info,request=warn")
+        .start();
     assert_eq!(tracker.increment("pod_name=burst").count(), 1);
     api.reset_counts();
     api.inject(

@@ -152,20 +152,15 @@ fn sigterm_finishes_calls_in_flight_then_exits_zero() {
     let in_flight = std::thread::spawn(move || {
         support::request(address, "POST", "/increment?pod_name=worker-1", &[])
     });
-    // The call is in flight once the double has seen its PATCH.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !api
-        .requests()
-        .iter()
-        .any(|r| r.method == "PATCH" && r.status.is_none())
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the call never reached the API: {:?}",
-            api.requests()
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    // The call is in flight once the double has seen its PATCH (and not yet answered it).
+    assert!(
+        api.wait_for_request(
+            |r| r.method == "PATCH" && r.status.is_none(),
+            Duration::from_secs(10)
+        ),
+        "the call never reached the API: {:?}",
+        api.requests()
+    );
     tracker.signal("TERM");
     let answer = in_flight.join().expect("client");
     assert_eq!(answer.count(), 2, "the call in flight was finished");

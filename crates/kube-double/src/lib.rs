@@ -450,7 +450,7 @@ impl ApiServer {
         name: &str,
         field: &str,
         key: &str,
-        value: Option<&str>,
+        value: impl FnOnce(Option<&str>) -> Option<String>,
     ) -> String {
         let pod = pods::set_map_entry(&mut self.state().store, namespace, name, field, key, value)
             .unwrap_or_else(|e| {
@@ -469,7 +469,23 @@ impl ApiServer {
     /// # Panics
     /// If the pod does not exist or the label is invalid (the API server's message).
     pub fn set_label(&self, namespace: &str, name: &str, key: &str, value: Option<&str>) -> String {
-        self.set_entry(namespace, name, "labels", key, value)
+        self.set_entry(namespace, name, "labels", key, |_| value.map(str::to_owned))
+    }
+
+    /// Another writer that reads and rewrites a label in one step (atomic, like an update with
+    /// a resourceVersion precondition that succeeded): `change` gets the current value and
+    /// returns the new one (`None` removes the label). Returns the resource version afterwards.
+    ///
+    /// # Panics
+    /// If the pod does not exist or the new value is invalid.
+    pub fn update_label(
+        &self,
+        namespace: &str,
+        name: &str,
+        key: &str,
+        change: impl FnOnce(Option<&str>) -> Option<String>,
+    ) -> String {
+        self.set_entry(namespace, name, "labels", key, change)
     }
 
     /// Another writer (like `kubectl annotate`): sets an annotation, or removes it with
@@ -484,7 +500,7 @@ impl ApiServer {
         key: &str,
         value: Option<&str>,
     ) -> String {
-        self.set_entry(namespace, name, "annotations", key, value)
+        self.set_entry(namespace, name, "annotations", key, |_| value.map(str::to_owned))
     }
 
     /// Creates a PodDisruptionBudget from its JSON (`apiVersion` `policy/v1` or

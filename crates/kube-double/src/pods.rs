@@ -610,12 +610,12 @@ pub(crate) fn set_map_entry(
     name: &str,
     field: &str,
     entry: &str,
-    value: Option<&str>,
+    value: impl FnOnce(Option<&str>) -> Option<String>,
 ) -> Result<Value, ApiError> {
     let mut pod = get_pod(store, namespace, name)?;
     let mut map = string_map(&pod, field);
-    match value {
-        Some(value) => map.insert(entry.to_string(), value.to_string()),
+    match value(map.get(entry).map(String::as_str)) {
+        Some(value) => map.insert(entry.to_string(), value),
         None => map.remove(entry),
     };
     store::set_string_map(&mut pod, field, &map);
@@ -930,11 +930,11 @@ mod tests {
         let mut store = store_with(&[NewPod::new(NS, "p")]);
         let before = rv(&get_pod(&store, NS, "p").expect("pod"));
         let after =
-            set_map_entry(&mut store, NS, "p", "labels", "active-jobs", Some("2")).expect("set");
+            set_map_entry(&mut store, NS, "p", "labels", "active-jobs", |_| Some("2".into())).expect("set");
         assert!(rv(&after) > before);
-        assert!(set_map_entry(&mut store, NS, "p", "labels", "active-jobs", Some("-1")).is_err());
+        assert!(set_map_entry(&mut store, NS, "p", "labels", "active-jobs", |_| Some("-1".into())).is_err());
         let removed =
-            set_map_entry(&mut store, NS, "p", "labels", "active-jobs", None).expect("removed");
+            set_map_entry(&mut store, NS, "p", "labels", "active-jobs", |_| None).expect("removed");
         assert!(removed["metadata"].get("labels").is_none());
         assert!(
             write_pod(&mut store, NS, "p", |pod| pod["status"]["phase"] =
