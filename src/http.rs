@@ -313,14 +313,19 @@ fn handle(app: &Arc<App>, in_flight: &Arc<InFlight>, request: Request) {
     });
 }
 
-/// The admin listener answers probes only: the counting routes stay on the webhook address.
-fn handle_admin(app: &App, request: Request) {
-    let path = request
+/// The request's path, without the query.
+fn path_of(request: &Request) -> String {
+    request
         .url()
         .split('?')
         .next()
         .unwrap_or_default()
-        .to_owned();
+        .to_owned()
+}
+
+/// The admin listener answers probes only: the counting routes stay on the webhook address.
+fn handle_admin(app: &App, request: Request) {
+    let path = path_of(&request);
     match route(request.method(), &path) {
         Ok(Route::Healthz) => probe(request, None),
         Ok(Route::Readyz) => probe(request, app.readiness.problem()),
@@ -366,12 +371,7 @@ fn finish(
     started: Instant,
 ) {
     let method = request.method().to_string();
-    let path = request
-        .url()
-        .split('?')
-        .next()
-        .unwrap_or_default()
-        .to_owned();
+    let path = path_of(&request);
     let pod_text = pod.map_or_else(|| "-".to_owned(), PodRef::to_string);
     let (status, body, headers) = match &outcome {
         Ok(count) if json => (

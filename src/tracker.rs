@@ -219,17 +219,21 @@ async fn settle(
     let mut backoff = Backoff::new(settings.retry);
     let mut unanswered: Vec<Unanswered> = Vec::new();
     let mut last_problem = String::new();
+    let mut reread_now = false;
     for round in 1..=settings.retry.attempts {
         if round > 1 {
             if started.elapsed() >= settings.retry.deadline {
                 break;
             }
-            backoff.pause().await;
+            if !reread_now {
+                backoff.pause().await;
+            }
         }
-        let view = match known.take() {
-            Some(view) => view,
+        reread_now = false;
+        let (view, fresh) = match known.take() {
+            Some(view) => (view, false),
             None => match inner.client.get(pod).await {
-                Ok(view) => view,
+                Ok(view) => (view, true),
                 Err(failure) => {
                     last_problem = final_or_retry(pod, "get", failure)?;
                     continue;
@@ -250,13 +254,29 @@ async fn settle(
             *known = Some(view);
             return Ok(unanswered.swap_remove(landed).answers);
         }
+        // A refusal is decided on a fresh read only: the kept view may predate another
+        // writer's fix (a label added to match the selector, a label value repaired).
         if let Some(selector) = &settings.selector
             && !selector.matches_with(|key| view.label(key))
         {
+            if !fresh {
+                reread_now = true;
+                continue;
+            }
             *known = Some(view);
             return Err(Error::PodNotFound { pod: pod.clone() });
         }
-        let (answers, new_label) = compute(inner, pod, &view, deltas)?;
+        let (answers, new_label) = match compute(inner, pod, &view, deltas) {
+            Ok(computed) => computed,
+            Err(_) if !fresh => {
+                reread_now = true;
+                continue;
+            }
+            Err(error) => {
+                *known = Some(view);
+                return Err(error);
+            }
+        };
         let id = format!(
             "{}-{:x}",
             inner.instance,

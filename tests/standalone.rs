@@ -352,3 +352,26 @@ fn label(api: &kube_double::ApiServer, pod: &str) -> Option<String> {
         .get("active-jobs")
         .cloned()
 }
+
+#[test]
+fn a_refusal_is_not_repeated_from_a_stale_view_once_another_writer_fixed_the_pod() {
+    let api = api();
+    api.create_pod(NS, "worker-1", &[("active-jobs", "abc")]);
+    api.create_pod(NS, "worker-2", &[]);
+    let tracker = standalone(&api)
+        .args(["--label-selector=app=worker"])
+        .start();
+    assert_eq!(
+        tracker.increment("pod_name=worker-1").status,
+        404,
+        "outside the selector"
+    );
+    api.set_label(NS, "worker-1", "app", Some("worker"));
+    assert_eq!(
+        tracker.increment("pod_name=worker-1").status,
+        409,
+        "now inside, but not a count"
+    );
+    api.set_label(NS, "worker-1", "active-jobs", Some("4"));
+    assert_eq!(tracker.increment("pod_name=worker-1").count(), 5);
+}

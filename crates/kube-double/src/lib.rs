@@ -500,7 +500,9 @@ impl ApiServer {
         key: &str,
         value: Option<&str>,
     ) -> String {
-        self.set_entry(namespace, name, "annotations", key, |_| value.map(str::to_owned))
+        self.set_entry(namespace, name, "annotations", key, |_| {
+            value.map(str::to_owned)
+        })
     }
 
     /// Creates a PodDisruptionBudget from its JSON (`apiVersion` `policy/v1` or

@@ -929,10 +929,17 @@ mod tests {
     fn the_external_writer_validates_and_advances_the_resource_version() {
         let mut store = store_with(&[NewPod::new(NS, "p")]);
         let before = rv(&get_pod(&store, NS, "p").expect("pod"));
-        let after =
-            set_map_entry(&mut store, NS, "p", "labels", "active-jobs", |_| Some("2".into())).expect("set");
+        let after = set_map_entry(&mut store, NS, "p", "labels", "active-jobs", |_| {
+            Some("2".into())
+        })
+        .expect("set");
         assert!(rv(&after) > before);
-        assert!(set_map_entry(&mut store, NS, "p", "labels", "active-jobs", |_| Some("-1".into())).is_err());
+        assert!(
+            set_map_entry(&mut store, NS, "p", "labels", "active-jobs", |_| Some(
+                "-1".into()
+            ))
+            .is_err()
+        );
         let removed =
             set_map_entry(&mut store, NS, "p", "labels", "active-jobs", |_| None).expect("removed");
         assert!(removed["metadata"].get("labels").is_none());

@@ -9,6 +9,7 @@ mod quote;
 mod selector;
 mod validation;
 
+pub use quote::go_quote;
 pub use selector::{Operator, Requirement, Selector, SelectorError};
 pub use validation::{
     DNS1123_LABEL_MAX_LENGTH, DNS1123_SUBDOMAIN_MAX_LENGTH, LABEL_KEY_NAME_MAX_LENGTH,

@@ -7,7 +7,7 @@
 /// non-ASCII spaces, format characters and private-use characters, which covers anything a
 /// label selector is realistically going to contain (unassigned code points are the only
 /// difference, and Go escapes those).
-pub(crate) fn go_quote(text: &str) -> String {
+pub fn go_quote(text: &str) -> String {
     let mut quoted = String::with_capacity(text.len() + 2);
     quoted.push('"');
     for c in text.chars() {
