@@ -3,12 +3,14 @@
 //! The only module that knows kube's types and errors: everything leaves it as a [`PodView`] or
 //! an [`ApiFailure`].
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
 };
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Api, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use secrecy::SecretString;
@@ -16,6 +18,7 @@ use secrecy::SecretString;
 use crate::config::KubeOverrides;
 use crate::error::{Error, Result};
 use crate::guard::PodView;
+use crate::metrics::Metrics;
 use crate::target::PodRef;
 
 /// Why an API call failed, in the terms the tracker acts on.
@@ -31,8 +34,25 @@ pub enum ApiFailure {
     Rejected(String),
     /// The request certainly did not reach the server (connection refused): nothing was applied.
     NotSent(String),
-    /// 429, 5xx, a timeout or a broken connection: a write may or may not have been applied.
+    /// 429 or 5xx: the server answered an error; whether a write was applied first shows on the
+    /// next read, and it cannot be applied later.
+    ServerError(String),
+    /// A timeout or a broken connection: a write may have been applied, or may still be.
     Unknown(String),
+}
+
+impl std::fmt::Display for ApiFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ApiFailure::NotFound => f.write_str("not found"),
+            ApiFailure::Refused(message) => write!(f, "refused: {message}"),
+            ApiFailure::GuardFailed => f.write_str("the object changed (a guard failed)"),
+            ApiFailure::Rejected(message) => write!(f, "rejected: {message}"),
+            ApiFailure::NotSent(problem) => write!(f, "not sent: {problem}"),
+            ApiFailure::ServerError(problem) => write!(f, "server error: {problem}"),
+            ApiFailure::Unknown(problem) => write!(f, "no answer: {problem}"),
+        }
+    }
 }
 
 /// The pod calls, with a time limit on each.
@@ -40,12 +60,22 @@ pub enum ApiFailure {
 pub struct PodClient {
     client: kube::Client,
     timeout: Option<Duration>,
+    metrics: Arc<Metrics>,
 }
 
 impl PodClient {
-    /// Wraps a connected client; `timeout` bounds every request.
-    pub fn new(client: kube::Client, timeout: Option<Duration>) -> Self {
-        PodClient { client, timeout }
+    /// Wraps a connected client; `timeout` bounds every request, `metrics` counts them.
+    pub fn new(client: kube::Client, timeout: Option<Duration>, metrics: Arc<Metrics>) -> Self {
+        PodClient {
+            client,
+            timeout,
+            metrics,
+        }
+    }
+
+    /// The metrics every request is counted in.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     fn pods(&self, pod: &PodRef) -> Api<Pod> {
@@ -60,7 +90,7 @@ impl PodClient {
     /// Reads the whole pod.
     pub async fn get_pod(&self, pod: &PodRef) -> Result<Pod, ApiFailure> {
         let api = self.pods(pod);
-        self.limited(api.get(&pod.name)).await
+        self.limited("get", api.get(&pod.name)).await
     }
 
     /// Sends a JSON patch (its `test` operations guard the change) and returns the stored pod.
@@ -71,9 +101,12 @@ impl PodClient {
     ) -> Result<PodView, ApiFailure> {
         let api = self.pods(pod);
         let patch = kube::api::Patch::<()>::Json(patch);
-        self.limited(api.patch(&pod.name, &PatchParams::default(), &patch))
-            .await
-            .map(view)
+        self.limited(
+            "patch",
+            api.patch(&pod.name, &PatchParams::default(), &patch),
+        )
+        .await
+        .map(view)
     }
 
     /// Asks the API server whether the tracker may `verb` this pod (a SelfSubjectAccessReview).
@@ -93,26 +126,101 @@ impl PodClient {
         };
         let api: Api<SelfSubjectAccessReview> = Api::all(self.client.clone());
         let answer = self
-            .limited(api.create(&PostParams::default(), &review))
+            .limited("create", api.create(&PostParams::default(), &review))
             .await?;
         Ok(answer.status.is_some_and(|status| status.allowed))
     }
 
+    /// Records a Kubernetes Event on the pod (`kubectl describe pod` shows it).
+    pub async fn create_event(
+        &self,
+        pod: &PodRef,
+        reason: &str,
+        message: &str,
+    ) -> Result<(), ApiFailure> {
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        let event = Event {
+            metadata: ObjectMeta {
+                generate_name: Some(format!("{}.", pod.name)),
+                ..Default::default()
+            },
+            involved_object: ObjectReference {
+                api_version: Some("v1".to_owned()),
+                kind: Some("Pod".to_owned()),
+                name: Some(pod.name.clone()),
+                namespace: Some(pod.namespace.clone()),
+                ..Default::default()
+            },
+            reason: Some(reason.to_owned()),
+            message: Some(message.to_owned()),
+            type_: Some("Normal".to_owned()),
+            source: Some(EventSource {
+                component: Some("pod-webhook-tracker".to_owned()),
+                host: None,
+            }),
+            first_timestamp: Some(now.clone()),
+            last_timestamp: Some(now),
+            count: Some(1),
+            ..Default::default()
+        };
+        let api: Api<Event> = Api::namespaced(self.client.clone(), &pod.namespace);
+        self.limited("create", api.create(&PostParams::default(), &event))
+            .await
+            .map(drop)
+    }
+
     async fn limited<T>(
         &self,
+        verb: &'static str,
         call: impl Future<Output = kube::Result<T>>,
     ) -> Result<T, ApiFailure> {
+        let started = std::time::Instant::now();
         let outcome = match self.timeout {
-            Some(limit) => tokio::time::timeout(limit, call).await.map_err(|_| {
-                ApiFailure::Unknown(format!(
-                    "no answer within {}",
-                    humantime::format_duration(limit)
-                ))
-            })?,
-            None => call.await,
+            Some(limit) => match tokio::time::timeout(limit, call).await {
+                Ok(outcome) => outcome.map_err(classify_with_code),
+                Err(_) => Err((
+                    "timeout",
+                    ApiFailure::Unknown(format!(
+                        "no answer within {}",
+                        humantime::format_duration(limit)
+                    )),
+                )),
+            },
+            None => call.await.map_err(classify_with_code),
         };
-        outcome.map_err(classify)
+        let label = match &outcome {
+            Ok(_) => "ok",
+            Err((label, _)) => label,
+        };
+        self.metrics.api_request(verb, label, started.elapsed());
+        outcome.map_err(|(_, failure)| {
+            if !matches!(failure, ApiFailure::GuardFailed | ApiFailure::NotFound) {
+                self.metrics.record_error(format!("{verb}: {failure}"));
+            }
+            failure
+        })
     }
+}
+
+/// [`classify`], with the outcome label the metrics use (the status code, or `error`).
+fn classify_with_code(error: kube::Error) -> (&'static str, ApiFailure) {
+    let label = match &error {
+        kube::Error::Api(status) => match status.code {
+            400 => "400",
+            401 => "401",
+            403 => "403",
+            404 => "404",
+            409 => "409",
+            422 => "422",
+            429 => "429",
+            500 => "500",
+            503 => "503",
+            504 => "504",
+            _ => "other",
+        },
+        _ => "error",
+    };
+    (label, classify(error))
 }
 
 fn view(pod: Pod) -> PodView {
@@ -142,9 +250,8 @@ pub fn classify(error: kube::Error) -> ApiFailure {
                 409 => ApiFailure::GuardFailed,
                 // A failed `test` answers 422 without causes; a validation error lists them.
                 422 if !has_causes => ApiFailure::GuardFailed,
-                429 => ApiFailure::Unknown(format!("429 {message}")),
-                code if (400..500).contains(&code) => ApiFailure::Rejected(message),
-                code => ApiFailure::Unknown(format!("{code} {message}")),
+                code if (400..500).contains(&code) && code != 429 => ApiFailure::Rejected(message),
+                code => ApiFailure::ServerError(format!("{code} {message}")),
             }
         }
         other if refused_connection(&other) => ApiFailure::NotSent(error_chain(&other)),
@@ -434,15 +541,15 @@ mod tests {
         );
         assert!(matches!(
             classify(status(429, "TooManyRequests", false)),
-            ApiFailure::Unknown(_)
+            ApiFailure::ServerError(_)
         ));
         assert!(matches!(
             classify(status(500, "InternalError", false)),
-            ApiFailure::Unknown(_)
+            ApiFailure::ServerError(_)
         ));
         assert!(matches!(
             classify(status(503, "ServiceUnavailable", false)),
-            ApiFailure::Unknown(_)
+            ApiFailure::ServerError(_)
         ));
     }
 }

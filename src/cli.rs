@@ -123,6 +123,9 @@ pub struct ServeArgs {
     /// also serve the probes /healthz and /readyz here, e.g. 0.0.0.0:9090 for a sidecar on loopback (default: off)
     #[argh(option)]
     pub admin_address: Option<String>,
+    /// record Kubernetes Events on the pod when it becomes busy (0 → 1) or idle (→ 0); needs create on events (default false)
+    #[argh(option, default = "false")]
+    pub events: bool,
     /// how long in-flight calls may take to finish after SIGTERM, e.g. 30s (default 30s)
     #[argh(option, default = "String::from(\"30s\")")]
     pub shutdown_grace_period: String,
@@ -149,6 +152,7 @@ pub const BOOLEAN_FLAGS: &[&str] = &[
     "--kube-insecure-skip-tls-verify",
     "--remove-on-zero",
     "--standalone",
+    "--events",
 ];
 
 /// Rewrites the Go-style forms the original accepted into the forms argh parses.

@@ -144,6 +144,8 @@ pub struct Config {
     pub kube: KubeOverrides,
     /// Time limit of one API request; `None`: no limit.
     pub request_timeout: Option<Duration>,
+    /// Record busy/idle Events on pods.
+    pub events: bool,
     /// How long one call may keep retrying.
     pub retry_timeout: Duration,
     /// How long in-flight calls may take after SIGTERM.
@@ -202,6 +204,7 @@ impl Config {
             mode_reason,
             kube: kube_overrides(args)?,
             request_timeout: parse_timeout("--kube-request-timeout", &args.kube_request_timeout)?,
+            events: args.events,
             retry_timeout: parse_timeout("--retry-timeout", &args.retry_timeout)?
                 .unwrap_or(Duration::ZERO),
             shutdown_grace: parse_timeout("--shutdown-grace-period", &args.shutdown_grace_period)?

@@ -15,6 +15,7 @@ use tokio::runtime::Handle;
 
 use crate::count::Delta;
 use crate::error::Error;
+use crate::metrics::Metrics;
 use crate::target::{PodRef, Targeting};
 use crate::tracker::Tracker;
 
@@ -68,6 +69,10 @@ pub struct App {
     pub runtime: Handle,
     /// For `/readyz`.
     pub readiness: Arc<Readiness>,
+    /// For `/metrics`, and counted on every call.
+    pub metrics: Arc<Metrics>,
+    /// The counting label, for `/status`.
+    pub label: String,
 }
 
 /// Counts calls still being answered, so that a stop can wait for them.
@@ -234,6 +239,8 @@ enum Route {
     Count(Delta),
     Healthz,
     Readyz,
+    Metrics,
+    Status,
 }
 
 fn route(method: &Method, path: &str) -> Result<Route, Error> {
@@ -242,6 +249,8 @@ fn route(method: &Method, path: &str) -> Result<Route, Error> {
         "/decrement" => (Route::Count(Delta::Decrement), Method::Post),
         "/healthz" => (Route::Healthz, Method::Get),
         "/readyz" => (Route::Readyz, Method::Get),
+        "/metrics" => (Route::Metrics, Method::Get),
+        "/status" => (Route::Status, Method::Get),
         _ => return Err(Error::UnknownPath(path.to_owned())),
     };
     if *method == allowed || (allowed == Method::Get && *method == Method::Head) {
@@ -284,12 +293,20 @@ fn handle(app: &Arc<App>, in_flight: &Arc<InFlight>, request: Request) {
         .any(|h| h.field.equiv("Accept") && h.value.as_str().contains("application/json"));
     let route = match route(request.method(), path) {
         Ok(route) => route,
-        Err(error) => return finish(request, None, Err(error), wants_json, started),
+        Err(error) => {
+            return finish(
+                request,
+                None,
+                Err(error),
+                wants_json,
+                started,
+                Some(&app.metrics),
+            );
+        }
     };
     let delta = match route {
-        Route::Healthz => return probe(request, None),
-        Route::Readyz => return probe(request, app.readiness.problem()),
         Route::Count(delta) => delta,
+        other => return serve_admin_route(app, other, request),
     };
     let query = parse_query(query);
     let pod = match app
@@ -297,16 +314,33 @@ fn handle(app: &Arc<App>, in_flight: &Arc<InFlight>, request: Request) {
         .resolve(query.pod_name.as_deref(), query.namespace.as_deref())
     {
         Ok(pod) => pod,
-        Err(error) => return finish(request, None, Err(error), wants_json, started),
+        Err(error) => {
+            return finish(
+                request,
+                None,
+                Err(error),
+                wants_json,
+                started,
+                Some(&app.metrics),
+            );
+        }
     };
     in_flight.enter();
     let answer = app.tracker.submit(pod.clone(), delta);
     let in_flight = Arc::clone(in_flight);
+    let metrics = Arc::clone(&app.metrics);
     app.runtime.spawn(async move {
         let outcome = answer.await.unwrap_or(Err(Error::ShuttingDown));
         // Writing to the socket blocks; keep it off the runtime's own threads.
         let _ = tokio::task::spawn_blocking(move || {
-            finish(request, Some(&pod), outcome, wants_json, started);
+            finish(
+                request,
+                Some(&pod),
+                outcome,
+                wants_json,
+                started,
+                Some(&metrics),
+            );
             in_flight.leave();
         })
         .await;
@@ -323,18 +357,69 @@ fn path_of(request: &Request) -> String {
         .to_owned()
 }
 
-/// The admin listener answers probes only: the counting routes stay on the webhook address.
+/// The admin listener serves probes, metrics and status: the counting routes stay on the
+/// webhook address.
 fn handle_admin(app: &App, request: Request) {
     let path = path_of(&request);
     match route(request.method(), &path) {
-        Ok(Route::Healthz) => probe(request, None),
-        Ok(Route::Readyz) => probe(request, app.readiness.problem()),
         Ok(Route::Count(_)) | Err(_) => {
             let _ = request.respond(
                 Response::from_string(format!("no such path {path} here\n")).with_status_code(404),
             );
         }
+        Ok(other) => serve_admin_route(app, other, request),
     }
+}
+
+/// Probes, metrics and status: answered at once, and kept out of the request log.
+fn serve_admin_route(app: &App, route: Route, request: Request) {
+    match route {
+        Route::Healthz => probe(request, None),
+        Route::Readyz => probe(request, app.readiness.problem()),
+        Route::Metrics => {
+            let response = Response::from_string(app.metrics.encode()).with_header(content_type(
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            ));
+            let _ = request.respond(response);
+        }
+        Route::Status => {
+            let body = status_json(app).to_string();
+            let _ = request
+                .respond(Response::from_string(body).with_header(content_type("application/json")));
+        }
+        Route::Count(_) => {}
+    }
+}
+
+/// `GET /status`: what is tracked, the counts last stored, readiness and the last API error.
+fn status_json(app: &App) -> serde_json::Value {
+    let time = |at: std::time::SystemTime| humantime::format_rfc3339_seconds(at).to_string();
+    let pods: Vec<_> = app
+        .tracker
+        .status()
+        .into_iter()
+        .map(|pod| {
+            serde_json::json!({
+                "pod": pod.pod.to_string(),
+                "count": pod.count,
+                "label": pod.label,
+                "updated": time(pod.updated),
+            })
+        })
+        .collect();
+    let (mode, own) = match &app.targeting {
+        Targeting::Sidecar { own } => ("sidecar", Some(own.to_string())),
+        Targeting::Standalone { .. } => ("standalone", None),
+    };
+    serde_json::json!({
+        "mode": mode,
+        "ownPod": own,
+        "label": app.label,
+        "ready": app.readiness.problem().is_none(),
+        "notReadyReason": app.readiness.problem(),
+        "pods": pods,
+        "lastApiError": app.metrics.last_error().map(|e| serde_json::json!({"at": time(e.at), "message": e.message})),
+    })
 }
 
 /// Health probes answer plainly and stay out of the request log.
@@ -369,6 +454,7 @@ fn finish(
     outcome: crate::Result<i64>,
     json: bool,
     started: Instant,
+    metrics: Option<&Metrics>,
 ) {
     let method = request.method().to_string();
     let path = path_of(&request);
@@ -415,6 +501,13 @@ fn finish(
     }
     let written = request.respond(response);
     let elapsed = started.elapsed();
+    if let Some(endpoint) = path
+        .strip_prefix('/')
+        .filter(|p| matches!(*p, "increment" | "decrement"))
+        && let Some(metrics) = metrics
+    {
+        metrics.webhook_call(endpoint, status, elapsed);
+    }
     match &outcome {
         Ok(count) => log::info!(
             target: "request",

@@ -12,6 +12,7 @@ pub mod count;
 pub mod error;
 pub mod guard;
 pub mod http;
+pub mod metrics;
 pub mod serve;
 pub mod target;
 pub mod tracker;

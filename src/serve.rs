@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::api::{self, ApiFailure, PodClient};
 use crate::config::Config;
 use crate::http::{App, Readiness, Server, StopHandle};
+use crate::metrics::Metrics;
 use crate::target::{PodRef, Targeting};
 use crate::tracker::{RetryPolicy, Settings, Tracker};
 
@@ -83,7 +84,8 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     let client = runtime
         .block_on(api::connect(&config.kube))
         .map_err(|e| failure(EXIT_BAD_CONFIG, e.to_string()))?;
-    let pods = PodClient::new(client, config.request_timeout);
+    let metrics = Arc::new(Metrics::new());
+    let pods = PodClient::new(client, config.request_timeout, Arc::clone(&metrics));
     let settings = Settings {
         label: config.label.clone(),
         marker_annotation: config.marker_annotation.clone(),
@@ -97,6 +99,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
             Targeting::Sidecar { .. } => None,
             Targeting::Standalone { .. } => Some(IDLE_WRITER),
         },
+        events: config.events,
     };
     let tracker = Tracker::new(pods.clone(), settings, runtime.handle().clone());
     let readiness = match &config.targeting {
@@ -112,6 +115,8 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         targeting: config.targeting.clone(),
         runtime: runtime.handle().clone(),
         readiness,
+        metrics,
+        label: config.label.clone(),
     };
     let server = Server::bind(config.address, config.admin_address, app, HTTP_THREADS)
         .map_err(|e| failure(EXIT_FAILURE, e))?;

@@ -10,11 +10,11 @@
 //! - a caller gets 200 only after the API server answered that it stored the value (or a
 //!   re-read shows the marker), so every acknowledged call is in the label exactly once.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, RandomState};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use kube_labels::Selector;
 use tokio::runtime::Handle;
@@ -65,6 +65,21 @@ pub struct Settings {
     pub retry: RetryPolicy,
     /// A writer with no calls for this long stops and forgets its pod (`None`: never).
     pub idle_writer: Option<Duration>,
+    /// Record Kubernetes Events when a pod becomes busy (0 → 1) or idle (→ 0).
+    pub events: bool,
+}
+
+/// What the tracker last stored for a pod, for `/status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodStatus {
+    /// The pod.
+    pub pod: PodRef,
+    /// Its count after the last call.
+    pub count: i64,
+    /// The label's value then (`None`: no label).
+    pub label: Option<String>,
+    /// When the last call was stored.
+    pub updated: SystemTime,
 }
 
 struct Call {
@@ -79,6 +94,9 @@ struct Inner {
     runtime: Handle,
     instance: String,
     next_write: AtomicU64,
+    status: Mutex<BTreeMap<PodRef, PodStatus>>,
+    /// Cleared for good when the API server refuses to create events (no rights).
+    events_allowed: AtomicBool,
 }
 
 /// Hands each call to its pod's writer. Cheap to clone; safe to use from any thread.
@@ -103,6 +121,8 @@ impl Tracker {
                 runtime,
                 instance,
                 next_write: AtomicU64::new(1),
+                status: Mutex::new(BTreeMap::new()),
+                events_allowed: AtomicBool::new(true),
             }),
         }
     }
@@ -137,6 +157,16 @@ impl Tracker {
         answer
     }
 
+    /// What was last stored for each tracked pod.
+    pub fn status(&self) -> Vec<PodStatus> {
+        let status = self
+            .inner
+            .status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        status.values().cloned().collect()
+    }
+
     /// How many pods currently have a writer.
     pub fn tracked_pods(&self) -> usize {
         self.inner
@@ -168,6 +198,12 @@ async fn run_writer(inner: Arc<Inner>, pod: PodRef, mut calls: mpsc::UnboundedRe
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .remove(&pod);
+            inner
+                .status
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&pod);
+            inner.client.metrics().forget(&pod);
             calls.close();
             let mut rest = Vec::new();
             while let Ok(call) = calls.try_recv() {
@@ -189,10 +225,23 @@ async fn run_writer(inner: Arc<Inner>, pod: PodRef, mut calls: mpsc::UnboundedRe
     }
 }
 
-async fn write_batch(inner: &Inner, pod: &PodRef, known: &mut Option<PodView>, calls: Vec<Call>) {
+async fn write_batch(
+    inner: &Arc<Inner>,
+    pod: &PodRef,
+    known: &mut Option<PodView>,
+    calls: Vec<Call>,
+) {
     let deltas: Vec<Delta> = calls.iter().map(|call| call.delta).collect();
+    inner
+        .client
+        .metrics()
+        .calls_per_write
+        .observe(deltas.len() as f64);
     let answers = match settle(inner, pod, known, &deltas).await {
-        Ok(answers) => answers,
+        Ok(settled) => {
+            stored(inner, pod, &settled);
+            settled.answers
+        }
         Err(error) => vec![Err(error); calls.len()],
     };
     for (call, answer) in calls.into_iter().zip(answers) {
@@ -201,10 +250,66 @@ async fn write_batch(inner: &Inner, pod: &PodRef, known: &mut Option<PodView>, c
     }
 }
 
-/// A write that was sent but whose answer was lost: its id, and the answers it would give.
+/// A batch's outcome once stored: each caller's answer, and the count before and after.
+struct Settled {
+    answers: Vec<Result<i64>>,
+    before: i64,
+    after: i64,
+}
+
+/// A write that was sent but whose answer was lost: its id, and what it would settle.
 struct Unanswered {
     id: String,
-    answers: Vec<Result<i64>>,
+    settled: Settled,
+    /// The server answered (with an error): a read that does not show the write proves it was
+    /// not applied. Without an answer the request may still be in flight.
+    answered: bool,
+}
+
+/// Bookkeeping after a stored batch: status, the count metric, and busy/idle events.
+fn stored(inner: &Arc<Inner>, pod: &PodRef, settled: &Settled) {
+    let policy = inner.settings.policy;
+    inner.client.metrics().set_count(pod, settled.after);
+    let status = PodStatus {
+        pod: pod.clone(),
+        count: settled.after,
+        label: count::label_for(settled.after, policy),
+        updated: SystemTime::now(),
+    };
+    inner
+        .status
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(pod.clone(), status);
+    let event = match (settled.before, settled.after) {
+        (0, after) if after > 0 => Some((
+            "Busy",
+            format!("{after} job(s) running: evictions are refused until they end"),
+        )),
+        (before, 0) if before > 0 => {
+            Some(("Idle", "no job running: the pod can be evicted".to_owned()))
+        }
+        _ => None,
+    };
+    if let Some((reason, message)) = event
+        && inner.settings.events
+        && inner.events_allowed.load(Ordering::Relaxed)
+    {
+        // Off the answer's path: a slow or refused event never delays a job.
+        let inner = Arc::clone(inner);
+        let pod = pod.clone();
+        inner.runtime.clone().spawn(async move {
+            match inner.client.create_event(&pod, reason, &message).await {
+                Ok(()) => {}
+                Err(ApiFailure::Refused(why)) => {
+                    if inner.events_allowed.swap(false, Ordering::Relaxed) {
+                        log::warn!("events are off: the API server refused to create one ({why}); grant create on events");
+                    }
+                }
+                Err(other) => log::warn!("pod {pod}: event {reason} not recorded: {other}"),
+            }
+        });
+    }
 }
 
 /// Runs rounds of read → compute → guarded write until the batch is stored or the budget ends.
@@ -213,7 +318,7 @@ async fn settle(
     pod: &PodRef,
     known: &mut Option<PodView>,
     deltas: &[Delta],
-) -> Result<Vec<Result<i64>>> {
+) -> Result<Settled> {
     let settings = &inner.settings;
     let started = Instant::now();
     let mut backoff = Backoff::new(settings.retry);
@@ -251,8 +356,16 @@ async fn settle(
                 "pod {pod}: write {} was stored although its answer was lost",
                 unanswered[landed].id
             );
+            inner.client.metrics().lost_answer(true);
             *known = Some(view);
-            return Ok(unanswered.swap_remove(landed).answers);
+            return Ok(unanswered.swap_remove(landed).settled);
+        }
+        if fresh {
+            let before = unanswered.len();
+            unanswered.retain(|write| !write.answered);
+            for _ in unanswered.len()..before {
+                inner.client.metrics().lost_answer(false);
+            }
         }
         // A refusal is decided on a fresh read only: the kept view may predate another
         // writer's fix (a label added to match the selector, a label value repaired).
@@ -261,15 +374,17 @@ async fn settle(
         {
             if !fresh {
                 reread_now = true;
+                inner.client.metrics().retry("stale-view");
                 continue;
             }
             *known = Some(view);
             return Err(Error::PodNotFound { pod: pod.clone() });
         }
-        let (answers, new_label) = match compute(inner, pod, &view, deltas) {
+        let (settled, new_label) = match compute(inner, pod, &view, deltas) {
             Ok(computed) => computed,
             Err(_) if !fresh => {
                 reread_now = true;
+                inner.client.metrics().retry("stale-view");
                 continue;
             }
             Err(error) => {
@@ -301,23 +416,48 @@ async fn settle(
         match inner.client.patch(pod, plan.to_patch(&view)).await {
             Ok(stored) => {
                 *known = Some(stored);
-                return Ok(answers);
+                for _ in &unanswered {
+                    // This write's guard pinned the marker, so none of the lost ones landed.
+                    inner.client.metrics().lost_answer(false);
+                }
+                return Ok(settled);
             }
             Err(ApiFailure::GuardFailed) => {
+                inner.client.metrics().retry("conflict");
                 log::debug!("pod {pod}: changed since it was read; reading it again");
                 last_problem = "the pod kept changing (conflicts)".to_owned();
                 backoff.reset_once_for_conflict();
             }
             Err(ApiFailure::NotSent(problem)) => {
+                inner.client.metrics().retry("unavailable");
                 last_problem = problem;
                 *known = Some(view);
             }
             Err(ApiFailure::Unknown(problem)) => {
+                inner.client.metrics().retry("unknown-outcome");
                 if changes {
                     log::warn!(
                         "pod {pod}: write {id} got no answer ({problem}); reading the pod to learn whether it landed"
                     );
-                    unanswered.push(Unanswered { id, answers });
+                    unanswered.push(Unanswered {
+                        id,
+                        settled,
+                        answered: false,
+                    });
+                }
+                last_problem = problem;
+            }
+            Err(ApiFailure::ServerError(problem)) => {
+                inner.client.metrics().retry("server-error");
+                if changes {
+                    log::debug!(
+                        "pod {pod}: write {id} answered {problem}; reading the pod to learn whether it landed"
+                    );
+                    unanswered.push(Unanswered {
+                        id,
+                        settled,
+                        answered: true,
+                    });
                 }
                 last_problem = problem;
             }
@@ -325,6 +465,22 @@ async fn settle(
                 last_problem = final_or_retry(pod, "patch", failure)?;
             }
         }
+    }
+    // The budget is spent. One last read may still settle writes whose answer was lost.
+    if !unanswered.is_empty()
+        && let Ok(view) = inner.client.get(pod).await
+    {
+        let marker = view.annotation(&settings.marker_annotation);
+        if let Some(landed) = unanswered
+            .iter()
+            .position(|write| marker_records(marker, std::slice::from_ref(&write.id)))
+        {
+            inner.client.metrics().lost_answer(true);
+            *known = Some(view);
+            return Ok(unanswered.swap_remove(landed).settled);
+        }
+        unanswered.retain(|write| !write.answered);
+        *known = Some(view);
     }
     if unanswered.is_empty() {
         Err(Error::ApiUnavailable {
@@ -347,14 +503,15 @@ fn compute(
     pod: &PodRef,
     view: &PodView,
     deltas: &[Delta],
-) -> Result<(Vec<Result<i64>>, Option<String>)> {
+) -> Result<(Settled, Option<String>)> {
     let settings = &inner.settings;
     let current = view.label(&settings.label);
-    let mut value = count::decode(current).map_err(|count::NotACount| Error::NotACount {
+    let before = count::decode(current).map_err(|count::NotACount| Error::NotACount {
         pod: pod.clone(),
         label: settings.label.clone(),
         value: current.unwrap_or_default().to_owned(),
     })?;
+    let mut value = before;
     let answers = deltas
         .iter()
         .map(|&delta| match count::apply(value, delta, settings.policy) {
@@ -369,7 +526,12 @@ fn compute(
             }),
         })
         .collect();
-    Ok((answers, count::label_for(value, settings.policy)))
+    let settled = Settled {
+        answers,
+        before,
+        after: value,
+    };
+    Ok((settled, count::label_for(value, settings.policy)))
 }
 
 /// Turns a failure that no retry can fix into the batch's error; returns the problem text of
@@ -386,7 +548,9 @@ fn final_or_retry(pod: &PodRef, verb: &str, failure: ApiFailure) -> Result<Strin
             message,
         }),
         ApiFailure::GuardFailed => Ok("the pod kept changing (conflicts)".to_owned()),
-        ApiFailure::NotSent(problem) | ApiFailure::Unknown(problem) => Ok(problem),
+        ApiFailure::NotSent(problem)
+        | ApiFailure::ServerError(problem)
+        | ApiFailure::Unknown(problem) => Ok(problem),
     }
 }
 

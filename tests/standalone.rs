@@ -375,3 +375,16 @@ fn a_refusal_is_not_repeated_from_a_stale_view_once_another_writer_fixed_the_pod
     api.set_label(NS, "worker-1", "active-jobs", Some("4"));
     assert_eq!(tracker.increment("pod_name=worker-1").count(), 5);
 }
+
+#[test]
+fn server_errors_that_never_end_answer_503_because_a_read_proves_nothing_was_stored() {
+    let api = api();
+    api.create_pod(NS, "worker-1", &[]);
+    let tracker = standalone(&api).args(["--retry-timeout=300ms"]).start();
+    api.inject(Fault::new(FaultKind::Status(503)).verb(Verb::Patch).always());
+    let answer = tracker.increment("pod_name=worker-1");
+    assert_eq!(answer.status, 503, "{answer:?}");
+    assert!(answer.header("retry-after").is_some());
+    assert!(answer.body.contains("nothing was written"), "{answer:?}");
+    assert_eq!(label(&api, "worker-1"), None);
+}

@@ -1,0 +1,316 @@
+//! What the tracker counts about itself, for `GET /metrics` (Prometheus text format) and the last
+//! API error shown by `GET /status`.
+
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::target::PodRef;
+
+/// A webhook call's endpoint and answer.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    /// `increment` or `decrement`.
+    pub endpoint: String,
+    /// The HTTP status answered.
+    pub status: String,
+}
+
+/// A webhook endpoint.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    /// `increment` or `decrement`.
+    pub endpoint: String,
+}
+
+/// An API request's verb and outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiLabels {
+    /// `get`, `patch` or `create`.
+    pub verb: String,
+    /// The status code, or `timeout` / `error` when no answer came.
+    pub outcome: String,
+}
+
+/// An API verb.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerbLabels {
+    /// `get`, `patch` or `create`.
+    pub verb: String,
+}
+
+/// Why a write round was repeated.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// `conflict`, `unavailable` or `unknown-outcome`.
+    pub reason: String,
+}
+
+/// A pod.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PodLabels {
+    /// The namespace.
+    pub namespace: String,
+    /// The pod's name.
+    pub pod: String,
+}
+
+/// The last API failure, for `/status`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LastError {
+    /// When it happened.
+    pub at: SystemTime,
+    /// What happened.
+    pub message: String,
+}
+
+/// Every metric of the process, registered once.
+pub struct Metrics {
+    registry: Registry,
+    /// Webhook calls by endpoint and status.
+    pub calls: Family<CallLabels, Counter>,
+    /// Webhook call latency by endpoint.
+    pub call_seconds: Family<EndpointLabels, Histogram, fn() -> Histogram>,
+    /// API requests by verb and outcome.
+    pub api_requests: Family<ApiLabels, Counter>,
+    /// API request latency by verb.
+    pub api_seconds: Family<VerbLabels, Histogram, fn() -> Histogram>,
+    /// Write rounds repeated, by reason.
+    pub retries: Family<ReasonLabels, Counter>,
+    /// Calls per write round: above 1 when concurrent calls were folded into one write.
+    pub calls_per_write: Histogram,
+    /// Writes whose answer was lost, by whether a re-read found them stored.
+    pub lost_answers: Family<LostLabels, Counter>,
+    /// The current count of each tracked pod.
+    pub active_jobs: Family<PodLabels, Gauge>,
+    last_error: Mutex<Option<LastError>>,
+}
+
+/// Whether a write whose answer was lost turned out stored.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LostLabels {
+    /// `true` when the re-read found the write's id.
+    pub stored: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.5 ms to ~16 s: a label patch takes a few milliseconds, a retried one seconds.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric under the `pod_webhook_tracker` prefix.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("pod_webhook_tracker");
+        let metrics = Metrics {
+            calls: Family::default(),
+            call_seconds: Family::new_with_constructor(latency_histogram),
+            api_requests: Family::default(),
+            api_seconds: Family::new_with_constructor(latency_histogram),
+            retries: Family::default(),
+            calls_per_write: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
+            lost_answers: Family::default(),
+            active_jobs: Family::default(),
+            last_error: Mutex::new(None),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "webhook_calls",
+            "Webhook calls by endpoint and HTTP status",
+            metrics.calls.clone(),
+        );
+        registry.register(
+            "webhook_call_duration_seconds",
+            "Webhook call latency by endpoint",
+            metrics.call_seconds.clone(),
+        );
+        registry.register(
+            "api_requests",
+            "Kubernetes API requests by verb and outcome",
+            metrics.api_requests.clone(),
+        );
+        registry.register(
+            "api_request_duration_seconds",
+            "Kubernetes API request latency by verb",
+            metrics.api_seconds.clone(),
+        );
+        registry.register(
+            "write_retries",
+            "Write rounds repeated: conflict (the pod changed), unavailable, unknown-outcome",
+            metrics.retries.clone(),
+        );
+        registry.register(
+            "calls_per_write",
+            "Webhook calls folded into one write round",
+            metrics.calls_per_write.clone(),
+        );
+        registry.register(
+            "lost_answers",
+            "Writes whose answer was lost, by whether a re-read found them stored",
+            metrics.lost_answers.clone(),
+        );
+        registry.register(
+            "active_jobs",
+            "Current count of each tracked pod",
+            metrics.active_jobs.clone(),
+        );
+        Metrics {
+            registry,
+            ..metrics
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+
+    /// Counts one webhook call.
+    pub fn webhook_call(&self, endpoint: &str, status: u16, elapsed: Duration) {
+        self.calls
+            .get_or_create(&CallLabels {
+                endpoint: endpoint.to_owned(),
+                status: status.to_string(),
+            })
+            .inc();
+        self.call_seconds
+            .get_or_create(&EndpointLabels {
+                endpoint: endpoint.to_owned(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts one API request.
+    pub fn api_request(&self, verb: &str, outcome: &str, elapsed: Duration) {
+        self.api_requests
+            .get_or_create(&ApiLabels {
+                verb: verb.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+        self.api_seconds
+            .get_or_create(&VerbLabels {
+                verb: verb.to_owned(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts a repeated write round.
+    pub fn retry(&self, reason: &str) {
+        self.retries
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a write whose answer was lost.
+    pub fn lost_answer(&self, stored: bool) {
+        self.lost_answers
+            .get_or_create(&LostLabels {
+                stored: stored.to_string(),
+            })
+            .inc();
+    }
+
+    /// Sets a pod's current count.
+    pub fn set_count(&self, pod: &PodRef, count: i64) {
+        self.active_jobs.get_or_create(&pod_labels(pod)).set(count);
+    }
+
+    /// Forgets a pod that is no longer tracked.
+    pub fn forget(&self, pod: &PodRef) {
+        self.active_jobs.remove(&pod_labels(pod));
+    }
+
+    /// Records an API failure for `/status`.
+    pub fn record_error(&self, message: String) {
+        *self
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(LastError {
+            at: SystemTime::now(),
+            message,
+        });
+    }
+
+    /// The last API failure, if any.
+    pub fn last_error(&self) -> Option<LastError> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+fn pod_labels(pod: &PodRef) -> PodLabels {
+    PodLabels {
+        namespace: pod.namespace.clone(),
+        pod: pod.name.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_exposition_names_every_metric_with_its_labels() {
+        let metrics = Metrics::new();
+        metrics.webhook_call("increment", 200, Duration::from_millis(3));
+        metrics.api_request("patch", "200", Duration::from_millis(2));
+        metrics.retry("conflict");
+        metrics.calls_per_write.observe(4.0);
+        metrics.lost_answer(true);
+        metrics.set_count(&PodRef::new("jobs", "w-1"), 3);
+        let text = metrics.encode();
+        for line in [
+            "pod_webhook_tracker_webhook_calls_total{endpoint=\"increment\",status=\"200\"} 1",
+            "pod_webhook_tracker_api_requests_total{verb=\"patch\",outcome=\"200\"} 1",
+            "pod_webhook_tracker_write_retries_total{reason=\"conflict\"} 1",
+            "pod_webhook_tracker_lost_answers_total{stored=\"true\"} 1",
+            "pod_webhook_tracker_active_jobs{namespace=\"jobs\",pod=\"w-1\"} 3",
+            "pod_webhook_tracker_calls_per_write_count 1",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+        assert!(text.contains("pod_webhook_tracker_webhook_call_duration_seconds_bucket"));
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn a_forgotten_pod_leaves_the_exposition() {
+        let metrics = Metrics::new();
+        let pod = PodRef::new("jobs", "w-1");
+        metrics.set_count(&pod, 1);
+        metrics.forget(&pod);
+        assert!(!metrics.encode().contains("w-1"));
+    }
+
+    #[test]
+    fn the_last_api_error_is_kept() {
+        let metrics = Metrics::new();
+        assert_eq!(metrics.last_error(), None);
+        metrics.record_error("first".into());
+        metrics.record_error("second".into());
+        assert_eq!(
+            metrics.last_error().map(|e| e.message),
+            Some("second".to_owned())
+        );
+    }
+}

@@ -1,0 +1,242 @@
+//! Black-box tests of what operators look at: `/metrics` (parsed back), `/status`, the admin
+//! listener, and Kubernetes Events with and without the right to create them.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use kube_double::{ApiServer, Fault, FaultKind, Rule, Subject, Verb};
+use support::{NS, Tracker, api, standalone};
+
+/// Parses the Prometheus text exposition into `name{labels}` → value.
+fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
+        .map(|line| {
+            let (series, value) = line
+                .rsplit_once(' ')
+                .unwrap_or_else(|| panic!("malformed line {line:?}"));
+            (
+                series.to_owned(),
+                value
+                    .parse()
+                    .unwrap_or_else(|_| panic!("malformed value in {line:?}")),
+            )
+        })
+        .collect()
+}
+
+fn metrics(tracker: &Tracker) -> BTreeMap<String, f64> {
+    let answer = support::request(
+        tracker.admin.expect("an admin address"),
+        "GET",
+        "/metrics",
+        &[],
+    );
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert!(answer.body.ends_with("# EOF\n"), "a complete exposition");
+    parse_metrics(&answer.body)
+}
+
+fn value(metrics: &BTreeMap<String, f64>, series: &str) -> f64 {
+    metrics
+        .get(series)
+        .copied()
+        .unwrap_or_else(|| panic!("{series} missing from {metrics:#?}"))
+}
+
+#[test]
+fn metrics_count_calls_api_requests_conflicts_folding_and_the_current_count() {
+    let api = api();
+    api.create_pod(NS, "worker-1", &[]);
+    let tracker = standalone(&api)
+        .args(["--admin-address=127.0.0.1:0"])
+        .start();
+    for _ in 0..3 {
+        tracker.increment("pod_name=worker-1").count();
+    }
+    tracker.decrement("pod_name=worker-1").count();
+    assert_eq!(tracker.increment("pod_name=nope").status, 404);
+    api.inject(Fault::new(FaultKind::Status(409)).verb(Verb::Patch).next(1));
+    assert_eq!(tracker.increment("pod_name=worker-1").count(), 3);
+
+    let m = metrics(&tracker);
+    let p = "pod_webhook_tracker_";
+    assert_eq!(
+        value(
+            &m,
+            &format!("{p}webhook_calls_total{{endpoint=\"increment\",status=\"200\"}}")
+        ),
+        4.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            &format!("{p}webhook_calls_total{{endpoint=\"decrement\",status=\"200\"}}")
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            &format!("{p}webhook_calls_total{{endpoint=\"increment\",status=\"404\"}}")
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            &format!("{p}api_requests_total{{verb=\"patch\",outcome=\"409\"}}")
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            &format!("{p}api_requests_total{{verb=\"patch\",outcome=\"ok\"}}")
+        ),
+        5.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            &format!("{p}write_retries_total{{reason=\"conflict\"}}")
+        ),
+        1.0
+    );
+    // One round per sequential call, the call for the missing pod included.
+    assert_eq!(value(&m, &format!("{p}calls_per_write_count")), 6.0);
+    assert_eq!(
+        value(
+            &m,
+            &format!("{p}active_jobs{{namespace=\"{NS}\",pod=\"worker-1\"}}")
+        ),
+        3.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            &format!("{p}webhook_call_duration_seconds_count{{endpoint=\"increment\"}}")
+        ),
+        5.0
+    );
+    assert!(
+        !tracker.log().contains("/metrics"),
+        "scrapes stay out of the request log"
+    );
+}
+
+#[test]
+fn status_shows_mode_pods_counts_readiness_and_the_last_api_error() {
+    let api = api();
+    api.create_pod(NS, "worker-1", &[]);
+    let tracker = standalone(&api)
+        .args(["--admin-address=127.0.0.1:0", "--retry-timeout=200ms"])
+        .start();
+    assert_eq!(tracker.increment("pod_name=worker-1").count(), 1);
+    api.inject(
+        Fault::new(FaultKind::Status(500))
+            .verb(Verb::Patch)
+            .always(),
+    );
+    assert_eq!(tracker.increment("pod_name=worker-1").status, 503);
+    api.clear_faults();
+    let answer = tracker.request("GET", "/status", &[]);
+    assert_eq!(answer.status, 200);
+    let status: serde_json::Value = serde_json::from_str(&answer.body).expect("JSON");
+    assert_eq!(status["mode"], "standalone");
+    assert_eq!(status["label"], "active-jobs");
+    assert_eq!(status["ready"], true);
+    assert_eq!(status["pods"][0]["pod"], format!("{NS}/worker-1"));
+    assert_eq!(status["pods"][0]["count"], 1);
+    assert_eq!(status["pods"][0]["label"], "1");
+    assert!(
+        status["pods"][0]["updated"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z')),
+        "{status}"
+    );
+    let error = status["lastApiError"]["message"]
+        .as_str()
+        .expect("a last error");
+    assert!(error.contains("500"), "{error}");
+    let on_admin = support::request(tracker.admin.expect("admin"), "GET", "/status", &[]);
+    assert_eq!(on_admin.status, 200, "also on the admin listener");
+}
+
+fn events_api() -> ApiServer {
+    let api = api();
+    api.create_pod(NS, "worker-1", &[]);
+    api
+}
+
+#[test]
+fn events_record_busy_and_idle_when_the_tracker_may_create_them() {
+    let api = events_api();
+    api.allow(
+        Subject::user("tracker"),
+        Rule::new(["create"], ["events"]).namespace(NS),
+    );
+    let tracker = standalone(&api).args(["--events"]).start();
+    assert_eq!(tracker.increment("pod_name=worker-1").count(), 1);
+    assert_eq!(tracker.increment("pod_name=worker-1").count(), 2);
+    assert_eq!(tracker.decrement("pod_name=worker-1").count(), 1);
+    assert_eq!(tracker.decrement("pod_name=worker-1").count(), 0);
+    assert!(
+        api.wait_for_count(
+            Verb::Create,
+            kube_double::Outcome::Status(201),
+            2,
+            Duration::from_secs(10)
+        ),
+        "two events created: {:?}",
+        api.requests()
+    );
+    let events = api.events();
+    let reasons: Vec<&str> = events.iter().filter_map(|e| e["reason"].as_str()).collect();
+    assert_eq!(reasons, ["Busy", "Idle"], "{events:?}");
+    assert_eq!(events[0]["involvedObject"]["name"], "worker-1");
+    assert_eq!(events[0]["involvedObject"]["kind"], "Pod");
+    assert!(
+        events[0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("evictions are refused"))
+    );
+}
+
+#[test]
+fn without_the_right_to_create_events_calls_still_succeed_and_events_turn_off_with_one_warning() {
+    let api = events_api();
+    let tracker = standalone(&api).args(["--events"]).start();
+    assert_eq!(tracker.increment("pod_name=worker-1").count(), 1);
+    assert!(
+        tracker
+            .wait_for_line("events are off", Duration::from_secs(10))
+            .is_some(),
+        "{}",
+        tracker.log()
+    );
+    assert_eq!(tracker.decrement("pod_name=worker-1").count(), 0);
+    assert_eq!(tracker.increment("pod_name=worker-1").count(), 1);
+    assert!(api.events().is_empty());
+    assert_eq!(
+        api.count(Verb::Create, kube_double::Outcome::Status(403)),
+        1,
+        "tried once, then stopped"
+    );
+    assert_eq!(tracker.log().matches("events are off").count(), 1);
+}
+
+#[test]
+fn events_are_off_by_default() {
+    let api = events_api();
+    api.allow(
+        Subject::user("tracker"),
+        Rule::new(["create"], ["events"]).namespace(NS),
+    );
+    let tracker = standalone(&api).start();
+    assert_eq!(tracker.increment("pod_name=worker-1").count(), 1);
+    assert_eq!(tracker.decrement("pod_name=worker-1").count(), 0);
+    assert!(api.events().is_empty());
+}
