@@ -111,13 +111,27 @@ impl PodClient {
 
     /// Asks the API server whether the tracker may `verb` this pod (a SelfSubjectAccessReview).
     pub async fn may(&self, verb: &str, pod: &PodRef) -> Result<bool, ApiFailure> {
+        self.review(verb, &pod.namespace, Some(&pod.name)).await
+    }
+
+    /// Asks the API server whether the tracker may `verb` any pod of a namespace.
+    pub async fn may_in_namespace(&self, verb: &str, namespace: &str) -> Result<bool, ApiFailure> {
+        self.review(verb, namespace, None).await
+    }
+
+    async fn review(
+        &self,
+        verb: &str,
+        namespace: &str,
+        name: Option<&str>,
+    ) -> Result<bool, ApiFailure> {
         let review = SelfSubjectAccessReview {
             spec: SelfSubjectAccessReviewSpec {
                 resource_attributes: Some(ResourceAttributes {
-                    namespace: Some(pod.namespace.clone()),
+                    namespace: Some(namespace.to_owned()),
                     verb: Some(verb.to_owned()),
                     resource: Some("pods".to_owned()),
-                    name: Some(pod.name.clone()),
+                    name: name.map(str::to_owned),
                     ..Default::default()
                 }),
                 ..Default::default()

@@ -108,7 +108,17 @@ pub fn start(config: Config) -> Result<Running, StartError> {
             runtime.spawn(check_own_pod(pods, own.clone(), Arc::clone(&readiness)));
             readiness
         }
-        Targeting::Standalone { .. } => Arc::new(Readiness::ready()),
+        Targeting::Standalone {
+            default_namespace, ..
+        } => {
+            let readiness = Arc::new(Readiness::not_ready("checking the API server"));
+            runtime.spawn(check_namespace_rights(
+                pods,
+                default_namespace.clone(),
+                Arc::clone(&readiness),
+            ));
+            readiness
+        }
     };
     let app = App {
         tracker,
@@ -206,6 +216,34 @@ async fn check_own_pod(pods: PodClient, own: PodRef, readiness: Arc<Readiness>) 
                 log::error!("not ready: {problem}");
             }
         }
+        tokio::time::sleep(RECHECK).await;
+    }
+}
+
+/// The standalone service is ready once the API server answers and lets it get and patch pods
+/// in its default namespace; checked until it passes, then never again (a periodic check would
+/// take every replica out of its Service during an API outage, when a 503 says more).
+async fn check_namespace_rights(pods: PodClient, namespace: String, readiness: Arc<Readiness>) {
+    loop {
+        let mut problems = Vec::new();
+        for verb in ["get", "patch"] {
+            match pods.may_in_namespace(verb, &namespace).await {
+                Ok(true) => {}
+                Ok(false) => problems.push(format!("may not {verb} pods in namespace {namespace}")),
+                Err(failure) => problems.push(format!("cannot reach the API server: {failure}")),
+            }
+        }
+        problems.dedup();
+        if problems.is_empty() {
+            readiness.set_ready();
+            log::info!(
+                "the API server answers and allows get and patch on pods in {namespace}: ready"
+            );
+            return;
+        }
+        let problem = problems.join("; ");
+        readiness.set_problem(problem.clone());
+        log::error!("not ready: {problem}");
         tokio::time::sleep(RECHECK).await;
     }
 }

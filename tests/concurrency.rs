@@ -231,6 +231,7 @@ fn concurrent_calls_are_folded_into_few_writes_and_each_gets_its_own_count() {
     let tracker = standalone(&api)
         .env("RUST_LOG", "info,request=warn")
         .start();
+    tracker.wait_ready();
     assert_eq!(tracker.increment("pod_name=burst").count(), 1);
     api.reset_counts();
     api.inject(

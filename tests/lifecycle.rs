@@ -179,6 +179,7 @@ fn each_call_is_logged_once_with_method_path_pod_status_count_and_duration_and_p
     let tracker = standalone(&api).start();
     assert_eq!(tracker.increment("pod_name=worker-1").count(), 1);
     assert_eq!(tracker.request("GET", "/healthz", &[]).status, 200);
+    tracker.wait_ready();
     assert_eq!(tracker.request("GET", "/readyz", &[]).status, 200);
     let line = tracker
         .wait_for_line("POST /increment", Duration::from_secs(5))

@@ -142,6 +142,7 @@ fn status_shows_mode_pods_counts_readiness_and_the_last_api_error() {
     );
     assert_eq!(tracker.increment("pod_name=worker-1").status, 503);
     api.clear_faults();
+    tracker.wait_ready();
     let answer = tracker.request("GET", "/status", &[]);
     assert_eq!(answer.status, 200);
     let status: serde_json::Value = serde_json::from_str(&answer.body).expect("JSON");
@@ -226,6 +227,27 @@ fn without_the_right_to_create_events_calls_still_succeed_and_events_turn_off_wi
         "tried once, then stopped"
     );
     assert_eq!(tracker.log().matches("events are off").count(), 1);
+}
+
+#[test]
+fn a_standalone_tracker_is_ready_only_once_the_api_server_allows_get_and_patch() {
+    let api = ApiServer::start();
+    api.add_token(support::TOKEN, kube_double::User::new("tracker"));
+    api.allow(
+        Subject::user("tracker"),
+        Rule::new(["get"], ["pods"]).namespace(NS),
+    );
+    let tracker = standalone(&api).start();
+    let line = tracker
+        .wait_for_line("not ready", Duration::from_secs(20))
+        .expect("a not-ready line");
+    assert!(
+        line.contains(&format!("may not patch pods in namespace {NS}")),
+        "{line}"
+    );
+    let ready = tracker.request("GET", "/readyz", &[]);
+    assert_eq!(ready.status, 503, "{ready:?}");
+    assert!(ready.body.contains("may not patch"), "{ready:?}");
 }
 
 #[test]

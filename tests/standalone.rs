@@ -319,6 +319,7 @@ fn repeated_calls_cost_one_api_request_each_once_the_pod_is_known() {
     let api = api();
     api.create_pod(NS, "worker-1", &[]);
     let tracker = standalone(&api).start();
+    tracker.wait_ready();
     assert_eq!(tracker.increment("pod_name=worker-1").count(), 1);
     api.reset_counts();
     for expected in 2..=21 {
@@ -381,7 +382,11 @@ fn server_errors_that_never_end_answer_503_because_a_read_proves_nothing_was_sto
     let api = api();
     api.create_pod(NS, "worker-1", &[]);
     let tracker = standalone(&api).args(["--retry-timeout=300ms"]).start();
-    api.inject(Fault::new(FaultKind::Status(503)).verb(Verb::Patch).always());
+    api.inject(
+        Fault::new(FaultKind::Status(503))
+            .verb(Verb::Patch)
+            .always(),
+    );
     let answer = tracker.increment("pod_name=worker-1");
     assert_eq!(answer.status, 503, "{answer:?}");
     assert!(answer.header("retry-after").is_some());

@@ -161,6 +161,12 @@ impl Tracker {
         None
     }
 
+    /// Waits until the tracker reports itself ready (its start-up check passed).
+    pub fn wait_ready(&self) {
+        self.wait_for_line(": ready", Duration::from_secs(30))
+            .unwrap_or_else(|| panic!("the tracker never became ready:\n{}", self.log()));
+    }
+
     /// `POST /increment` with a query string (may be empty).
     pub fn increment(&self, query: &str) -> Answer {
         self.request("POST", &with_query("/increment", query), &[])
