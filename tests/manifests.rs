@@ -17,6 +17,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::LazyLock;
 
+use k8s_openapi::api::admissionregistration::v1::{
+    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
@@ -90,6 +93,8 @@ kinds! {
     RoleBinding => RoleBinding,
     Service => Service,
     ServiceAccount => ServiceAccount,
+    ValidatingAdmissionPolicy => ValidatingAdmissionPolicy,
+    ValidatingAdmissionPolicyBinding => ValidatingAdmissionPolicyBinding,
 }
 
 /// One YAML document of a manifest file.
