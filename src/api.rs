@@ -242,6 +242,11 @@ fn view(pod: Pod) -> PodView {
         labels: pod.metadata.labels,
         annotations: pod.metadata.annotations,
         resource_version: pod.metadata.resource_version,
+        deletion: pod.metadata.deletion_timestamp.map(|time| {
+            // A deletion timestamp before 1970 does not occur; clamp rather than fail.
+            let seconds = u64::try_from(time.0.as_second()).unwrap_or(0);
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds)
+        }),
     }
 }
 

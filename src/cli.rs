@@ -23,6 +23,12 @@ pub struct Cli {
 pub enum Command {
     /// Run the webhook server.
     Serve(ServeArgs),
+    /// Run a command as one counted job.
+    Run(RunArgs),
+    /// Check a namespace's budget and the tracker's rights.
+    Doctor(DoctorArgs),
+    /// Copy this program into a directory.
+    Install(InstallArgs),
     /// Print the version.
     Version(VersionArgs),
     /// Print a shell completion script.
@@ -129,6 +135,12 @@ pub struct ServeArgs {
     /// how long in-flight calls may take to finish after SIGTERM, e.g. 30s (default 30s)
     #[argh(option, default = "String::from(\"30s\")")]
     pub shutdown_grace_period: String,
+    /// the longest a keyed job may run without a renewal, e.g. 6h; also its lifetime when it asks for none (?ttl= is capped by it); 0 = no limit (default 0)
+    #[argh(option, default = "String::from(\"0\")")]
+    pub max_job_duration: String,
+    /// KEY=VALUE: an annotation set while the count is above zero and removed (or restored) at zero, repeatable; e.g. karpenter.sh/do-not-disrupt=true
+    #[argh(option)]
+    pub active_annotation: Vec<String>,
 }
 
 /// Print the version.
@@ -145,7 +157,224 @@ pub struct CompletionArgs {
     pub shell: String,
 }
 
-/// The flags of `serve` that take a boolean (the original accepted `--flag`, `--flag=false`…).
+/// Run a command as one counted job: increment, run it, decrement however it ends.
+#[derive(FromArgs, ArgsInfo, Debug, PartialEq)]
+#[argh(
+    subcommand,
+    name = "run",
+    example = "{command_name} -- /bin/sh -c 'make -j4 all'",
+    note = "POST /increment to the tracker, run the command, POST /decrement on every way out,
+  and exit with the command's exit status (128+N when signal N ended it). SIGTERM, SIGINT
+  and SIGHUP are passed on to the command. A call is repeated only while the tracker has
+  not received it (nothing listening yet, or 503): a call it received is applied once or
+  not at all, or its outcome is unknown (504), and repeating it could count it twice.",
+    error_code(2, "invalid flags, or no command given"),
+    error_code(75, "the job could not be counted, so the command was not started"),
+    error_code(126, "the command could not be started"),
+    error_code(127, "the command was not found")
+)]
+pub struct RunArgs {
+    /// the tracker's address, http://host:port (default http://127.0.0.1:8080, the sidecar)
+    #[argh(option, default = "String::from(\"http://127.0.0.1:8080\")")]
+    pub url: String,
+    /// run the command even if the job cannot be counted, with a warning (default false)
+    #[argh(option, default = "false")]
+    pub run_unprotected: bool,
+    /// how long to keep repeating a call the tracker did not take (nothing listening yet, or 503), e.g. 30s; 0: one attempt (default 30s)
+    #[argh(option, default = "String::from(\"30s\")")]
+    pub retry_timeout: String,
+    /// how long one call may take before its outcome counts as unknown (default 60s)
+    #[argh(option, default = "String::from(\"60s\")")]
+    pub request_timeout: String,
+    /// the command and its arguments, after --
+    #[argh(positional, arg_name = "command")]
+    pub command: Vec<String>,
+}
+
+/// Copy this program into a directory, for `run` in another container of the pod: an init
+/// container of the tracker's image (which has no shell or cp) fills a shared emptyDir volume.
+#[derive(FromArgs, ArgsInfo, Debug, PartialEq)]
+#[argh(
+    subcommand,
+    name = "install",
+    example = "{command_name} /shared",
+    note = "Writes DIRECTORY/pod-webhook-tracker (mode 0755), replacing it if present."
+)]
+pub struct InstallArgs {
+    /// the directory to copy the program into
+    #[argh(positional)]
+    pub directory: String,
+}
+
+/// `doctor`: every flag of `serve` (declared once, in [`ServeArgs`]) plus `--output`.
+///
+/// argh cannot embed one struct's flags in another, so `doctor` parses its arguments through
+/// [`ServeArgs`] after taking `--output` out, and shows serve's help with its own description.
+#[derive(Debug, PartialEq, Default)]
+pub struct DoctorArgs {
+    /// The flags as `serve` would take them; doctor uses the connection, namespace and label ones.
+    pub serve: ServeArgs,
+    /// `--output`.
+    pub output: Output,
+}
+
+/// How `doctor` prints its report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Output {
+    /// Lines for people (the default).
+    #[default]
+    Text,
+    /// One JSON object.
+    Json,
+}
+
+impl std::str::FromStr for Output {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Output, String> {
+        match text {
+            "text" => Ok(Output::Text),
+            "json" => Ok(Output::Json),
+            other => Err(format!(
+                "invalid value {other:?} for --output: expected text or json"
+            )),
+        }
+    }
+}
+
+const DOCTOR_SUMMARY: &str =
+    "Check the budget that protects busy pods and the tracker's rights in a namespace.";
+const DOCTOR_DESCRIPTION: &str = "\
+Check a namespace: is there a PodDisruptionBudget on the label, with an integer
+minAvailable, no other budget selecting the same pods, and no AlwaysAllow for
+unhealthy pods? May the tracker get and patch pods, and no more?";
+const DOCTOR_NOTES: &str = "Notes:
+  doctor takes every flag of serve, so the tracker's own arguments can be pasted. It uses
+  the connection flags, the namespace (--namespace, else -n, else default; POD_NAMESPACE
+  when POD_NAME is set), --label and --label-selector. The access checks are about the
+  identity doctor connects as: to check the tracker's service account, run doctor with its
+  credentials or with --kube-as=system:serviceaccount:NAMESPACE:ACCOUNT.
+
+Error codes:
+  1 a problem was found (warnings alone exit 0)
+  2 invalid flags or connection settings";
+const OUTPUT_HELP: &str = "text (default) or json";
+
+/// Serve's flags and `--output`, for completions.
+static DOCTOR_FLAGS: std::sync::LazyLock<Vec<argh::FlagInfo>> = std::sync::LazyLock::new(|| {
+    use argh::{FlagInfo, FlagInfoKind, Optionality};
+    let mut flags: Vec<FlagInfo> = ServeArgs::get_args_info()
+        .flags
+        .iter()
+        .map(|flag| FlagInfo {
+            kind: match flag.kind {
+                FlagInfoKind::Switch => FlagInfoKind::Switch,
+                FlagInfoKind::Option { arg_name } => FlagInfoKind::Option { arg_name },
+            },
+            optionality: match flag.optionality {
+                Optionality::Required => Optionality::Required,
+                Optionality::Optional => Optionality::Optional,
+                Optionality::Repeating => Optionality::Repeating,
+                Optionality::Greedy => Optionality::Greedy,
+            },
+            long: flag.long,
+            short: flag.short,
+            description: flag.description,
+            hidden: flag.hidden,
+        })
+        .collect();
+    flags.push(FlagInfo {
+        kind: FlagInfoKind::Option { arg_name: "output" },
+        optionality: Optionality::Optional,
+        long: "--output",
+        short: None,
+        description: OUTPUT_HELP,
+        hidden: false,
+    });
+    flags
+});
+
+impl argh::SubCommand for DoctorArgs {
+    const COMMAND: &'static argh::CommandInfo = &argh::CommandInfo {
+        name: "doctor",
+        short: &'\0',
+        description: DOCTOR_SUMMARY,
+    };
+}
+
+impl ArgsInfo for DoctorArgs {
+    fn get_args_info() -> argh::CommandInfoWithArgs {
+        argh::CommandInfoWithArgs {
+            name: "doctor",
+            description: DOCTOR_DESCRIPTION,
+            flags: &DOCTOR_FLAGS,
+            ..argh::CommandInfoWithArgs::default()
+        }
+    }
+}
+
+impl FromArgs for DoctorArgs {
+    fn from_args(command_name: &[&str], args: &[&str]) -> Result<Self, argh::EarlyExit> {
+        let refuse = |output: String| argh::EarlyExit {
+            output,
+            status: Err(()),
+        };
+        let takes_value = |arg: &str| {
+            DOCTOR_FLAGS.iter().any(|flag| {
+                matches!(flag.kind, argh::FlagInfoKind::Option { .. })
+                    && (flag.long == arg || flag.short.is_some_and(|c| arg == format!("-{c}")))
+            })
+        };
+        let mut output = Output::default();
+        let mut serve_args = Vec::with_capacity(args.len());
+        let mut rest = args.iter().copied();
+        while let Some(arg) = rest.next() {
+            if arg == "--output" {
+                let value = rest
+                    .next()
+                    .ok_or_else(|| refuse("No value provided for option '--output'.".into()))?;
+                output = value.parse().map_err(refuse)?;
+                continue;
+            }
+            serve_args.push(arg);
+            if arg == "--" {
+                serve_args.extend(rest.by_ref());
+            } else if takes_value(arg) {
+                serve_args.extend(rest.next());
+            }
+        }
+        match ServeArgs::from_args(command_name, &serve_args) {
+            Ok(serve) => Ok(DoctorArgs { serve, output }),
+            Err(exit) if exit.status.is_ok() => Err(argh::EarlyExit {
+                output: doctor_help(&exit.output),
+                status: Ok(()),
+            }),
+            Err(exit) => Err(exit),
+        }
+    }
+}
+
+/// Serve's help, made doctor's: its description, `--output` and the notes.
+fn doctor_help(serve_help: &str) -> String {
+    let serve_description = <ServeArgs as argh::SubCommand>::COMMAND.description;
+    let mut help = String::new();
+    for (index, line) in serve_help.lines().enumerate() {
+        if line.trim_start().starts_with("--help") {
+            help.push_str(&format!("  {:<18}{OUTPUT_HELP}\n", "--output"));
+        }
+        match line {
+            _ if index == 0 => help.push_str(&format!("{line} [--output <output>]")),
+            _ if line == serve_description => help.push_str(DOCTOR_DESCRIPTION),
+            _ => help.push_str(line),
+        }
+        help.push('\n');
+    }
+    help.push('\n');
+    help.push_str(DOCTOR_NOTES);
+    help
+}
+
+/// The flags of `serve` (and `run`) that take a boolean (the original accepted `--flag`, `--flag=false`…).
 pub const BOOLEAN_FLAGS: &[&str] = &[
     "--allow-negative",
     "--kube-disable-compression",
@@ -153,6 +382,7 @@ pub const BOOLEAN_FLAGS: &[&str] = &[
     "--remove-on-zero",
     "--standalone",
     "--events",
+    "--run-unprotected",
 ];
 
 /// Rewrites the Go-style forms the original accepted into the forms argh parses.

@@ -150,6 +150,12 @@ pub struct Config {
     pub retry_timeout: Duration,
     /// How long in-flight calls may take after SIGTERM.
     pub shutdown_grace: Duration,
+    /// The annotation that holds the keyed jobs (`<label>-jobs`, see [`crate::jobs`]).
+    pub jobs_annotation: String,
+    /// The longest a keyed job may run without a renewal; `None`: no limit.
+    pub max_job_duration: Option<Duration>,
+    /// Annotations set while the count is above zero (`--active-annotation KEY=VALUE`).
+    pub active_annotations: Vec<(String, String)>,
 }
 
 impl Config {
@@ -176,6 +182,12 @@ impl Config {
                     .map_err(|e| invalid("--label-selector", text, &e.to_string()))?,
             ),
             None => None,
+        };
+        let jobs_annotation = format!("{}-jobs", args.label);
+        let active_annotations = active_annotations(&args.active_annotation, &args.label)?;
+        let max_job_duration = match args.max_job_duration.trim() {
+            "" => None,
+            text => parse_timeout("--max-job-duration", text)?,
         };
         let (targeting, mode_reason) = targeting(args, env)?;
         let default_address = match targeting {
@@ -209,8 +221,43 @@ impl Config {
                 .unwrap_or(Duration::ZERO),
             shutdown_grace: parse_timeout("--shutdown-grace-period", &args.shutdown_grace_period)?
                 .unwrap_or(Duration::ZERO),
+            jobs_annotation,
+            max_job_duration,
+            active_annotations,
         })
     }
+}
+
+/// Parses the `--active-annotation KEY=VALUE` flags: valid annotation keys (the label-key
+/// syntax), each at most once, none of them the tracker's own annotations.
+fn active_annotations(flags: &[String], label: &str) -> Result<Vec<(String, String)>> {
+    let flag = "--active-annotation";
+    let own = [format!("{label}-writes"), format!("{label}-jobs")];
+    let mut parsed: Vec<(String, String)> = Vec::new();
+    for text in flags {
+        let Some((key, value)) = text.split_once('=') else {
+            return Err(invalid(
+                flag,
+                text,
+                "expected KEY=VALUE, e.g. karpenter.sh/do-not-disrupt=true",
+            ));
+        };
+        if let Err(problems) = kube_labels::validate_label_key(key) {
+            return Err(invalid(flag, text, &problems.join("; ")));
+        }
+        if own.iter().any(|own| own == key) {
+            return Err(invalid(
+                flag,
+                text,
+                "the tracker keeps this annotation itself",
+            ));
+        }
+        if parsed.iter().any(|(seen, _)| seen == key) {
+            return Err(invalid(flag, text, "this key is given twice"));
+        }
+        parsed.push((key.to_owned(), value.to_owned()));
+    }
+    Ok(parsed)
 }
 
 fn invalid(flag: &str, value: &str, why: &str) -> Error {
@@ -429,6 +476,46 @@ mod tests {
 
     fn config_error(extra: impl FnOnce(&mut ServeArgs)) -> String {
         config(extra).expect_err("refused").to_string()
+    }
+
+    #[test]
+    fn active_annotations_take_key_value_pairs_and_refuse_the_rest() {
+        let config = config(|a| {
+            a.active_annotation = vec![
+                "karpenter.sh/do-not-disrupt=true".into(),
+                "cluster-autoscaler.kubernetes.io/safe-to-evict=false".into(),
+            ]
+        })
+        .expect("valid");
+        assert_eq!(
+            config.active_annotations,
+            vec![
+                ("karpenter.sh/do-not-disrupt".to_owned(), "true".to_owned()),
+                (
+                    "cluster-autoscaler.kubernetes.io/safe-to-evict".to_owned(),
+                    "false".to_owned()
+                ),
+            ]
+        );
+        for bad in ["no-value", "bad key=1", "active-jobs-jobs=x"] {
+            let error = config_error(|a| a.active_annotation = vec![bad.into()]);
+            assert!(error.contains("--active-annotation"), "{bad}: {error}");
+        }
+        let twice = config_error(|a| a.active_annotation = vec!["a=1".into(), "a=2".into()]);
+        assert!(twice.contains("twice"), "{twice}");
+    }
+
+    #[test]
+    fn the_maximum_job_duration_is_off_by_default_and_takes_go_durations() {
+        assert_eq!(config(|_| {}).expect("valid").max_job_duration, None);
+        assert_eq!(
+            config(|a| a.max_job_duration = "6h".into())
+                .expect("valid")
+                .max_job_duration,
+            Some(Duration::from_secs(6 * 3600))
+        );
+        let error = config_error(|a| a.max_job_duration = "soon".into());
+        assert!(error.contains("--max-job-duration"), "{error}");
     }
 
     #[test]

@@ -53,6 +53,59 @@ pub enum Error {
         delta: crate::count::Delta,
     },
 
+    /// The jobs annotation holds something this tracker cannot read; nothing was written.
+    #[error("pod {pod}: annotation {annotation} cannot be read ({problem}); nothing was written")]
+    NotJobs {
+        /// The pod.
+        pod: PodRef,
+        /// The annotation key.
+        annotation: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+
+    /// A new keyed job would exceed the number of keyed jobs a pod may run at once.
+    #[error(
+        "pod {pod}: already {limit} keyed jobs running, the most one pod may track; end some first (nothing was written)"
+    )]
+    TooManyJobs {
+        /// The pod.
+        pod: PodRef,
+        /// The limit.
+        limit: usize,
+    },
+
+    /// A renewal for a job that is not running (it ended, expired or never started).
+    #[error("pod {pod}: job {job:?} is not running (ended, expired or never started)")]
+    UnknownJob {
+        /// The pod.
+        pod: PodRef,
+        /// The job id asked for.
+        job: String,
+    },
+
+    /// The pod is being deleted: a new job must not start there.
+    #[error(
+        "pod {pod} is being deleted: do not start a job here, start it on another pod (nothing was written)"
+    )]
+    PodDeleting {
+        /// The pod.
+        pod: PodRef,
+        /// How long until the pod is gone (its remaining grace period), at least 1 s.
+        retry_after: Duration,
+    },
+
+    /// `/wait-idle` gave up: jobs were still running when its timeout passed.
+    #[error("pod {pod}: {count} job(s) still running after waiting {}", humantime::format_duration(*waited))]
+    StillBusy {
+        /// The pod.
+        pod: PodRef,
+        /// The count when the wait ended.
+        count: i64,
+        /// How long it waited.
+        waited: Duration,
+    },
+
     /// The API server refused the tracker's credentials (401) or rights (403).
     #[error("pod {pod}: the API server refused the tracker: {message}")]
     ApiRefused {

@@ -25,6 +25,8 @@ pub struct PodView {
     /// `metadata.resourceVersion`, for logs only: guards test values, not versions, so that
     /// unrelated writes (status updates by the kubelet) do not cost a retry.
     pub resource_version: Option<String>,
+    /// `metadata.deletionTimestamp`: set once the pod is being deleted (it cannot be unset).
+    pub deletion: Option<std::time::SystemTime>,
 }
 
 impl PodView {
@@ -115,13 +117,24 @@ pub struct WritePlan<'a> {
     pub guarded_labels: Vec<&'a str>,
     /// The marker annotation's key and its new value; `None` for a write that changes nothing.
     pub marker: Option<(&'a str, &'a str)>,
+    /// Other annotations and the values they must have afterwards (`None`: absent). Each is
+    /// guarded like the label: a `test` on the value it was computed from.
+    pub annotations: Vec<(&'a str, Option<&'a str>)>,
+    /// Refuse the write if the pod has started being deleted since it was read (a `test` that
+    /// `deletionTimestamp` is still absent): a new job must not start on a pod going away.
+    pub require_not_deleting: bool,
 }
 
 impl WritePlan<'_> {
     /// True when the plan changes nothing on this pod (only tests): a read that is checked by
     /// the server in the same round trip a write would take.
     pub fn changes_nothing(&self, view: &PodView) -> bool {
-        self.marker.is_none() && view.label(self.label_key) == self.label_value
+        self.marker.is_none()
+            && view.label(self.label_key) == self.label_value
+            && self
+                .annotations
+                .iter()
+                .all(|(key, value)| view.annotation(key) == *value)
     }
 
     /// The JSON patch: `test` operations on every value the count was computed from (the label,
@@ -129,6 +142,12 @@ impl WritePlan<'_> {
     /// changes nothing, which makes read-modify-write safe against every other writer.
     pub fn to_patch(&self, view: &PodView) -> Patch {
         let mut ops = Vec::new();
+        if self.require_not_deleting && view.deletion.is_none() {
+            ops.push(test(
+                PointerBuf::from_tokens(["metadata", "deletionTimestamp"]),
+                Value::Null,
+            ));
+        }
         let mut guarded = vec![self.label_key];
         guarded.extend(
             self.guarded_labels
@@ -143,12 +162,22 @@ impl WritePlan<'_> {
             changes: vec![(self.label_key, self.label_value)],
         }
         .operations(&mut ops);
+        let mut guarded = Vec::new();
+        let mut changes = Vec::new();
         if let Some((key, value)) = self.marker {
+            guarded.push(key);
+            changes.push((key, Some(value)));
+        }
+        for (key, value) in &self.annotations {
+            guarded.push(*key);
+            changes.push((*key, *value));
+        }
+        if !guarded.is_empty() {
             MapWrite {
                 field: "annotations",
                 current: view.annotations.as_ref(),
-                guarded: vec![key],
-                changes: vec![(key, Some(value))],
+                guarded,
+                changes,
             }
             .operations(&mut ops);
         }
@@ -190,6 +219,7 @@ mod tests {
             labels: labels.map(map),
             annotations: annotations.map(map),
             resource_version: None,
+            deletion: None,
         }
     }
 
@@ -203,6 +233,8 @@ mod tests {
             label_value: value,
             guarded_labels: vec![],
             marker,
+            annotations: vec![],
+            require_not_deleting: false,
         }
     }
 
@@ -264,6 +296,8 @@ mod tests {
             label_value: Some("3"),
             guarded_labels: vec![],
             marker: None,
+            annotations: vec![],
+            require_not_deleting: false,
         };
         assert_eq!(
             patch_json(&plan, &pod),
@@ -282,6 +316,8 @@ mod tests {
             label_value: Some("1"),
             guarded_labels: vec!["app", "tier", "active-jobs"],
             marker: None,
+            annotations: vec![],
+            require_not_deleting: false,
         };
         assert_eq!(
             patch_json(&plan, &pod),
@@ -316,6 +352,46 @@ mod tests {
         assert_eq!(
             patch_json(&plan, &pod),
             json!([{"op": "test", "path": "/metadata/labels", "value": null}])
+        );
+    }
+
+    #[test]
+    fn other_annotations_are_tested_and_changed_in_the_same_patch() {
+        let pod = view(
+            Some(&[("active-jobs", "1")]),
+            Some(&[("m", "a1"), ("jobs", "old"), ("gone", "x")]),
+        );
+        let plan = WritePlan {
+            annotations: vec![("jobs", Some("new")), ("gone", None), ("same", None)],
+            ..plan(Some("2"), Some(("m", "a1 a2")))
+        };
+        assert_eq!(
+            patch_json(&plan, &pod),
+            json!([
+                {"op": "test", "path": "/metadata/labels/active-jobs", "value": "1"},
+                {"op": "add", "path": "/metadata/labels/active-jobs", "value": "2"},
+                {"op": "test", "path": "/metadata/annotations/m", "value": "a1"},
+                {"op": "test", "path": "/metadata/annotations/jobs", "value": "old"},
+                {"op": "test", "path": "/metadata/annotations/gone", "value": "x"},
+                {"op": "test", "path": "/metadata/annotations/same", "value": null},
+                {"op": "add", "path": "/metadata/annotations/m", "value": "a1 a2"},
+                {"op": "add", "path": "/metadata/annotations/jobs", "value": "new"},
+                {"op": "remove", "path": "/metadata/annotations/gone"},
+            ])
+        );
+        assert!(!plan.changes_nothing(&pod));
+    }
+
+    #[test]
+    fn a_write_that_may_start_a_job_is_refused_once_the_pod_is_deleting() {
+        let pod = view(Some(&[]), None);
+        let plan = WritePlan {
+            require_not_deleting: true,
+            ..plan(Some("1"), None)
+        };
+        assert_eq!(
+            patch_json(&plan, &pod)[0],
+            json!({"op": "test", "path": "/metadata/deletionTimestamp", "value": null})
         );
     }
 

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use tiny_http::{Header, Method, Request, Response};
 use tokio::runtime::Handle;
 
-use crate::count::Delta;
 use crate::error::Error;
+use crate::jobs::{self, Action, JobCall};
 use crate::metrics::Metrics;
 use crate::target::{PodRef, Targeting};
 use crate::tracker::Tracker;
@@ -236,7 +236,8 @@ impl Server {
 /// What a request asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Route {
-    Count(Delta),
+    Count(Action),
+    WaitIdle,
     Healthz,
     Readyz,
     Metrics,
@@ -245,8 +246,10 @@ enum Route {
 
 fn route(method: &Method, path: &str) -> Result<Route, Error> {
     let (route, allowed) = match path {
-        "/increment" => (Route::Count(Delta::Increment), Method::Post),
-        "/decrement" => (Route::Count(Delta::Decrement), Method::Post),
+        "/increment" => (Route::Count(Action::Increment), Method::Post),
+        "/decrement" => (Route::Count(Action::Decrement), Method::Post),
+        "/renew" => (Route::Count(Action::Renew), Method::Post),
+        "/wait-idle" => (Route::WaitIdle, Method::Get),
         "/healthz" => (Route::Healthz, Method::Get),
         "/readyz" => (Route::Readyz, Method::Get),
         "/metrics" => (Route::Metrics, Method::Get),
@@ -269,6 +272,9 @@ fn route(method: &Method, path: &str) -> Result<Route, Error> {
 struct Query {
     pod_name: Option<String>,
     namespace: Option<String>,
+    job: Option<String>,
+    ttl: Option<String>,
+    timeout: Option<String>,
 }
 
 fn parse_query(query: &str) -> Query {
@@ -277,10 +283,73 @@ fn parse_query(query: &str) -> Query {
         match key.as_ref() {
             "pod_name" => parsed.pod_name = Some(value.into_owned()),
             "namespace" => parsed.namespace = Some(value.into_owned()),
+            "job" => parsed.job = Some(value.into_owned()),
+            "ttl" => parsed.ttl = Some(value.into_owned()),
+            "timeout" => parsed.timeout = Some(value.into_owned()),
             _ => {}
         }
     }
     parsed
+}
+
+/// `/wait-idle` waits this long when the caller names no `timeout`.
+pub const DEFAULT_WAIT_IDLE: Duration = Duration::from_secs(30);
+/// The longest `/wait-idle` waits (a `preStop` hook is bounded by the pod's grace period).
+pub const MAX_WAIT_IDLE: Duration = Duration::from_secs(24 * 3600);
+
+/// A duration parameter: `30`, `30s`, `5m`, `1h30m`.
+fn parse_duration_parameter(name: &str, text: &str) -> Result<Duration, Error> {
+    let text = text.trim();
+    let parsed = match text.parse::<u64>() {
+        Ok(seconds) => Ok(Duration::from_secs(seconds)),
+        Err(_) => humantime::parse_duration(text),
+    };
+    parsed.map_err(|_| {
+        Error::BadRequest(format!(
+            "invalid {name} {text:?}: expected a duration such as 30s, 5m, 1h30m"
+        ))
+    })
+}
+
+/// The job call a request asks for: its key comes from `?job=` or the `Idempotency-Key`
+/// header (the query wins), its lifetime from `?ttl=`.
+fn job_call(
+    action: Action,
+    query: &Query,
+    idempotency_key: Option<&str>,
+) -> Result<JobCall, Error> {
+    let job = query
+        .job
+        .as_deref()
+        .or(idempotency_key)
+        .map(str::trim)
+        .filter(|job| !job.is_empty());
+    if let Some(job) = job {
+        jobs::validate_job_id(job)
+            .map_err(|why| Error::BadRequest(format!("invalid job {job:?}: {why}")))?;
+    }
+    if action == Action::Renew && job.is_none() {
+        return Err(Error::BadRequest(
+            "renew needs the job's id: POST /renew?job=ID[&ttl=30m]".to_owned(),
+        ));
+    }
+    let ttl = match query.ttl.as_deref() {
+        Some(text) if job.is_none() => {
+            return Err(Error::BadRequest(format!(
+                "ttl={text} needs a job id (?job=ID): only keyed jobs have deadlines"
+            )));
+        }
+        Some(text) => Some(parse_duration_parameter("ttl", text)?),
+        None => None,
+    };
+    if ttl.is_some_and(|ttl| ttl.is_zero()) {
+        return Err(Error::BadRequest("ttl must be above zero".to_owned()));
+    }
+    Ok(JobCall {
+        action,
+        job: job.map(str::to_owned),
+        ttl,
+    })
 }
 
 fn handle(app: &Arc<App>, in_flight: &Arc<InFlight>, request: Request) {
@@ -304,16 +373,23 @@ fn handle(app: &Arc<App>, in_flight: &Arc<InFlight>, request: Request) {
             );
         }
     };
-    let delta = match route {
-        Route::Count(delta) => delta,
+    let action = match route {
+        Route::Count(action) => action,
+        Route::WaitIdle => return wait_idle(app, Some(in_flight), request, query, wants_json),
         other => return serve_admin_route(app, other, request),
     };
+    let idempotency_key = request
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv("Idempotency-Key"))
+        .map(|h| h.value.as_str().to_owned());
     let query = parse_query(query);
-    let pod = match app
+    let resolved = app
         .targeting
         .resolve(query.pod_name.as_deref(), query.namespace.as_deref())
-    {
-        Ok(pod) => pod,
+        .and_then(|pod| Ok((pod, job_call(action, &query, idempotency_key.as_deref())?)));
+    let (pod, call) = match resolved {
+        Ok(resolved) => resolved,
         Err(error) => {
             return finish(
                 request,
@@ -326,7 +402,7 @@ fn handle(app: &Arc<App>, in_flight: &Arc<InFlight>, request: Request) {
         }
     };
     in_flight.enter();
-    let answer = app.tracker.submit(pod.clone(), delta);
+    let answer = app.tracker.submit(pod.clone(), call);
     let in_flight = Arc::clone(in_flight);
     let metrics = Arc::clone(&app.metrics);
     app.runtime.spawn(async move {
@@ -347,6 +423,51 @@ fn handle(app: &Arc<App>, in_flight: &Arc<InFlight>, request: Request) {
     });
 }
 
+/// `GET /wait-idle[?timeout=30s&pod_name=…]`: answers once the pod's count is zero (200, the
+/// count), or when the timeout passes (503, how many are still running). Served on both
+/// listeners: a `preStop` hook reaches the admin one.
+fn wait_idle(
+    app: &Arc<App>,
+    in_flight: Option<&Arc<InFlight>>,
+    request: Request,
+    query: &str,
+    wants_json: bool,
+) {
+    let started = Instant::now();
+    let query = parse_query(query);
+    let timeout = query
+        .timeout
+        .as_deref()
+        .map(|text| parse_duration_parameter("timeout", text))
+        .transpose()
+        .map(|timeout| timeout.unwrap_or(DEFAULT_WAIT_IDLE).min(MAX_WAIT_IDLE));
+    let target = timeout.and_then(|timeout| {
+        let pod = app
+            .targeting
+            .resolve(query.pod_name.as_deref(), query.namespace.as_deref())?;
+        Ok((pod, timeout))
+    });
+    let (pod, timeout) = match target {
+        Ok(target) => target,
+        Err(error) => return finish(request, None, Err(error), wants_json, started, None),
+    };
+    let in_flight = in_flight.cloned();
+    if let Some(in_flight) = &in_flight {
+        in_flight.enter();
+    }
+    let tracker = app.tracker.clone();
+    app.runtime.spawn(async move {
+        let outcome = tracker.wait_idle(&pod, timeout).await;
+        let _ = tokio::task::spawn_blocking(move || {
+            finish(request, Some(&pod), outcome, wants_json, started, None);
+            if let Some(in_flight) = in_flight {
+                in_flight.leave();
+            }
+        })
+        .await;
+    });
+}
+
 /// The request's path, without the query.
 fn path_of(request: &Request) -> String {
     request
@@ -359,9 +480,14 @@ fn path_of(request: &Request) -> String {
 
 /// The admin listener serves probes, metrics and status: the counting routes stay on the
 /// webhook address.
-fn handle_admin(app: &App, request: Request) {
+fn handle_admin(app: &Arc<App>, request: Request) {
     let path = path_of(&request);
     match route(request.method(), &path) {
+        Ok(Route::WaitIdle) => {
+            let url = request.url().to_owned();
+            let query = url.split_once('?').map_or("", |(_, query)| query);
+            wait_idle(app, None, request, query, false);
+        }
         Ok(Route::Count(_)) | Err(_) => {
             let _ = request.respond(
                 Response::from_string(format!("no such path {path} here\n")).with_status_code(404),
@@ -387,7 +513,7 @@ fn serve_admin_route(app: &App, route: Route, request: Request) {
             let _ = request
                 .respond(Response::from_string(body).with_header(content_type("application/json")));
         }
-        Route::Count(_) => {}
+        Route::Count(_) | Route::WaitIdle => {}
     }
 }
 
@@ -440,7 +566,13 @@ pub fn status_of(error: &Error) -> u16 {
         Error::NotAllowed(_) => 403,
         Error::PodNotFound { .. } | Error::UnknownPath(_) => 404,
         Error::MethodNotAllowed { .. } => 405,
-        Error::NotACount { .. } | Error::Overflow { .. } => 409,
+        Error::NotACount { .. }
+        | Error::Overflow { .. }
+        | Error::NotJobs { .. }
+        | Error::TooManyJobs { .. }
+        | Error::PodDeleting { .. } => 409,
+        Error::UnknownJob { .. } => 404,
+        Error::StillBusy { .. } => 503,
         Error::ApiRefused { .. } | Error::ApiRejected { .. } => 502,
         Error::ApiUnavailable { .. } | Error::ShuttingDown => 503,
         Error::OutcomeUnknown { .. } => 504,
@@ -478,6 +610,11 @@ fn finish(
                     ));
                 }
                 Error::ShuttingDown => headers.push(header("Retry-After", "1")),
+                // Not "try this pod again soon": the pod is gone after this long.
+                Error::PodDeleting { retry_after, .. } => headers.push(header(
+                    "Retry-After",
+                    &retry_after.as_secs().max(1).to_string(),
+                )),
                 _ => {}
             }
             let body = if json {
@@ -499,15 +636,16 @@ fn finish(
     for extra in headers {
         response.add_header(extra);
     }
-    let written = request.respond(response);
     let elapsed = started.elapsed();
+    // Counted before the answer leaves, so a caller that reads /metrics next sees its own call.
     if let Some(endpoint) = path
         .strip_prefix('/')
-        .filter(|p| matches!(*p, "increment" | "decrement"))
+        .filter(|p| matches!(*p, "increment" | "decrement" | "renew"))
         && let Some(metrics) = metrics
     {
         metrics.webhook_call(endpoint, status, elapsed);
     }
+    let written = request.respond(response);
     match &outcome {
         Ok(count) => log::info!(
             target: "request",
@@ -550,11 +688,19 @@ mod tests {
     fn counting_routes_take_post_only() {
         assert_eq!(
             route(&Method::Post, "/increment").ok(),
-            Some(Route::Count(Delta::Increment))
+            Some(Route::Count(Action::Increment))
         );
         assert_eq!(
             route(&Method::Post, "/decrement").ok(),
-            Some(Route::Count(Delta::Decrement))
+            Some(Route::Count(Action::Decrement))
+        );
+        assert_eq!(
+            route(&Method::Post, "/renew").ok(),
+            Some(Route::Count(Action::Renew))
+        );
+        assert_eq!(
+            route(&Method::Get, "/wait-idle").ok(),
+            Some(Route::WaitIdle)
         );
         let err = route(&Method::Get, "/increment").expect_err("refused");
         assert_eq!(status_of(&err), 405);
@@ -582,7 +728,8 @@ mod tests {
             parse_query("pod_name=worker%2D1&namespace=jobs&other=1"),
             Query {
                 pod_name: Some("worker-1".into()),
-                namespace: Some("jobs".into())
+                namespace: Some("jobs".into()),
+                ..Query::default()
             }
         );
         assert_eq!(parse_query(""), Query::default());
@@ -590,7 +737,7 @@ mod tests {
             parse_query("pod_name="),
             Query {
                 pod_name: Some(String::new()),
-                namespace: None
+                ..Query::default()
             }
         );
     }
@@ -614,7 +761,7 @@ mod tests {
                 Error::Overflow {
                     pod: pod.clone(),
                     label: "l".into(),
-                    delta: Delta::Increment,
+                    delta: crate::count::Delta::Increment,
                 },
                 409,
             ),
@@ -650,6 +797,35 @@ mod tests {
         ];
         for (error, status) in cases {
             assert_eq!(status_of(&error), status, "{error}");
+        }
+    }
+
+    #[test]
+    fn a_job_key_comes_from_the_query_or_the_idempotency_key_header() {
+        let query = parse_query("job=build-7&ttl=30m");
+        let call = job_call(Action::Increment, &query, Some("ignored")).expect("valid");
+        assert_eq!(call.job.as_deref(), Some("build-7"));
+        assert_eq!(call.ttl, Some(Duration::from_secs(1800)));
+        let call =
+            job_call(Action::Decrement, &Query::default(), Some("from-header")).expect("valid");
+        assert_eq!(call.job.as_deref(), Some("from-header"));
+        let call = job_call(Action::Increment, &Query::default(), None).expect("valid");
+        assert_eq!(call, JobCall::anonymous(Action::Increment));
+    }
+
+    #[test]
+    fn bad_job_parameters_are_refused_with_400() {
+        let long = format!("job={}", "x".repeat(65));
+        for (action, query) in [
+            (Action::Increment, long.as_str()),
+            (Action::Increment, "job=a%20b"),
+            (Action::Increment, "job=a&ttl=soon"),
+            (Action::Increment, "job=a&ttl=0s"),
+            (Action::Increment, "ttl=5m"),
+            (Action::Renew, ""),
+        ] {
+            let error = job_call(action, &parse_query(query), None).expect_err(query);
+            assert_eq!(status_of(&error), 400, "{query}: {error}");
         }
     }
 

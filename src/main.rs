@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use pod_webhook_tracker::cli::{self, Command};
 use pod_webhook_tracker::config::{Config, Environment};
 use pod_webhook_tracker::serve::{self, EXIT_BAD_CONFIG};
+use pod_webhook_tracker::{doctor, run};
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
@@ -39,6 +40,17 @@ fn main() -> ExitCode {
             Ok(config) => serve::run(config),
             Err(error) => refuse(&error.to_string()),
         },
+        Command::Run(args) => match run::Options::from_args(&args) {
+            Ok(options) => run::run(&options),
+            Err(error) => refuse(&error.to_string()),
+        },
+        Command::Install(args) => run::install(std::path::Path::new(&args.directory)),
+        Command::Doctor(args) => {
+            match Config::from_args(&args.serve, &Environment::from_process()) {
+                Ok(config) => doctor::run(&config, args.output),
+                Err(error) => refuse(&error.to_string()),
+            }
+        }
     }
 }
 

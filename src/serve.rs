@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::api::{self, ApiFailure, PodClient};
 use crate::config::Config;
 use crate::http::{App, Readiness, Server, StopHandle};
+use crate::jobs::Limits;
 use crate::metrics::Metrics;
 use crate::target::{PodRef, Targeting};
 use crate::tracker::{RetryPolicy, Settings, Tracker};
@@ -100,6 +101,12 @@ pub fn start(config: Config) -> Result<Running, StartError> {
             Targeting::Standalone { .. } => Some(IDLE_WRITER),
         },
         events: config.events,
+        jobs_annotation: config.jobs_annotation.clone(),
+        limits: Limits {
+            max_duration: config.max_job_duration,
+            ..Limits::default()
+        },
+        active_annotations: config.active_annotations.clone(),
     };
     let tracker = Tracker::new(pods.clone(), settings, runtime.handle().clone());
     let readiness = match &config.targeting {

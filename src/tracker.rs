@@ -21,9 +21,10 @@ use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::api::{ApiFailure, PodClient};
-use crate::count::{self, Delta, Policy};
+use crate::count::{self, Policy};
 use crate::error::{Error, Result};
 use crate::guard::{PodView, WritePlan, marker_records, next_marker};
+use crate::jobs::{self, Action, Job, JobCall, Limits, PodJobs, Refusal};
 use crate::target::PodRef;
 
 /// How hard the writer tries before it answers 503 (or 504 when a write's fate is unknown).
@@ -65,8 +66,15 @@ pub struct Settings {
     pub retry: RetryPolicy,
     /// A writer with no calls for this long stops and forgets its pod (`None`: never).
     pub idle_writer: Option<Duration>,
-    /// Record Kubernetes Events when a pod becomes busy (0 → 1) or idle (→ 0).
+    /// Record Kubernetes Events when a pod becomes busy (0 → 1) or idle (→ 0), and when a job
+    /// is released at its deadline.
     pub events: bool,
+    /// The annotation that holds the keyed jobs (see [`crate::jobs`]).
+    pub jobs_annotation: String,
+    /// Job id and lifetime limits.
+    pub limits: Limits,
+    /// Annotations set while the count is above zero (`--active-annotation KEY=VALUE`).
+    pub active_annotations: Vec<(String, String)>,
 }
 
 /// What the tracker last stored for a pod, for `/status`.
@@ -83,7 +91,7 @@ pub struct PodStatus {
 }
 
 struct Call {
-    delta: Delta,
+    call: JobCall,
     reply: oneshot::Sender<Result<i64>>,
 }
 
@@ -97,6 +105,8 @@ struct Inner {
     status: Mutex<BTreeMap<PodRef, PodStatus>>,
     /// Cleared for good when the API server refuses to create events (no rights).
     events_allowed: AtomicBool,
+    /// Woken after every stored write, for `/wait-idle`.
+    stored_writes: tokio::sync::Notify,
 }
 
 /// Hands each call to its pod's writer. Cheap to clone; safe to use from any thread.
@@ -123,6 +133,7 @@ impl Tracker {
                 next_write: AtomicU64::new(1),
                 status: Mutex::new(BTreeMap::new()),
                 events_allowed: AtomicBool::new(true),
+                stored_writes: tokio::sync::Notify::new(),
             }),
         }
     }
@@ -131,9 +142,9 @@ impl Tracker {
     /// or why it was not applied.
     ///
     /// Never blocks, so it can be called from the HTTP threads.
-    pub fn submit(&self, pod: PodRef, delta: Delta) -> oneshot::Receiver<Result<i64>> {
+    pub fn submit(&self, pod: PodRef, call: JobCall) -> oneshot::Receiver<Result<i64>> {
         let (reply, answer) = oneshot::channel();
-        let mut call = Call { delta, reply };
+        let mut call = Call { call, reply };
         let mut writers = self
             .inner
             .writers
@@ -155,6 +166,54 @@ impl Tracker {
             .runtime
             .spawn(run_writer(Arc::clone(&self.inner), pod, calls));
         answer
+    }
+
+    /// Waits until the pod's count is zero (or below) and returns it, or answers
+    /// [`Error::StillBusy`] once `timeout` has passed (for a `preStop` hook).
+    ///
+    /// Reads the pod rather than trusting this tracker's last write, because other replicas
+    /// and other writers change the count too; it reads again after every write stored here
+    /// and at least every [`IDLE_POLL`].
+    pub async fn wait_idle(&self, pod: &PodRef, timeout: Duration) -> Result<i64> {
+        let started = Instant::now();
+        loop {
+            // Registered before the read, so a write stored during the read is not missed.
+            let stored = self.inner.stored_writes.notified();
+            tokio::pin!(stored);
+            stored.as_mut().enable();
+            let count = match self.inner.client.get(pod).await {
+                Ok(view) => Some(current_count(&self.inner.settings, pod, &view)?),
+                Err(failure) => {
+                    let problem = final_or_retry(pod, "get", failure)?;
+                    log::debug!("pod {pod}: /wait-idle could not read the pod: {problem}");
+                    None
+                }
+            };
+            let left = timeout.saturating_sub(started.elapsed());
+            match count {
+                Some(count) if count <= 0 => return Ok(count),
+                Some(count) if left.is_zero() => {
+                    return Err(Error::StillBusy {
+                        pod: pod.clone(),
+                        count,
+                        waited: started.elapsed(),
+                    });
+                }
+                None if left.is_zero() => {
+                    return Err(Error::ApiUnavailable {
+                        pod: pod.clone(),
+                        reason: "the pod could not be read while waiting for it to be idle"
+                            .to_owned(),
+                        retry_after: Duration::from_secs(1),
+                    });
+                }
+                _ => {}
+            }
+            tokio::select! {
+                () = &mut stored => {}
+                () = tokio::time::sleep(left.min(IDLE_POLL)) => {}
+            }
+        }
     }
 
     /// What was last stored for each tracked pod.
@@ -180,15 +239,72 @@ impl Tracker {
 /// The most calls folded into one write; bounds the work a single round repeats on a conflict.
 const MAX_BATCH: usize = 4096;
 
+/// How often `/wait-idle` reads the pod when no write of this tracker wakes it.
+const IDLE_POLL: Duration = Duration::from_secs(2);
+
+/// After a failed expiry round, the next one waits at least this long (no busy loop when the
+/// pod cannot be written, e.g. its label is not a count).
+const EXPIRY_RETRY: Duration = Duration::from_secs(5);
+
+/// What wakes a writer.
+enum Wake {
+    /// A call arrived.
+    Call(Call),
+    /// A keyed job's deadline passed: release it.
+    Deadline,
+    /// No call for the idle time (standalone), or the tracker is gone: stop.
+    Stop,
+}
+
+/// How long until the earliest deadline of a keyed job on the kept view, if any.
+fn until_next_deadline(settings: &Settings, known: Option<&PodView>) -> Option<Duration> {
+    let view = known?;
+    let state = jobs::decode(view.annotation(&settings.jobs_annotation)).ok()?;
+    let deadline = state.jobs.values().filter_map(|job| job.deadline).min()?;
+    // One second late, so the deadline has certainly passed by the writer's own clock.
+    Some(Duration::from_secs(deadline.saturating_sub(unix_now()) + 1))
+}
+
+async fn next_wake(
+    inner: &Inner,
+    known: Option<&PodView>,
+    expiry_not_before: Option<Instant>,
+    calls: &mut mpsc::UnboundedReceiver<Call>,
+) -> Wake {
+    let mut deadline = until_next_deadline(&inner.settings, known);
+    if let (Some(wait), Some(not_before)) = (deadline.as_mut(), expiry_not_before) {
+        *wait = (*wait).max(not_before.saturating_duration_since(Instant::now()));
+    }
+    // A writer with jobs still to release does not go idle: it is the sweep of its pod.
+    let limit = match (deadline, inner.settings.idle_writer) {
+        (Some(deadline), _) => Some((deadline, Wake::Deadline)),
+        (None, Some(idle)) => Some((idle, Wake::Stop)),
+        (None, None) => None,
+    };
+    match limit {
+        Some((wait, on_timeout)) => match tokio::time::timeout(wait, calls.recv()).await {
+            Ok(Some(call)) => Wake::Call(call),
+            Ok(None) => Wake::Stop,
+            Err(_) => on_timeout,
+        },
+        None => calls.recv().await.map_or(Wake::Stop, Wake::Call),
+    }
+}
+
 async fn run_writer(inner: Arc<Inner>, pod: PodRef, mut calls: mpsc::UnboundedReceiver<Call>) {
     let mut known: Option<PodView> = None;
+    let mut expiry_not_before: Option<Instant> = None;
     loop {
-        let first = match inner.settings.idle_writer {
-            Some(idle) => tokio::time::timeout(idle, calls.recv())
-                .await
-                .ok()
-                .flatten(),
-            None => calls.recv().await,
+        let first = match next_wake(&inner, known.as_ref(), expiry_not_before, &mut calls).await {
+            Wake::Call(call) => Some(call),
+            Wake::Deadline => {
+                // A round without calls: the computation releases what is due.
+                if !write_batch(&inner, &pod, &mut known, Vec::new()).await {
+                    expiry_not_before = Some(Instant::now() + EXPIRY_RETRY);
+                }
+                continue;
+            }
+            Wake::Stop => None,
         };
         let Some(first) = first else {
             // Leave the map first, under its lock, so no new call can reach this writer; then
@@ -225,29 +341,38 @@ async fn run_writer(inner: Arc<Inner>, pod: PodRef, mut calls: mpsc::UnboundedRe
     }
 }
 
+/// Settles one batch and answers each caller; returns whether it was stored.
 async fn write_batch(
     inner: &Arc<Inner>,
     pod: &PodRef,
     known: &mut Option<PodView>,
     calls: Vec<Call>,
-) {
-    let deltas: Vec<Delta> = calls.iter().map(|call| call.delta).collect();
-    inner
-        .client
-        .metrics()
-        .calls_per_write
-        .observe(deltas.len() as f64);
-    let answers = match settle(inner, pod, known, &deltas).await {
+) -> bool {
+    let job_calls: Vec<JobCall> = calls.iter().map(|call| call.call.clone()).collect();
+    if !job_calls.is_empty() {
+        inner
+            .client
+            .metrics()
+            .calls_per_write
+            .observe(job_calls.len() as f64);
+    }
+    let (answers, ok) = match settle(inner, pod, known, &job_calls).await {
         Ok(settled) => {
             stored(inner, pod, &settled);
-            settled.answers
+            (settled.answers, true)
         }
-        Err(error) => vec![Err(error); calls.len()],
+        Err(error) => {
+            if job_calls.is_empty() {
+                log::warn!("pod {pod}: releasing expired jobs failed: {error}");
+            }
+            (vec![Err(error); calls.len()], false)
+        }
     };
     for (call, answer) in calls.into_iter().zip(answers) {
         // A caller that went away does not need its answer; the count stands either way.
         let _ = call.reply.send(answer);
     }
+    ok
 }
 
 /// A batch's outcome once stored: each caller's answer, and the count before and after.
@@ -255,6 +380,8 @@ struct Settled {
     answers: Vec<Result<i64>>,
     before: i64,
     after: i64,
+    /// Keyed jobs released because their deadline passed.
+    released: Vec<(String, Job)>,
 }
 
 /// A write that was sent but whose answer was lost: its id, and what it would settle.
@@ -281,6 +408,22 @@ fn stored(inner: &Arc<Inner>, pod: &PodRef, settled: &Settled) {
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .insert(pod.clone(), status);
+    inner.stored_writes.notify_waiters();
+    for (id, job) in &settled.released {
+        let deadline = job.deadline.map_or_else(String::new, |d| {
+            format!(
+                ", deadline {}",
+                humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(d))
+            )
+        });
+        let started = humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + Duration::from_secs(job.started),
+        );
+        let message =
+            format!("job {id} released: it passed its deadline (started {started}{deadline})");
+        log::info!("pod {pod}: {message}");
+        record_event(inner, pod, "JobExpired", message);
+    }
     let event = match (settled.before, settled.after) {
         (0, after) if after > 0 => Some((
             "Busy",
@@ -291,10 +434,14 @@ fn stored(inner: &Arc<Inner>, pod: &PodRef, settled: &Settled) {
         }
         _ => None,
     };
-    if let Some((reason, message)) = event
-        && inner.settings.events
-        && inner.events_allowed.load(Ordering::Relaxed)
-    {
+    if let Some((reason, message)) = event {
+        record_event(inner, pod, reason, message);
+    }
+}
+
+/// Records a Kubernetes Event on the pod when events are on (and allowed).
+fn record_event(inner: &Arc<Inner>, pod: &PodRef, reason: &'static str, message: String) {
+    if inner.settings.events && inner.events_allowed.load(Ordering::Relaxed) {
         // Off the answer's path: a slow or refused event never delays a job.
         let inner = Arc::clone(inner);
         let pod = pod.clone();
@@ -317,7 +464,7 @@ async fn settle(
     inner: &Inner,
     pod: &PodRef,
     known: &mut Option<PodView>,
-    deltas: &[Delta],
+    calls: &[JobCall],
 ) -> Result<Settled> {
     let settings = &inner.settings;
     let started = Instant::now();
@@ -380,7 +527,14 @@ async fn settle(
             *known = Some(view);
             return Err(Error::PodNotFound { pod: pod.clone() });
         }
-        let (settled, new_label) = match compute(inner, pod, &view, deltas) {
+        let (settled, desired) = match compute(inner, pod, &view, calls) {
+            // A refusal that another writer may have made wrong (a job started or ended
+            // elsewhere) is decided on a fresh read only.
+            Ok((_, desired)) if desired.needs_fresh_view && !fresh => {
+                reread_now = true;
+                inner.client.metrics().retry("stale-view");
+                continue;
+            }
             Ok(computed) => computed,
             Err(_) if !fresh => {
                 reread_now = true;
@@ -400,19 +554,31 @@ async fn settle(
         let marker = next_marker(view.annotation(&settings.marker_annotation), &id);
         let mut plan = WritePlan {
             label_key: &settings.label,
-            label_value: new_label.as_deref(),
+            label_value: desired.label.as_deref(),
             guarded_labels: settings
                 .selector
                 .as_ref()
                 .map(Selector::keys)
                 .unwrap_or_default(),
             marker: Some((&settings.marker_annotation, &marker)),
+            annotations: desired
+                .annotations
+                .iter()
+                .map(|(key, value)| (key.as_str(), value.as_deref()))
+                .collect(),
+            require_not_deleting: desired.may_start_a_job,
         };
-        let changes = view.label(&settings.label) != new_label.as_deref();
-        if !changes {
-            // Nothing to store: the guards alone confirm the count in one round trip.
-            plan.marker = None;
+        plan.marker = None;
+        let changes = !plan.changes_nothing(&view);
+        if changes {
+            plan.marker = Some((&settings.marker_annotation, &marker));
+        } else if calls.is_empty() {
+            // A timer round with nothing due (another writer released it already).
+            *known = Some(view);
+            return Ok(settled);
         }
+        // Without changes, nothing is stored: the guards alone confirm the count in one
+        // round trip.
         match inner.client.patch(pod, plan.to_patch(&view)).await {
             Ok(stored) => {
                 *known = Some(stored);
@@ -496,42 +662,142 @@ async fn settle(
     }
 }
 
-/// Every caller's count, computed one after another from the label's current value, and the
-/// label value to store afterwards.
+/// What a batch wants the pod to look like afterwards.
+struct Desired {
+    /// The count label's value (`None`: no label).
+    label: Option<String>,
+    /// The jobs annotation and the `--active-annotation` keys, with their values afterwards.
+    annotations: Vec<(String, Option<String>)>,
+    /// Some call may start a job: the write must be refused if the pod started being deleted.
+    may_start_a_job: bool,
+    /// Some call was refused for a reason another writer could have changed meanwhile.
+    needs_fresh_view: bool,
+}
+
+/// The count a pod's label holds, checked against the selector (for `/wait-idle`).
+fn current_count(settings: &Settings, pod: &PodRef, view: &PodView) -> Result<i64> {
+    if let Some(selector) = &settings.selector
+        && !selector.matches_with(|key| view.label(key))
+    {
+        return Err(Error::PodNotFound { pod: pod.clone() });
+    }
+    let current = view.label(&settings.label);
+    count::decode(current).map_err(|count::NotACount| Error::NotACount {
+        pod: pod.clone(),
+        label: settings.label.clone(),
+        value: current.unwrap_or_default().to_owned(),
+    })
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
+}
+
+/// Every caller's count, computed one after another from the pod's current label and jobs
+/// annotation (after releasing jobs past their deadline), and what to store afterwards.
 fn compute(
     inner: &Inner,
     pod: &PodRef,
     view: &PodView,
-    deltas: &[Delta],
-) -> Result<(Settled, Option<String>)> {
+    calls: &[JobCall],
+) -> Result<(Settled, Desired)> {
     let settings = &inner.settings;
-    let current = view.label(&settings.label);
-    let before = count::decode(current).map_err(|count::NotACount| Error::NotACount {
-        pod: pod.clone(),
-        label: settings.label.clone(),
-        value: current.unwrap_or_default().to_owned(),
+    let before = current_count(settings, pod, view)?;
+    let state = jobs::decode(view.annotation(&settings.jobs_annotation)).map_err(|problem| {
+        Error::NotJobs {
+            pod: pod.clone(),
+            annotation: settings.jobs_annotation.clone(),
+            problem: problem.0,
+        }
     })?;
-    let mut value = before;
-    let answers = deltas
+    let now = unix_now();
+    let mut pod_jobs = PodJobs::from_count(before, state, settings.policy);
+    let released = pod_jobs.expire(now);
+    let deleting = view.deletion.is_some();
+    let mut needs_fresh_view = false;
+    let answers = calls
         .iter()
-        .map(|&delta| match count::apply(value, delta, settings.policy) {
-            Ok(next) => {
-                value = next;
-                Ok(next)
-            }
-            Err(count::Overflow) => Err(Error::Overflow {
-                pod: pod.clone(),
-                label: settings.label.clone(),
-                delta,
-            }),
+        .map(|call| {
+            pod_jobs
+                .apply(call, now, &settings.limits, settings.policy, deleting)
+                .map_err(|refusal| {
+                    needs_fresh_view |=
+                        matches!(refusal, Refusal::TooManyJobs(_) | Refusal::UnknownJob(_));
+                    refused(settings, pod, view, call, refusal)
+                })
         })
         .collect();
+    let after = pod_jobs
+        .count()
+        .map_err(|count::Overflow| Error::Overflow {
+            pod: pod.clone(),
+            label: settings.label.clone(),
+            delta: count::Delta::Increment,
+        })?;
+    let active = jobs::active_annotations(
+        &settings.active_annotations,
+        |key| view.annotation(key),
+        &mut pod_jobs.state,
+        before,
+        after,
+    );
+    let mut annotations = vec![(
+        settings.jobs_annotation.clone(),
+        jobs::encode(&pod_jobs.state),
+    )];
+    annotations.extend(
+        active
+            .into_iter()
+            .map(|(key, value)| (key.to_owned(), value)),
+    );
+    let desired = Desired {
+        label: count::label_for(after, settings.policy),
+        annotations,
+        may_start_a_job: calls.iter().any(|call| call.action == Action::Increment),
+        needs_fresh_view,
+    };
     let settled = Settled {
         answers,
         before,
-        after: value,
+        after,
+        released,
     };
-    Ok((settled, count::label_for(value, settings.policy)))
+    Ok((settled, desired))
+}
+
+/// The caller's error for a refused call.
+fn refused(
+    settings: &Settings,
+    pod: &PodRef,
+    view: &PodView,
+    call: &JobCall,
+    refusal: Refusal,
+) -> Error {
+    match refusal {
+        Refusal::Overflow(delta) => Error::Overflow {
+            pod: pod.clone(),
+            label: settings.label.clone(),
+            delta,
+        },
+        Refusal::TooManyJobs(limit) => Error::TooManyJobs {
+            pod: pod.clone(),
+            limit,
+        },
+        Refusal::UnknownJob(job) => Error::UnknownJob {
+            pod: pod.clone(),
+            job: call.job.clone().unwrap_or(job),
+        },
+        Refusal::Deleting => Error::PodDeleting {
+            pod: pod.clone(),
+            retry_after: view
+                .deletion
+                .and_then(|at| at.duration_since(SystemTime::now()).ok())
+                .unwrap_or_default()
+                .max(Duration::from_secs(1)),
+        },
+    }
 }
 
 /// Turns a failure that no retry can fix into the batch's error; returns the problem text of

@@ -189,7 +189,7 @@ fn sixty_four_clients_with_faults_and_another_writer_lose_and_double_nothing() {
                     }
                 }
                 edits += 1;
-                thread::sleep(Duration::from_millis(3));
+                thread::sleep(Duration::from_millis(20));
             }
             (edits, added)
         })

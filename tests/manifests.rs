@@ -376,10 +376,35 @@ fn spec_of(template: &PodTemplateSpec) -> &PodSpec {
 }
 
 fn is_tracker(container: &Container) -> bool {
+    has_tracker_image(container) && !is_installer(container)
+}
+
+fn has_tracker_image(container: &Container) -> bool {
     container
         .image
         .as_deref()
         .is_some_and(|image| image.starts_with(&format!("{IMAGE}:")))
+}
+
+/// An init container of the tracker's image that copies the program into a volume for `run`
+/// (`install DIR`), instead of serving.
+fn is_installer(container: &Container) -> bool {
+    has_tracker_image(container)
+        && args_of(container).first().map(String::as_str) == Some("install")
+}
+
+/// A job container whose command `pod-webhook-tracker run` wraps: the program, `run`, flags,
+/// `--`, then the command. Returns the program's path and `run`'s flags.
+fn run_wrapper(container: &Container) -> Option<(String, Vec<String>)> {
+    let mut words = container.command.clone().unwrap_or_default();
+    words.extend(args_of(container));
+    let program = words.first()?;
+    if !program.ends_with("/pod-webhook-tracker") || words.get(1).map(String::as_str) != Some("run")
+    {
+        return None;
+    }
+    let end = words.iter().position(|word| word == "--")?;
+    Some((program.clone(), words[2..end].to_vec()))
 }
 
 fn args_of(container: &Container) -> Vec<String> {
@@ -406,6 +431,23 @@ fn trackers() -> Vec<(&'static Doc, PodTemplateSpec, Container, bool)> {
             .iter()
             .flatten()
             .filter(|c| is_tracker(c))
+        {
+            found.push((doc, template.clone(), container.clone(), false));
+        }
+    }
+    found
+}
+
+/// Every installer (see [`is_installer`]), like [`trackers`].
+fn installers() -> Vec<(&'static Doc, PodTemplateSpec, Container, bool)> {
+    let mut found = Vec::new();
+    for (doc, template) in TREE.pod_templates() {
+        let spec = spec_of(&template);
+        for container in spec
+            .init_containers
+            .iter()
+            .flatten()
+            .filter(|c| is_installer(c))
         {
             found.push((doc, template.clone(), container.clone(), false));
         }
@@ -722,6 +764,16 @@ fn sidecar_jobs_call_the_tracker_on_loopback() {
         for container in &spec.containers {
             let script = script_of(container);
             let at = format!("{}: container {}", doc.name(), container.name);
+            if let Some((_, flags)) = run_wrapper(container) {
+                // `run` calls the sidecar and decrements on every way out itself.
+                let url = flags.iter().find_map(|flag| flag.strip_prefix("--url="));
+                assert!(
+                    url.is_none_or(|url| url == format!("http://{SIDECAR_API}")),
+                    "{at}: run calls {SIDECAR_API}: {flags:?}"
+                );
+                jobs += 1;
+                continue;
+            }
             assert!(
                 script.contains(&format!("http://{SIDECAR_API}/")),
                 "{at}: calls {SIDECAR_API}"
@@ -1287,7 +1339,7 @@ fn the_standalone_tracker_counts_the_pods_its_budget_protects() {
 
 #[test]
 fn every_tracker_container_runs_restricted_with_small_resources() {
-    for (doc, template, container, _) in trackers() {
+    for (doc, template, container, _) in trackers().into_iter().chain(installers()) {
         let at = format!("{}: container {}", doc.name(), container.name);
         let context = container
             .security_context
@@ -1443,4 +1495,88 @@ fn every_variable_an_argument_names_is_defined() {
         }
     }
     assert!(expansions >= 2, "expected $(NAMESPACE) and $(POD_NAME)");
+}
+
+#[test]
+fn wrapped_jobs_get_the_program_from_an_installer_of_this_version() {
+    let image = format!("{IMAGE}:v{}", env!("CARGO_PKG_VERSION"));
+    let mut wrapped = 0;
+    for (doc, template) in TREE.pod_templates() {
+        let spec = spec_of(&template);
+        for container in &spec.containers {
+            let Some((program, _)) = run_wrapper(container) else {
+                continue;
+            };
+            let at = format!("{}: container {}", doc.name(), container.name);
+            let dir = program
+                .strip_suffix("/pod-webhook-tracker")
+                .expect("a path ending in the program");
+            let mount = container
+                .volume_mounts
+                .iter()
+                .flatten()
+                .find(|mount| mount.mount_path == dir)
+                .unwrap_or_else(|| panic!("{at}: nothing mounted at {dir}"));
+            assert_eq!(
+                mount.read_only,
+                Some(true),
+                "{at}: the program is read-only"
+            );
+            let volume = spec
+                .volumes
+                .iter()
+                .flatten()
+                .find(|volume| volume.name == mount.name)
+                .unwrap_or_else(|| panic!("{at}: no volume {}", mount.name));
+            assert!(
+                volume.empty_dir.is_some(),
+                "{at}: {} is an emptyDir",
+                mount.name
+            );
+            let init = spec.init_containers.iter().flatten();
+            let installers: Vec<&Container> = init
+                .filter(|init| {
+                    is_installer(init)
+                        && init
+                            .volume_mounts
+                            .iter()
+                            .flatten()
+                            .any(|m| m.name == mount.name)
+                })
+                .collect();
+            assert_eq!(
+                installers.len(),
+                1,
+                "{at}: one installer fills {}",
+                mount.name
+            );
+            let installer = installers[0];
+            assert_eq!(
+                installer.image.as_deref(),
+                Some(image.as_str()),
+                "{at}: the image tag"
+            );
+            assert_eq!(
+                installer.restart_policy, None,
+                "{at}: the installer runs to completion before the job"
+            );
+            let installer_mount = installer
+                .volume_mounts
+                .iter()
+                .flatten()
+                .find(|m| m.name == mount.name)
+                .expect("mounted");
+            assert_eq!(
+                argv(installer),
+                [
+                    "/pod-webhook-tracker",
+                    "install",
+                    installer_mount.mount_path.as_str()
+                ],
+                "{at}: installs where the job finds it"
+            );
+            wrapped += 1;
+        }
+    }
+    assert!(wrapped >= 1, "expected the example Job with run");
 }

@@ -180,6 +180,7 @@ fn events_record_busy_and_idle_when_the_tracker_may_create_them() {
         Rule::new(["create"], ["events"]).namespace(NS),
     );
     let tracker = standalone(&api).args(["--events"]).start();
+    tracker.wait_ready();
     assert_eq!(tracker.increment("pod_name=worker-1").count(), 1);
     assert_eq!(tracker.increment("pod_name=worker-1").count(), 2);
     assert_eq!(tracker.decrement("pod_name=worker-1").count(), 1);

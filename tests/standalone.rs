@@ -75,6 +75,7 @@ fn a_missing_or_empty_pod_name_answers_400() {
 fn an_invalid_pod_name_answers_400_without_calling_the_api() {
     let api = api();
     let tracker = standalone(&api).start();
+    tracker.wait_ready();
     api.reset_counts();
     for name in ["Bad_Name", "x%2Fy", "-leading-dash", &"a".repeat(254)] {
         let answer = tracker.increment(&format!("pod_name={name}"));

@@ -1,0 +1,763 @@
+//! Keyed jobs: which job ids are running on a pod (with start time and deadline), stored in an
+//! annotation beside the count label, and how one call changes them.
+//!
+//! Pure logic, no I/O and no clock: the caller passes `now` (Unix seconds). The label stays the
+//! total the PodDisruptionBudget selects: anonymous jobs (plain `/increment`) plus keyed jobs.
+//!
+//! Annotation format (compact JSON, version 1):
+//! `{"v":1,"jobs":{"ID":{"s":START,"d":DEADLINE}},"saved":{"KEY":"VALUE"}}` — `d` is absent for
+//! a job without a deadline; `saved` holds the values that `--active-annotation` keys had
+//! before the tracker set them, to be restored at zero. Empty parts are left out, and an empty
+//! state removes the annotation.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::count::{self, Delta, Policy};
+
+/// The longest job id accepted.
+pub const MAX_JOB_ID_LEN: usize = 64;
+
+/// The most keyed jobs one pod may run at once. With ids at their longest an entry takes about
+/// 100 bytes, so the annotation stays near 25 KiB, far below the API's 256 KiB for all
+/// annotations of an object.
+pub const MAX_ACTIVE_JOBS: usize = 256;
+
+/// The annotation format this version writes (and the only one it reads).
+pub const FORMAT_VERSION: u32 = 1;
+
+/// What a call asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// A job started (`/increment`).
+    Increment,
+    /// A job ended (`/decrement`).
+    Decrement,
+    /// A running keyed job is still alive: push its deadline out (`/renew`).
+    Renew,
+}
+
+impl Action {
+    /// The count change of this action, for error messages (`Renew` changes no count).
+    pub fn delta(self) -> Option<Delta> {
+        match self {
+            Action::Increment => Some(Delta::Increment),
+            Action::Decrement => Some(Delta::Decrement),
+            Action::Renew => None,
+        }
+    }
+}
+
+/// One webhook call: what, for which job id (`None`: an anonymous job), and its lifetime.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobCall {
+    /// Increment, decrement or renew.
+    pub action: Action,
+    /// The job's id (`?job=` or `Idempotency-Key`); `None` keeps the plain counter behaviour.
+    pub job: Option<String>,
+    /// The lifetime asked for (`?ttl=`), capped by the maximum job duration.
+    pub ttl: Option<Duration>,
+}
+
+impl JobCall {
+    /// A call without a key or lifetime: the original counter behaviour.
+    pub fn anonymous(action: Action) -> Self {
+        JobCall {
+            action,
+            job: None,
+            ttl: None,
+        }
+    }
+
+    /// A call for a keyed job.
+    pub fn keyed(action: Action, job: impl Into<String>) -> Self {
+        JobCall {
+            action,
+            job: Some(job.into()),
+            ttl: None,
+        }
+    }
+}
+
+/// One running keyed job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Job {
+    /// When it started (Unix seconds).
+    #[serde(rename = "s")]
+    pub started: u64,
+    /// When it is released if nobody ended or renewed it (Unix seconds); `None`: never.
+    #[serde(rename = "d", default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<u64>,
+}
+
+/// Everything the jobs annotation holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobState {
+    /// Running keyed jobs by id.
+    pub jobs: BTreeMap<String, Job>,
+    /// Values the `--active-annotation` keys had before the tracker set them.
+    pub saved: BTreeMap<String, String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    v: u32,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    jobs: BTreeMap<String, Job>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    saved: BTreeMap<String, String>,
+}
+
+/// Why the jobs annotation could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotJobs(pub String);
+
+/// Reads the jobs annotation: absent is "no keyed jobs".
+pub fn decode(value: Option<&str>) -> Result<JobState, NotJobs> {
+    let Some(value) = value else {
+        return Ok(JobState::default());
+    };
+    let stored: Stored =
+        serde_json::from_str(value).map_err(|e| NotJobs(format!("not the jobs format: {e}")))?;
+    if stored.v != FORMAT_VERSION {
+        return Err(NotJobs(format!(
+            "format version {} (this tracker reads version {FORMAT_VERSION})",
+            stored.v
+        )));
+    }
+    Ok(JobState {
+        jobs: stored.jobs,
+        saved: stored.saved,
+    })
+}
+
+/// Writes the jobs annotation; `None` when there is nothing to keep (the annotation is removed).
+pub fn encode(state: &JobState) -> Option<String> {
+    if state.jobs.is_empty() && state.saved.is_empty() {
+        return None;
+    }
+    let stored = Stored {
+        v: FORMAT_VERSION,
+        jobs: state.jobs.clone(),
+        saved: state.saved.clone(),
+    };
+    // Maps of strings and integers always serialise.
+    serde_json::to_string(&stored).ok()
+}
+
+/// Checks a job id: 1 to [`MAX_JOB_ID_LEN`] characters of `A-Z a-z 0-9 . _ : -`, so that ids
+/// need no escaping anywhere (URLs, JSON, logs).
+pub fn validate_job_id(id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        return Err("a job id must not be empty".to_owned());
+    }
+    if id.len() > MAX_JOB_ID_LEN {
+        return Err(format!(
+            "a job id has at most {MAX_JOB_ID_LEN} characters, this one has {}",
+            id.len()
+        ));
+    }
+    if let Some(bad) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-')))
+    {
+        return Err(format!(
+            "a job id may contain only letters, digits, '.', '_', ':' and '-', not {bad:?}"
+        ));
+    }
+    Ok(())
+}
+
+/// The limits calls are checked against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The longest a keyed job may run without a renewal (`--max-job-duration`); also the
+    /// lifetime of a keyed job that asks for none. `None`: no limit.
+    pub max_duration: Option<Duration>,
+    /// The most keyed jobs at once.
+    pub max_jobs: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_duration: None,
+            max_jobs: MAX_ACTIVE_JOBS,
+        }
+    }
+}
+
+impl Limits {
+    /// The deadline of a job started or renewed at `now` that asked for `ttl`.
+    pub fn deadline(&self, now: u64, ttl: Option<Duration>) -> Option<u64> {
+        let lifetime = match (ttl, self.max_duration) {
+            (Some(ttl), Some(max)) => ttl.min(max),
+            (Some(ttl), None) => ttl,
+            (None, Some(max)) => max,
+            (None, None) => return None,
+        };
+        Some(now.saturating_add(lifetime.as_secs().max(1)))
+    }
+}
+
+/// Why one call was refused; nothing was changed for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The count would leave the 64-bit range.
+    Overflow(Delta),
+    /// A new keyed job would exceed [`Limits::max_jobs`].
+    TooManyJobs(usize),
+    /// A renewal for a job that is not running.
+    UnknownJob(String),
+    /// A new job on a pod that is being deleted.
+    Deleting,
+}
+
+/// A pod's jobs as one batch of calls sees them: anonymous jobs, keyed jobs and the count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodJobs {
+    /// Jobs started without a key (may be negative with `--allow-negative`).
+    pub anonymous: i64,
+    /// Keyed jobs and saved annotation values.
+    pub state: JobState,
+}
+
+impl PodJobs {
+    /// Splits a count (the label) into anonymous and keyed jobs. Without `allow_negative`, a
+    /// label below the number of keyed jobs (someone lowered it by hand) leaves no anonymous
+    /// jobs rather than a debt, so the next write stores a count that covers the keyed jobs.
+    pub fn from_count(count: i64, state: JobState, policy: Policy) -> Self {
+        let keyed = state.jobs.len() as i64;
+        let anonymous = count.saturating_sub(keyed);
+        PodJobs {
+            anonymous: if policy.allow_negative {
+                anonymous
+            } else {
+                anonymous.max(0)
+            },
+            state,
+        }
+    }
+
+    /// The count the label holds: anonymous plus keyed jobs.
+    pub fn count(&self) -> Result<i64, count::Overflow> {
+        self.anonymous
+            .checked_add(self.state.jobs.len() as i64)
+            .ok_or(count::Overflow)
+    }
+
+    /// The earliest deadline of a running keyed job.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.state
+            .jobs
+            .values()
+            .filter_map(|job| job.deadline)
+            .min()
+    }
+
+    /// Releases every keyed job whose deadline is at or before `now`; returns them.
+    pub fn expire(&mut self, now: u64) -> Vec<(String, Job)> {
+        let expired: Vec<String> = self
+            .state
+            .jobs
+            .iter()
+            .filter(|(_, job)| job.deadline.is_some_and(|deadline| deadline <= now))
+            .map(|(id, _)| id.clone())
+            .collect();
+        expired
+            .into_iter()
+            .filter_map(|id| self.state.jobs.remove_entry(&id))
+            .collect()
+    }
+
+    /// Applies one call at `now`; returns the count right after it. A refused call changes
+    /// nothing. `deleting`: the pod is being deleted, so no new job may start.
+    pub fn apply(
+        &mut self,
+        call: &JobCall,
+        now: u64,
+        limits: &Limits,
+        policy: Policy,
+        deleting: bool,
+    ) -> Result<i64, Refusal> {
+        let before = self.clone();
+        let outcome = self.change(call, now, limits, policy, deleting);
+        let counted = outcome.and_then(|()| {
+            self.count()
+                .map_err(|count::Overflow| overflow(call.action))
+        });
+        if counted.is_err() {
+            *self = before;
+        }
+        counted
+    }
+
+    fn change(
+        &mut self,
+        call: &JobCall,
+        now: u64,
+        limits: &Limits,
+        policy: Policy,
+        deleting: bool,
+    ) -> Result<(), Refusal> {
+        match (call.action, &call.job) {
+            (Action::Increment, None) => {
+                if deleting {
+                    return Err(Refusal::Deleting);
+                }
+                self.anonymous = count::apply(self.anonymous, Delta::Increment, policy)
+                    .map_err(|count::Overflow| Refusal::Overflow(Delta::Increment))?;
+            }
+            (Action::Decrement, None) => {
+                self.anonymous = count::apply(self.anonymous, Delta::Decrement, policy)
+                    .map_err(|count::Overflow| Refusal::Overflow(Delta::Decrement))?;
+            }
+            // Already running: a retried start changes nothing (also on a deleting pod: the
+            // job did start, and its caller only lost the answer).
+            (Action::Increment, Some(id)) if self.state.jobs.contains_key(id) => {}
+            (Action::Increment, Some(id)) => {
+                if deleting {
+                    return Err(Refusal::Deleting);
+                }
+                if self.state.jobs.len() >= limits.max_jobs {
+                    return Err(Refusal::TooManyJobs(limits.max_jobs));
+                }
+                let job = Job {
+                    started: now,
+                    deadline: limits.deadline(now, call.ttl),
+                };
+                self.state.jobs.insert(id.clone(), job);
+            }
+            // Unknown or already finished: nothing to do.
+            (Action::Decrement, Some(id)) => {
+                self.state.jobs.remove(id);
+            }
+            (Action::Renew, None) => return Err(Refusal::UnknownJob(String::new())),
+            (Action::Renew, Some(id)) => match self.state.jobs.get_mut(id) {
+                Some(job) => job.deadline = limits.deadline(now, call.ttl),
+                None => return Err(Refusal::UnknownJob(id.clone())),
+            },
+        }
+        Ok(())
+    }
+}
+
+fn overflow(action: Action) -> Refusal {
+    Refusal::Overflow(action.delta().unwrap_or(Delta::Increment))
+}
+
+/// The values `--active-annotation` keys should have after a batch that took the count from
+/// `before` to `after`, updating the saved originals in `state`.
+///
+/// Busy (count above zero): each key holds the configured value; on the way into busy a value
+/// the pod already carried is saved first. Idle: each key gets its saved value back, or is
+/// removed if it had none. Returns `(key, desired value)` for every configured key.
+pub fn active_annotations<'a>(
+    configured: &'a [(String, String)],
+    current: impl Fn(&str) -> Option<&'a str>,
+    state: &mut JobState,
+    before: i64,
+    after: i64,
+) -> Vec<(&'a str, Option<String>)> {
+    let mut desired = Vec::with_capacity(configured.len());
+    for (key, value) in configured {
+        let now = current(key);
+        let wanted = if after > 0 {
+            if before <= 0
+                && let Some(original) = now
+                && !state.saved.contains_key(key)
+            {
+                state.saved.insert(key.clone(), original.to_owned());
+            }
+            Some(value.clone())
+        } else if before > 0 || state.saved.contains_key(key) {
+            state.saved.remove(key)
+        } else {
+            // Idle before and after: leave whatever the pod carries alone.
+            now.map(str::to_owned)
+        };
+        desired.push((key.as_str(), wanted));
+    }
+    desired
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEFAULT: Policy = Policy {
+        allow_negative: false,
+        remove_on_zero: true,
+    };
+    const NEGATIVE: Policy = Policy {
+        allow_negative: true,
+        remove_on_zero: true,
+    };
+
+    fn limits(max: Option<u64>) -> Limits {
+        Limits {
+            max_duration: max.map(Duration::from_secs),
+            max_jobs: 3,
+        }
+    }
+
+    fn fresh() -> PodJobs {
+        PodJobs::from_count(0, JobState::default(), DEFAULT)
+    }
+
+    fn call(action: Action, job: &str) -> JobCall {
+        JobCall::keyed(action, job)
+    }
+
+    #[test]
+    fn an_absent_annotation_means_no_keyed_jobs() {
+        assert_eq!(decode(None), Ok(JobState::default()));
+    }
+
+    #[test]
+    fn the_annotation_round_trips_in_its_compact_format() {
+        let mut state = JobState::default();
+        state.jobs.insert(
+            "a".into(),
+            Job {
+                started: 100,
+                deadline: Some(200),
+            },
+        );
+        state.jobs.insert(
+            "b".into(),
+            Job {
+                started: 150,
+                deadline: None,
+            },
+        );
+        state
+            .saved
+            .insert("karpenter.sh/do-not-disrupt".into(), "false".into());
+        let text = encode(&state).expect("not empty");
+        assert_eq!(
+            text,
+            r#"{"v":1,"jobs":{"a":{"s":100,"d":200},"b":{"s":150}},"saved":{"karpenter.sh/do-not-disrupt":"false"}}"#
+        );
+        assert_eq!(decode(Some(&text)), Ok(state));
+    }
+
+    #[test]
+    fn an_empty_state_removes_the_annotation() {
+        assert_eq!(encode(&JobState::default()), None);
+    }
+
+    #[test]
+    fn a_foreign_or_newer_annotation_is_refused_not_overwritten() {
+        assert!(decode(Some("abc")).is_err());
+        assert!(decode(Some(r#"{"jobs":{}}"#)).is_err(), "no version");
+        let newer = decode(Some(r#"{"v":2}"#)).expect_err("refused");
+        assert!(newer.0.contains("version 2"), "{newer:?}");
+    }
+
+    #[test]
+    fn job_ids_are_bounded_and_need_no_escaping() {
+        assert_eq!(validate_job_id("build-42_a.b:c"), Ok(()));
+        assert_eq!(validate_job_id(&"x".repeat(MAX_JOB_ID_LEN)), Ok(()));
+        for bad in [
+            String::new(),
+            "x".repeat(MAX_JOB_ID_LEN + 1),
+            "a b".into(),
+            "a\"b".into(),
+            "é".into(),
+        ] {
+            assert!(validate_job_id(&bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_repeated_keyed_increment_changes_nothing_and_answers_the_current_count() {
+        let mut jobs = fresh();
+        let l = limits(None);
+        assert_eq!(
+            jobs.apply(&call(Action::Increment, "a"), 10, &l, DEFAULT, false),
+            Ok(1)
+        );
+        assert_eq!(
+            jobs.apply(&call(Action::Increment, "a"), 20, &l, DEFAULT, false),
+            Ok(1)
+        );
+        assert_eq!(jobs.state.jobs["a"].started, 10, "the first start stands");
+    }
+
+    #[test]
+    fn a_keyed_decrement_of_an_unknown_or_finished_job_changes_nothing() {
+        let mut jobs = fresh();
+        let l = limits(None);
+        jobs.apply(
+            &JobCall::anonymous(Action::Increment),
+            1,
+            &l,
+            DEFAULT,
+            false,
+        )
+        .expect("applies");
+        assert_eq!(
+            jobs.apply(&call(Action::Decrement, "nope"), 1, &l, DEFAULT, false),
+            Ok(1)
+        );
+        jobs.apply(&call(Action::Increment, "a"), 1, &l, DEFAULT, false)
+            .expect("applies");
+        assert_eq!(
+            jobs.apply(&call(Action::Decrement, "a"), 1, &l, DEFAULT, false),
+            Ok(1)
+        );
+        assert_eq!(
+            jobs.apply(&call(Action::Decrement, "a"), 1, &l, DEFAULT, false),
+            Ok(1)
+        );
+        assert_eq!(jobs.anonymous, 1, "the anonymous job is untouched");
+    }
+
+    #[test]
+    fn anonymous_and_keyed_jobs_add_up_to_the_count() {
+        let mut jobs = PodJobs::from_count(2, JobState::default(), DEFAULT);
+        let l = limits(None);
+        assert_eq!(
+            jobs.apply(&call(Action::Increment, "k"), 1, &l, DEFAULT, false),
+            Ok(3)
+        );
+        assert_eq!(
+            jobs.apply(
+                &JobCall::anonymous(Action::Decrement),
+                1,
+                &l,
+                DEFAULT,
+                false
+            ),
+            Ok(2)
+        );
+        assert_eq!(
+            jobs.apply(
+                &JobCall::anonymous(Action::Decrement),
+                1,
+                &l,
+                DEFAULT,
+                false
+            ),
+            Ok(1)
+        );
+        assert_eq!(
+            jobs.apply(
+                &JobCall::anonymous(Action::Decrement),
+                1,
+                &l,
+                DEFAULT,
+                false
+            ),
+            Ok(1),
+            "an anonymous decrement never ends a keyed job"
+        );
+    }
+
+    #[test]
+    fn a_label_lowered_by_hand_below_the_keyed_jobs_leaves_no_debt() {
+        let mut state = JobState::default();
+        state.jobs.insert(
+            "a".into(),
+            Job {
+                started: 1,
+                deadline: None,
+            },
+        );
+        assert_eq!(
+            PodJobs::from_count(0, state.clone(), DEFAULT).count(),
+            Ok(1)
+        );
+        assert_eq!(PodJobs::from_count(0, state, NEGATIVE).count(), Ok(0));
+    }
+
+    #[test]
+    fn the_number_of_active_keyed_jobs_is_bounded() {
+        let mut jobs = fresh();
+        let l = limits(None);
+        for id in ["a", "b", "c"] {
+            jobs.apply(&call(Action::Increment, id), 1, &l, DEFAULT, false)
+                .expect("applies");
+        }
+        assert_eq!(
+            jobs.apply(&call(Action::Increment, "d"), 1, &l, DEFAULT, false),
+            Err(Refusal::TooManyJobs(3))
+        );
+        assert_eq!(jobs.count(), Ok(3), "nothing changed");
+        assert_eq!(
+            jobs.apply(&call(Action::Increment, "a"), 1, &l, DEFAULT, false),
+            Ok(3),
+            "a repeat of a running job is still fine"
+        );
+    }
+
+    #[test]
+    fn the_ttl_asked_for_is_capped_by_the_maximum_duration() {
+        assert_eq!(limits(Some(60)).deadline(1000, None), Some(1060));
+        assert_eq!(
+            limits(Some(60)).deadline(1000, Some(Duration::from_secs(30))),
+            Some(1030)
+        );
+        assert_eq!(
+            limits(Some(60)).deadline(1000, Some(Duration::from_secs(600))),
+            Some(1060)
+        );
+        assert_eq!(
+            limits(None).deadline(1000, Some(Duration::from_secs(5))),
+            Some(1005)
+        );
+        assert_eq!(limits(None).deadline(1000, None), None);
+    }
+
+    #[test]
+    fn jobs_past_their_deadline_are_released_and_others_stay() {
+        let mut jobs = fresh();
+        let l = limits(Some(100));
+        jobs.apply(&call(Action::Increment, "old"), 0, &l, DEFAULT, false)
+            .expect("applies");
+        jobs.apply(&call(Action::Increment, "new"), 50, &l, DEFAULT, false)
+            .expect("applies");
+        assert_eq!(jobs.next_deadline(), Some(100));
+        assert!(jobs.expire(99).is_empty());
+        let released = jobs.expire(100);
+        assert_eq!(released.len(), 1);
+        assert_eq!(released[0].0, "old");
+        assert_eq!(jobs.count(), Ok(1));
+        assert_eq!(jobs.next_deadline(), Some(150));
+    }
+
+    #[test]
+    fn renew_moves_the_deadline_of_a_running_job_only() {
+        let mut jobs = fresh();
+        let l = limits(Some(100));
+        jobs.apply(&call(Action::Increment, "a"), 0, &l, DEFAULT, false)
+            .expect("applies");
+        assert_eq!(
+            jobs.apply(&call(Action::Renew, "a"), 90, &l, DEFAULT, false),
+            Ok(1)
+        );
+        assert_eq!(jobs.state.jobs["a"].deadline, Some(190));
+        assert_eq!(
+            jobs.apply(&call(Action::Renew, "b"), 90, &l, DEFAULT, false),
+            Err(Refusal::UnknownJob("b".into()))
+        );
+    }
+
+    #[test]
+    fn a_deleting_pod_refuses_new_jobs_but_ends_running_ones() {
+        let mut jobs = fresh();
+        let l = limits(None);
+        jobs.apply(&call(Action::Increment, "a"), 0, &l, DEFAULT, false)
+            .expect("applies");
+        jobs.apply(
+            &JobCall::anonymous(Action::Increment),
+            0,
+            &l,
+            DEFAULT,
+            false,
+        )
+        .expect("applies");
+        for refused in [
+            call(Action::Increment, "b"),
+            JobCall::anonymous(Action::Increment),
+        ] {
+            assert_eq!(
+                jobs.apply(&refused, 0, &l, DEFAULT, true),
+                Err(Refusal::Deleting)
+            );
+        }
+        assert_eq!(
+            jobs.apply(&call(Action::Increment, "a"), 0, &l, DEFAULT, true),
+            Ok(2),
+            "a retried start of a running job is answered"
+        );
+        assert_eq!(
+            jobs.apply(&call(Action::Decrement, "a"), 0, &l, DEFAULT, true),
+            Ok(1)
+        );
+        assert_eq!(
+            jobs.apply(&JobCall::anonymous(Action::Decrement), 0, &l, DEFAULT, true),
+            Ok(0)
+        );
+    }
+
+    #[test]
+    fn an_overflowing_call_changes_nothing() {
+        let mut jobs = PodJobs::from_count(i64::MAX, JobState::default(), DEFAULT);
+        let l = limits(None);
+        assert_eq!(
+            jobs.apply(&call(Action::Increment, "a"), 0, &l, DEFAULT, false),
+            Err(Refusal::Overflow(Delta::Increment))
+        );
+        assert!(jobs.state.jobs.is_empty());
+    }
+
+    fn configured() -> Vec<(String, String)> {
+        vec![
+            ("karpenter.sh/do-not-disrupt".into(), "true".into()),
+            (
+                "cluster-autoscaler.kubernetes.io/safe-to-evict".into(),
+                "false".into(),
+            ),
+        ]
+    }
+
+    #[test]
+    fn active_annotations_are_set_while_busy_and_removed_at_zero() {
+        let keys = configured();
+        let mut state = JobState::default();
+        let busy = active_annotations(&keys, |_| None, &mut state, 0, 1);
+        assert_eq!(
+            busy,
+            vec![
+                ("karpenter.sh/do-not-disrupt", Some("true".into())),
+                (
+                    "cluster-autoscaler.kubernetes.io/safe-to-evict",
+                    Some("false".into())
+                ),
+            ]
+        );
+        assert!(state.saved.is_empty());
+        let idle = active_annotations(&keys, |_| Some("true"), &mut state, 1, 0);
+        assert!(idle.iter().all(|(_, value)| value.is_none()), "{idle:?}");
+    }
+
+    #[test]
+    fn a_value_the_pod_carried_before_is_restored_at_zero() {
+        let keys = configured();
+        let mut state = JobState::default();
+        let before = |key: &str| (key == "karpenter.sh/do-not-disrupt").then_some("false");
+        active_annotations(&keys, before, &mut state, 0, 2);
+        assert_eq!(
+            state
+                .saved
+                .get("karpenter.sh/do-not-disrupt")
+                .map(String::as_str),
+            Some("false")
+        );
+        let still_busy = active_annotations(&keys, |_| Some("true"), &mut state, 2, 1);
+        assert_eq!(still_busy[0].1.as_deref(), Some("true"));
+        assert_eq!(state.saved.len(), 1, "saved once, on the way into busy");
+        let idle = active_annotations(&keys, |_| Some("true"), &mut state, 1, 0);
+        assert_eq!(
+            idle[0],
+            ("karpenter.sh/do-not-disrupt", Some("false".into()))
+        );
+        assert_eq!(idle[1].1, None);
+        assert!(state.saved.is_empty(), "nothing left to restore");
+    }
+
+    #[test]
+    fn an_idle_pod_keeps_its_own_annotations() {
+        let keys = configured();
+        let mut state = JobState::default();
+        let idle = active_annotations(&keys, |_| Some("mine"), &mut state, 0, 0);
+        assert!(
+            idle.iter()
+                .all(|(_, value)| value.as_deref() == Some("mine"))
+        );
+    }
+}

@@ -1,0 +1,531 @@
+//! Black-box tests of `run`: the real binary wraps a shell command and counts it through a real
+//! sidecar tracker, which writes to the API test double.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use kube_double::{ApiServer, Outcome, Rule, Subject, User, Verb};
+use support::{NS, TOKEN, Tracker};
+
+/// How long anything in these tests may take before the test gives up.
+const LIMIT: Duration = Duration::from_secs(60);
+/// The pod the sidecar runs in.
+const POD: &str = "job-1";
+/// A command's wait for the test, in 10 ms steps (bounded, so a lost signal fails the test
+/// instead of hanging it).
+const WAIT_FOR_GO: &str = r#"i=0; while [ ! -e "$1/go" ]; do i=$((i + 1)); [ "$i" -gt 6000 ] && exit 99; sleep 0.01; done"#;
+
+fn api() -> ApiServer {
+    let api = support::api();
+    api.create_pod(NS, POD, &[("app", "worker")]);
+    api
+}
+
+/// A sidecar tracker for [`POD`], as in the pod.
+fn sidecar(api: &ApiServer) -> Tracker {
+    Tracker::builder()
+        .args([
+            format!("--kube-server={}", api.url()),
+            format!("--kube-token={TOKEN}"),
+        ])
+        .env("POD_NAME", POD)
+        .env("POD_NAMESPACE", NS)
+        .start()
+}
+
+fn count(api: &ApiServer) -> Option<String> {
+    api.labels(NS, POD)
+        .expect("the pod exists")
+        .get("active-jobs")
+        .cloned()
+}
+
+/// A scratch directory for marker files.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(test: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("pwt-run-{}-{test}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("a scratch directory");
+        Scratch(dir)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    /// Waits (bounded polling) until the command has created `name`.
+    fn wait_for(&self, name: &str) {
+        let deadline = Instant::now() + LIMIT;
+        while !self.file(name).exists() {
+            assert!(Instant::now() < deadline, "{name} never appeared");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn touch(&self, name: &str) {
+        std::fs::write(self.file(name), b"").expect("writes a marker");
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `pod-webhook-tracker run --url=URL FLAGS -- sh -c SCRIPT sh DIR`, running.
+struct Wrapper {
+    child: Child,
+}
+
+impl Wrapper {
+    fn start(url: &str, flags: &[&str], script: &str, dir: &Path) -> Wrapper {
+        let child = Command::new(env!("CARGO_BIN_EXE_pod-webhook-tracker"))
+            .arg("run")
+            .arg(format!("--url={url}"))
+            .args(flags)
+            .args(["--", "sh", "-c", script, "sh"])
+            .arg(dir)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the binary runs");
+        Wrapper { child }
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status();
+        assert!(status.is_ok_and(|s| s.success()), "kill -{signal} failed");
+    }
+
+    /// Waits for the wrapper to exit (bounded); returns its status and what it printed.
+    fn finish(mut self) -> (ExitStatus, String) {
+        let deadline = Instant::now() + LIMIT;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                panic!("the wrapper did not exit within {LIMIT:?}");
+            }
+            // Polling a child's exit has no blocking-with-timeout form in std.
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let mut stderr = String::new();
+        if let Some(mut pipe) = self.child.stderr.take() {
+            pipe.read_to_string(&mut stderr).expect("reads stderr");
+        }
+        (status, stderr)
+    }
+}
+
+impl Drop for Wrapper {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn url(tracker: &Tracker) -> String {
+    format!("http://{}", tracker.address)
+}
+
+/// An address where nothing listens.
+fn nobody() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
+    let address = listener.local_addr().expect("an address");
+    drop(listener);
+    format!("http://{address}")
+}
+
+#[test]
+fn a_job_counts_while_its_command_runs_and_not_after() {
+    let api = api();
+    let tracker = sidecar(&api);
+    let dir = Scratch::new("normal");
+    let script = format!(r#"touch "$1/started"; {WAIT_FOR_GO}"#);
+    let wrapper = Wrapper::start(&url(&tracker), &[], &script, dir.path());
+    dir.wait_for("started");
+    assert_eq!(count(&api).as_deref(), Some("1"), "counted while it runs");
+    dir.touch("go");
+    let (status, stderr) = wrapper.finish();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert_eq!(count(&api), None, "uncounted after it ended: {stderr}");
+    assert!(
+        stderr.contains("increment: ok (active jobs in this pod: 1)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("decrement: ok (active jobs in this pod: 0)"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_failing_command_is_uncounted_and_its_exit_status_passed_on() {
+    let api = api();
+    let tracker = sidecar(&api);
+    let dir = Scratch::new("failure");
+    let (status, stderr) = Wrapper::start(&url(&tracker), &[], "exit 3", dir.path()).finish();
+    assert_eq!(status.code(), Some(3), "{stderr}");
+    assert_eq!(count(&api), None, "{stderr}");
+    assert!(stderr.contains("decrement: ok"), "{stderr}");
+}
+
+#[test]
+fn a_command_killed_by_a_signal_exits_128_plus_the_signal_and_is_uncounted() {
+    let api = api();
+    let tracker = sidecar(&api);
+    let dir = Scratch::new("killed");
+    let (status, stderr) =
+        Wrapper::start(&url(&tracker), &[], "kill -TERM $$", dir.path()).finish();
+    assert_eq!(status.code(), Some(143), "{stderr}");
+    assert_eq!(count(&api), None, "{stderr}");
+    assert!(stderr.contains("decrement: ok"), "{stderr}");
+}
+
+#[test]
+fn sigterm_to_the_wrapper_reaches_the_command_and_the_job_is_uncounted() {
+    let api = api();
+    let tracker = sidecar(&api);
+    let dir = Scratch::new("sigterm");
+    let script =
+        format!(r#"trap 'touch "$1/got-term"; exit 7' TERM; touch "$1/started"; {WAIT_FOR_GO}"#);
+    let wrapper = Wrapper::start(&url(&tracker), &[], &script, dir.path());
+    dir.wait_for("started");
+    assert_eq!(count(&api).as_deref(), Some("1"));
+    wrapper.signal("TERM");
+    let (status, stderr) = wrapper.finish();
+    assert!(
+        dir.file("got-term").exists(),
+        "the command saw SIGTERM: {stderr}"
+    );
+    assert_eq!(
+        status.code(),
+        Some(7),
+        "the command's own exit status: {stderr}"
+    );
+    assert!(
+        stderr.contains("passing SIGTERM on to the command"),
+        "{stderr}"
+    );
+    assert_eq!(count(&api), None, "{stderr}");
+}
+
+#[test]
+fn without_a_tracker_the_command_is_not_started_and_the_exit_status_is_75() {
+    let dir = Scratch::new("no-tracker");
+    let (status, stderr) = Wrapper::start(
+        &nobody(),
+        &["--retry-timeout=500ms"],
+        r#"touch "$1/ran""#,
+        dir.path(),
+    )
+    .finish();
+    assert_eq!(status.code(), Some(75), "{stderr}");
+    assert!(!dir.file("ran").exists(), "the command must not run");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line: {stderr}");
+    for part in [
+        "could not count this job",
+        "cannot connect",
+        "attempts",
+        "not starting it",
+        "--run-unprotected",
+    ] {
+        assert!(stderr.contains(part), "{part} missing from {stderr}");
+    }
+}
+
+#[test]
+fn with_run_unprotected_the_command_runs_anyway_with_a_warning() {
+    let dir = Scratch::new("unprotected");
+    let (status, stderr) = Wrapper::start(
+        &nobody(),
+        &["--retry-timeout=0", "--run-unprotected"],
+        r#"touch "$1/ran"; exit 4"#,
+        dir.path(),
+    )
+    .finish();
+    assert!(dir.file("ran").exists(), "the command ran: {stderr}");
+    assert_eq!(status.code(), Some(4), "{stderr}");
+    assert!(
+        stderr.contains("warning: could not count this job"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("decrement"),
+        "nothing to uncount: {stderr}"
+    );
+}
+
+#[test]
+fn a_call_the_tracker_answered_is_never_repeated() {
+    // The tracker may read the pod but not patch it: it answers 502, and nothing was written.
+    let api = ApiServer::start();
+    api.add_token(TOKEN, User::new("tracker"));
+    api.allow(
+        Subject::user("tracker"),
+        Rule::new(["get"], ["pods"]).namespace(NS),
+    );
+    api.create_pod(NS, POD, &[]);
+    let tracker = sidecar(&api);
+    let dir = Scratch::new("answered");
+    let (status, stderr) =
+        Wrapper::start(&url(&tracker), &[], r#"touch "$1/ran""#, dir.path()).finish();
+    assert_eq!(status.code(), Some(75), "{stderr}");
+    assert!(stderr.contains("the tracker answered 502"), "{stderr}");
+    assert!(!dir.file("ran").exists());
+    assert_eq!(
+        api.count(Verb::Patch, Outcome::Status(403)),
+        1,
+        "one call, one write attempt: {stderr}"
+    );
+}
+
+#[test]
+fn a_decrement_that_cannot_reach_the_tracker_is_reported_and_the_status_kept() {
+    let api = api();
+    let tracker = sidecar(&api);
+    let dir = Scratch::new("lost-decrement");
+    let script = format!(r#"touch "$1/started"; {WAIT_FOR_GO}; exit 5"#);
+    let wrapper = Wrapper::start(
+        &url(&tracker),
+        &["--retry-timeout=500ms"],
+        &script,
+        dir.path(),
+    );
+    dir.wait_for("started");
+    drop(tracker);
+    dir.touch("go");
+    let (status, stderr) = wrapper.finish();
+    assert_eq!(status.code(), Some(5), "{stderr}");
+    assert!(stderr.contains("decrement failed"), "{stderr}");
+    assert!(stderr.contains("attempts"), "retried first: {stderr}");
+    assert_eq!(count(&api).as_deref(), Some("1"), "the pod stays protected");
+}
+
+#[test]
+fn https_and_a_missing_command_are_refused_with_exit_status_2() {
+    let run = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_pod-webhook-tracker"))
+            .arg("run")
+            .args(args)
+            .output()
+            .expect("the binary runs");
+        (
+            output.status,
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (status, stderr) = run(&["--url=https://127.0.0.1:8080", "--", "true"]);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("https is not supported"), "{stderr}");
+    let (status, stderr) = run(&["--"]);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("no command given"), "{stderr}");
+}
+
+#[test]
+fn install_copies_the_program_for_another_container() {
+    let dir = Scratch::new("install");
+    let install = |dir: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_pod-webhook-tracker"))
+            .arg("install")
+            .arg(dir)
+            .output()
+            .expect("the binary runs")
+    };
+    for _ in 0..2 {
+        let output = install(dir.path());
+        assert!(
+            output.status.success(),
+            "installs, also over itself: {output:?}"
+        );
+    }
+    let copy = dir.file("pod-webhook-tracker");
+    let version = Command::new(&copy)
+        .arg("version")
+        .output()
+        .expect("the copy runs");
+    assert_eq!(
+        String::from_utf8_lossy(&version.stdout).trim(),
+        format!("v{}", env!("CARGO_PKG_VERSION"))
+    );
+    let entries = std::fs::read_dir(dir.path()).expect("lists").count();
+    assert_eq!(entries, 1, "no temporary file left behind");
+    let output = install(&dir.file("no-such-dir"));
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("cannot copy"),
+        "{output:?}"
+    );
+}
+
+/// A stand-in for the tracker that gives scripted answers, to test what `run` does with each.
+struct FakeTracker {
+    address: SocketAddr,
+    requests: mpsc::Receiver<String>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl FakeTracker {
+    /// Answers the calls in order with `answers` (what follows `HTTP/1.1 `); closes the
+    /// connection without an answer once they run out.
+    fn start(answers: &[&str]) -> FakeTracker {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("binds");
+        let address = listener.local_addr().expect("an address");
+        let (sender, requests) = mpsc::channel();
+        let mut answers: Vec<String> = answers.iter().map(|a| (*a).to_owned()).collect();
+        answers.reverse();
+        let thread = std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut line = String::new();
+                let mut reader = BufReader::new(stream.try_clone().expect("clones"));
+                let _ = reader.read_line(&mut line);
+                let mut header = String::new();
+                while reader.read_line(&mut header).is_ok_and(|n| n > 0) && header != "\r\n" {
+                    header.clear();
+                }
+                let line = line.trim_end().to_owned();
+                if line == "QUIT" {
+                    return;
+                }
+                let _ = sender.send(line);
+                if let Some(answer) = answers.pop() {
+                    let _ = stream.write_all(format!("HTTP/1.1 {answer}").as_bytes());
+                }
+            }
+        });
+        FakeTracker {
+            address,
+            requests,
+            thread,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    fn next_request(&self) -> String {
+        self.requests
+            .recv_timeout(LIMIT)
+            .expect("a request within the limit")
+    }
+
+    /// Stops it; returns the requests not taken with [`FakeTracker::next_request`].
+    fn stop(self) -> Vec<String> {
+        let mut quit = TcpStream::connect(self.address).expect("connects");
+        quit.write_all(b"QUIT\r\n\r\n").expect("writes");
+        self.thread.join().expect("the fake tracker ends");
+        self.requests.try_iter().collect()
+    }
+}
+
+fn answer(status: &str, headers: &str, body: &str) -> String {
+    format!(
+        "{status}\r\nContent-Length: {}\r\n{headers}\r\n{body}",
+        body.len()
+    )
+}
+
+#[test]
+fn a_503_is_repeated_until_the_tracker_takes_the_call() {
+    let fake = FakeTracker::start(&[
+        &answer("503 Service Unavailable", "Retry-After: 0\r\n", "api down"),
+        &answer("200 OK", "", "1"),
+        &answer("200 OK", "", "0"),
+    ]);
+    let dir = Scratch::new("503");
+    let (status, stderr) =
+        Wrapper::start(&fake.url(), &[], r#"touch "$1/ran""#, dir.path()).finish();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(dir.file("ran").exists(), "{stderr}");
+    assert_eq!(
+        fake.stop(),
+        [
+            "POST /increment HTTP/1.1",
+            "POST /increment HTTP/1.1",
+            "POST /decrement HTTP/1.1"
+        ]
+    );
+}
+
+#[test]
+fn an_increment_answered_504_is_neither_repeated_nor_undone() {
+    let fake = FakeTracker::start(&[&answer(
+        "504 Gateway Timeout",
+        "",
+        "pod jobs/job-1: the outcome is unknown",
+    )]);
+    let dir = Scratch::new("504");
+    let (status, stderr) =
+        Wrapper::start(&fake.url(), &[], r#"touch "$1/ran""#, dir.path()).finish();
+    assert_eq!(status.code(), Some(75), "{stderr}");
+    assert!(!dir.file("ran").exists(), "{stderr}");
+    assert!(stderr.contains("outcome is unknown"), "{stderr}");
+    assert_eq!(fake.stop(), ["POST /increment HTTP/1.1"], "one call only");
+}
+
+#[test]
+fn a_call_whose_answer_is_lost_is_not_repeated() {
+    // The tracker takes the increment and the connection closes without an answer.
+    let fake = FakeTracker::start(&[]);
+    let dir = Scratch::new("lost");
+    let (status, stderr) =
+        Wrapper::start(&fake.url(), &[], r#"touch "$1/ran""#, dir.path()).finish();
+    assert_eq!(status.code(), Some(75), "{stderr}");
+    assert!(stderr.contains("may have received the call"), "{stderr}");
+    assert_eq!(fake.stop(), ["POST /increment HTTP/1.1"]);
+}
+
+#[test]
+fn sigterm_while_waiting_to_repeat_the_increment_ends_the_wait_and_starts_nothing() {
+    let fake = FakeTracker::start(&[&answer(
+        "503 Service Unavailable",
+        "Retry-After: 30\r\n",
+        "api down",
+    )]);
+    let dir = Scratch::new("term-before-start");
+    let started = Instant::now();
+    let wrapper = Wrapper::start(&fake.url(), &[], r#"touch "$1/ran""#, dir.path());
+    // The handlers are installed before the first call; the wrapper now waits 30 s to repeat it.
+    assert_eq!(fake.next_request(), "POST /increment HTTP/1.1");
+    wrapper.signal("TERM");
+    let (status, stderr) = wrapper.finish();
+    assert_eq!(status.code(), Some(143), "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the signal ended the wait"
+    );
+    assert!(!dir.file("ran").exists(), "{stderr}");
+    assert!(
+        stderr.contains("stopped by SIGTERM before the job was counted"),
+        "{stderr}"
+    );
+    assert_eq!(
+        fake.stop(),
+        Vec::<String>::new(),
+        "no decrement: nothing was counted"
+    );
+}
