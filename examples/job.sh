@@ -10,18 +10,25 @@
 # 127.0.0.1:8080 (see manifests/sidecar). While COMMAND runs, the pod carries the label and
 # the PodDisruptionBudget makes the eviction API refuse to evict it.
 #
-#   1. POST /increment. Retried while the tracker is not listening yet (it may still be
-#      starting). If the job cannot be counted, COMMAND is NOT run: job.sh exits 75.
+#   1. POST /increment?job=ID. Retried while the tracker is not listening yet (it may still
+#      be starting). If the job cannot be counted, COMMAND is NOT run: job.sh exits 75. The
+#      key makes the call idempotent: a start the tracker has seen already counts once.
+#      With TRACKER_TTL, the job is released if nobody renews or ends it within that time
+#      (a crash of the whole container), and job.sh renews it every TRACKER_TTL/3 meanwhile.
 #   2. Run COMMAND. SIGTERM, SIGINT and SIGHUP sent to job.sh are passed on to COMMAND as
 #      SIGTERM (a shell starts background commands with SIGINT ignored).
-#   3. POST /decrement on every way out once the increment was made: success, failure,
-#      signals. A failed decrement is reported but does not change the exit status.
+#   3. POST /decrement?job=ID on every way out once the increment was made: success,
+#      failure, signals. A failed decrement is reported but does not change the exit status.
 #   4. Exit with COMMAND's exit status (128+N if a signal N ended it).
 #
 # Environment:
 #   TRACKER_URL       the tracker's base URL (default http://127.0.0.1:8080)
 #   TRACKER_ATTEMPTS  connection attempts per call, one second apart (default 30)
 #   TRACKER_TIMEOUT   seconds one call may take in all (default 60)
+#   JOB_ID            the job's key (default: $POD_NAME or the host name, the shell's PID and
+#                     a random suffix); letters, digits, '.', '_', ':' and '-', at most 64
+#   TRACKER_TTL       the job's lifetime in seconds, renewed while it runs (default: none;
+#                     the tracker's --max-job-duration still applies)
 #
 # Needs a POSIX sh and curl.
 
@@ -30,6 +37,14 @@ set -u
 TRACKER_URL=${TRACKER_URL:-http://127.0.0.1:8080}
 TRACKER_ATTEMPTS=${TRACKER_ATTEMPTS:-30}
 TRACKER_TIMEOUT=${TRACKER_TIMEOUT:-60}
+TRACKER_TTL=${TRACKER_TTL:-}
+
+# A key unique to this run: the pod, this shell and 8 random hex digits.
+random_suffix() {
+    od -An -N4 -tx1 /dev/urandom 2>/dev/null | tr -d ' \n' || printf '%s' "$$"
+}
+JOB_ID=${JOB_ID:-$(printf '%s-%s-%s' "${POD_NAME:-$(hostname)}" "$$" "$(random_suffix)" |
+    tr -c 'A-Za-z0-9._:-' '-' | cut -c1-64)}
 
 EX_USAGE=64
 EX_TEMPFAIL=75
@@ -42,12 +57,24 @@ if [ "$#" -eq 0 ]; then
     log "usage: job.sh COMMAND [ARG...]"
     exit "$EX_USAGE"
 fi
+case $TRACKER_TTL in
+'' | *[!0-9]* | 0)
+    if [ -n "$TRACKER_TTL" ]; then
+        log "TRACKER_TTL must be a number of seconds above 0, not $TRACKER_TTL"
+        exit "$EX_USAGE"
+    fi
+    ;;
+esac
+query="job=$JOB_ID"
+if [ -n "$TRACKER_TTL" ]; then
+    query="$query&ttl=${TRACKER_TTL}s"
+fi
 if ! command -v curl >/dev/null 2>&1; then
     log "curl is not installed; cannot reach the tracker at $TRACKER_URL"
     exit "$EX_TEMPFAIL"
 fi
 
-# call increment|decrement: POST to the tracker; 0 when it answered 2xx.
+# call increment|decrement|renew: POST to the tracker for this job; 0 when it answered 2xx.
 #
 # Retries happen ONLY when curl never reached the tracker: exit 7 (could not connect) or 6
 # (could not resolve the host). Then the request was never sent, and sending it again cannot
@@ -60,9 +87,11 @@ fi
 # here would undo that guarantee.
 call() {
     attempt=1
+    target="$TRACKER_URL/$1?$query"
+    [ "$1" = decrement ] && target="$TRACKER_URL/$1?job=$JOB_ID"
     while :; do
         out=$(curl --silent --show-error --request POST --max-time "$TRACKER_TIMEOUT" \
-            --write-out '\n%{http_code}' "$TRACKER_URL/$1" 2>&1)
+            --write-out '\n%{http_code}' "$target" 2>&1)
         rc=$?
         code=$(printf '%s\n' "$out" | tail -n 1)
         body=$(printf '%s\n' "$out" | sed '$d' | tr -s '\n' ' ' | sed 's/ *$//')
@@ -100,10 +129,15 @@ call() {
 child=""
 counted=0
 signal_status=""
+renewer=""
 
 # Every exit after a successful increment decrements exactly once.
 on_exit() {
     status=$?
+    if [ -n "$renewer" ]; then
+        kill "$renewer" 2>/dev/null || true
+        renewer=""
+    fi
     if [ "$counted" -eq 1 ]; then
         counted=0
         call decrement || log "the label may now count one job too many"
@@ -138,6 +172,20 @@ counted=1
 if [ -n "$signal_status" ]; then
     log "stopped by a signal before the job started"
     exit "$signal_status"
+fi
+
+# The heartbeat: renew the job's deadline three times per lifetime while it runs. A renewal
+# repeated by mistake only sets the same deadline again, so it is safe to call on a timer.
+if [ -n "$TRACKER_TTL" ]; then
+    interval=$((TRACKER_TTL / 3))
+    [ "$interval" -ge 1 ] || interval=1
+    (
+        trap - EXIT HUP INT TERM
+        while sleep "$interval"; do
+            call renew >/dev/null 2>&1 || log "renew failed; the job may be released at its deadline"
+        done
+    ) </dev/null &
+    renewer=$!
 fi
 
 # In the background so that signals reach job.sh at once (the shell runs traps only between

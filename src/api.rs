@@ -11,13 +11,13 @@ use k8s_openapi::api::authorization::v1::{
 };
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use kube::api::{Api, PatchParams, PostParams};
+use kube::api::{Api, ListParams, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use secrecy::SecretString;
 
 use crate::config::KubeOverrides;
 use crate::error::{Error, Result};
-use crate::guard::PodView;
+use crate::guard::{ContainerRestarts, PodView};
 use crate::metrics::Metrics;
 use crate::target::PodRef;
 
@@ -107,6 +107,26 @@ impl PodClient {
         )
         .await
         .map(view)
+    }
+
+    /// Lists the pods of a namespace that match `selector` (label selector syntax; `None`:
+    /// all), for the standalone sweep. Returns each pod's name and view.
+    pub async fn list(
+        &self,
+        namespace: &str,
+        selector: Option<&str>,
+    ) -> Result<Vec<(String, PodView)>, ApiFailure> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        let params = match selector {
+            Some(selector) => ListParams::default().labels(selector),
+            None => ListParams::default(),
+        };
+        let pods = self.limited("list", api.list(&params)).await?;
+        Ok(pods
+            .items
+            .into_iter()
+            .filter_map(|pod| Some((pod.metadata.name.clone()?, view(pod))))
+            .collect())
     }
 
     /// Asks the API server whether the tracker may `verb` this pod (a SelfSubjectAccessReview).
@@ -237,16 +257,36 @@ fn classify_with_code(error: kube::Error) -> (&'static str, ApiFailure) {
     (label, classify(error))
 }
 
+/// Unix seconds of an API time; a time before 1970 does not occur, so it is clamped.
+fn unix_seconds(time: &Time) -> u64 {
+    u64::try_from(time.0.as_second()).unwrap_or(0)
+}
+
 fn view(pod: Pod) -> PodView {
+    let containers = pod
+        .status
+        .and_then(|status| status.container_statuses)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|status| ContainerRestarts {
+            restart_count: u32::try_from(status.restart_count).unwrap_or(0),
+            last_finished: status
+                .last_state
+                .and_then(|state| state.terminated)
+                .and_then(|terminated| terminated.finished_at)
+                .map(|at| unix_seconds(&at)),
+            name: status.name,
+        })
+        .collect();
     PodView {
+        containers,
         labels: pod.metadata.labels,
         annotations: pod.metadata.annotations,
         resource_version: pod.metadata.resource_version,
-        deletion: pod.metadata.deletion_timestamp.map(|time| {
-            // A deletion timestamp before 1970 does not occur; clamp rather than fail.
-            let seconds = u64::try_from(time.0.as_second()).unwrap_or(0);
-            std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds)
-        }),
+        deletion: pod
+            .metadata
+            .deletion_timestamp
+            .map(|time| std::time::UNIX_EPOCH + Duration::from_secs(unix_seconds(&time))),
     }
 }
 
@@ -292,7 +332,8 @@ fn refused_connection(error: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+/// An error and its sources in one line (`outer: inner: root cause`), without repeats.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(err) = source {

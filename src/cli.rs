@@ -141,6 +141,18 @@ pub struct ServeArgs {
     /// KEY=VALUE: an annotation set while the count is above zero and removed (or restored) at zero, repeatable; e.g. karpenter.sh/do-not-disrupt=true
     #[argh(option)]
     pub active_annotation: Vec<String>,
+    /// give anonymous jobs (no job key) this lifetime, e.g. 2h: each is then recorded with a generated id and released at its deadline; an anonymous decrement ends the oldest; 0 = plain counting (default 0)
+    #[argh(option, default = "String::from(\"0\")")]
+    pub anonymous_job_ttl: String,
+    /// a number N: set controller.kubernetes.io/pod-deletion-cost to N while the pod is busy and remove (or restore) it when idle, so ReplicaSet scale-in prefers idle pods; written only when the pod turns busy or idle (default: off)
+    #[argh(option)]
+    pub pod_deletion_cost: Option<String>,
+    /// sidecar: the container whose restart (status.containerStatuses) ends the jobs started before it; they are released (default: off)
+    #[argh(option)]
+    pub release_on_restart: Option<String>,
+    /// standalone: list the pods it may touch this often and release their expired jobs (needs list on pods); sidecar: read its own pod again this often while it has jobs (default 10s with --release-on-restart); 0 = off (default 0)
+    #[argh(option, default = "String::from(\"0\")")]
+    pub sweep_interval: String,
 }
 
 /// Print the version.

@@ -14,6 +14,13 @@ use crate::count::Policy;
 use crate::error::{Error, Result};
 use crate::target::{PodRef, Targeting};
 
+/// The annotation ReplicaSets read to choose which pods to delete first on scale-in.
+pub const POD_DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
+
+/// How often a sidecar with `--release-on-restart` reads its pod again while it has jobs,
+/// unless `--sweep-interval` says otherwise.
+pub const DEFAULT_RESTART_CHECK: Duration = Duration::from_secs(10);
+
 /// Where a sidecar reads its namespace when `POD_NAMESPACE` is not set.
 pub const SERVICE_ACCOUNT_NAMESPACE_FILE: &str =
     "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
@@ -154,8 +161,16 @@ pub struct Config {
     pub jobs_annotation: String,
     /// The longest a keyed job may run without a renewal; `None`: no limit.
     pub max_job_duration: Option<Duration>,
-    /// Annotations set while the count is above zero (`--active-annotation KEY=VALUE`).
+    /// Annotations set while the count is above zero (`--active-annotation KEY=VALUE`, and
+    /// [`POD_DELETION_COST`] with `--pod-deletion-cost`).
     pub active_annotations: Vec<(String, String)>,
+    /// The lifetime of anonymous jobs (`--anonymous-job-ttl`); `None`: plain counting.
+    pub anonymous_job_ttl: Option<Duration>,
+    /// Sidecar: the container whose restarts release the jobs started before them.
+    pub release_on_restart: Option<String>,
+    /// Standalone: how often to list the pods and release expired jobs. Sidecar: how often to
+    /// read its own pod again while it has jobs. `None`: never.
+    pub sweep_interval: Option<Duration>,
 }
 
 impl Config {
@@ -184,12 +199,37 @@ impl Config {
             None => None,
         };
         let jobs_annotation = format!("{}-jobs", args.label);
-        let active_annotations = active_annotations(&args.active_annotation, &args.label)?;
+        let mut active_annotations = active_annotations(&args.active_annotation, &args.label)?;
+        if let Some(text) = &args.pod_deletion_cost {
+            active_annotations.push(pod_deletion_cost(text, &active_annotations)?);
+        }
         let max_job_duration = match args.max_job_duration.trim() {
             "" => None,
             text => parse_timeout("--max-job-duration", text)?,
         };
+        let anonymous_job_ttl = parse_timeout("--anonymous-job-ttl", &args.anonymous_job_ttl)?;
         let (targeting, mode_reason) = targeting(args, env)?;
+        let sidecar = matches!(targeting, Targeting::Sidecar { .. });
+        let release_on_restart = match &args.release_on_restart {
+            None => None,
+            Some(name) if !sidecar => {
+                return Err(invalid(
+                    "--release-on-restart",
+                    name,
+                    "only a sidecar sees its own pod's containers restart; the standalone service releases jobs by their deadlines",
+                ));
+            }
+            Some(name) => {
+                kube_labels::validate_dns1123_label(name).map_err(|problems| {
+                    invalid("--release-on-restart", name, &problems.join("; "))
+                })?;
+                Some(name.clone())
+            }
+        };
+        let sweep_interval = match parse_timeout("--sweep-interval", &args.sweep_interval)? {
+            None if sidecar && release_on_restart.is_some() => Some(DEFAULT_RESTART_CHECK),
+            interval => interval,
+        };
         let default_address = match targeting {
             Targeting::Sidecar { .. } => "127.0.0.1:8080",
             Targeting::Standalone { .. } => "0.0.0.0:8080",
@@ -224,6 +264,9 @@ impl Config {
             jobs_annotation,
             max_job_duration,
             active_annotations,
+            anonymous_job_ttl,
+            release_on_restart,
+            sweep_interval,
         })
     }
 }
@@ -258,6 +301,27 @@ fn active_annotations(flags: &[String], label: &str) -> Result<Vec<(String, Stri
         parsed.push((key.to_owned(), value.to_owned()));
     }
     Ok(parsed)
+}
+
+/// `--pod-deletion-cost N`: the busy value of [`POD_DELETION_COST`], an int32 as the API
+/// server requires, and not also given as an `--active-annotation`.
+fn pod_deletion_cost(text: &str, active: &[(String, String)]) -> Result<(String, String)> {
+    let flag = "--pod-deletion-cost";
+    let cost: i32 = text.trim().parse().map_err(|_| {
+        invalid(
+            flag,
+            text,
+            "expected an integer from -2147483648 to 2147483647, e.g. 10000",
+        )
+    })?;
+    if active.iter().any(|(key, _)| key == POD_DELETION_COST) {
+        return Err(invalid(
+            flag,
+            text,
+            "--active-annotation sets controller.kubernetes.io/pod-deletion-cost already; give one of them",
+        ));
+    }
+    Ok((POD_DELETION_COST.to_owned(), cost.to_string()))
 }
 
 fn invalid(flag: &str, value: &str, why: &str) -> Error {
@@ -464,6 +528,9 @@ mod tests {
             remove_on_zero: true,
             shutdown_grace_period: "30s".to_owned(),
             retry_timeout: "10s".to_owned(),
+            max_job_duration: "0".to_owned(),
+            anonymous_job_ttl: "0".to_owned(),
+            sweep_interval: "0".to_owned(),
             ..ServeArgs::default()
         };
         extra(&mut args);
@@ -516,6 +583,65 @@ mod tests {
         );
         let error = config_error(|a| a.max_job_duration = "soon".into());
         assert!(error.contains("--max-job-duration"), "{error}");
+    }
+
+    #[test]
+    fn the_pod_deletion_cost_is_an_active_annotation_with_an_int32_value() {
+        let config = config(|a| a.pod_deletion_cost = Some("10000".into())).expect("valid");
+        assert_eq!(
+            config.active_annotations,
+            vec![(POD_DELETION_COST.to_owned(), "10000".to_owned())]
+        );
+        for bad in ["lots", "3000000000", ""] {
+            let error = config_error(|a| a.pod_deletion_cost = Some(bad.into()));
+            assert!(error.contains("--pod-deletion-cost"), "{bad}: {error}");
+        }
+        let twice = config_error(|a| {
+            a.pod_deletion_cost = Some("1".into());
+            a.active_annotation = vec![format!("{POD_DELETION_COST}=5")];
+        });
+        assert!(twice.contains("one of them"), "{twice}");
+    }
+
+    #[test]
+    fn job_lifetimes_restarts_and_sweeps_are_off_by_default() {
+        let config = config(|_| {}).expect("valid");
+        assert_eq!(config.anonymous_job_ttl, None);
+        assert_eq!(config.release_on_restart, None);
+        assert_eq!(config.sweep_interval, None);
+        let config = config_standalone_sweep();
+        assert_eq!(config.sweep_interval, Some(Duration::from_secs(30)));
+        let error = config_error(|a| a.anonymous_job_ttl = "soon".into());
+        assert!(error.contains("--anonymous-job-ttl"), "{error}");
+    }
+
+    fn config_standalone_sweep() -> Config {
+        config(|a| a.sweep_interval = "30s".into()).expect("valid")
+    }
+
+    #[test]
+    fn release_on_restart_is_for_a_sidecar_and_checks_every_ten_seconds_by_default() {
+        let error = config_error(|a| a.release_on_restart = Some("main".into()));
+        assert!(error.contains("--release-on-restart"), "{error}");
+        let env = Environment {
+            pod_name: Some("job-1".into()),
+            pod_namespace: Some("jobs".into()),
+            ..Default::default()
+        };
+        let sidecar = |extra: fn(&mut ServeArgs)| Config::from_args(&args(extra), &env);
+        let config = sidecar(|a| a.release_on_restart = Some("main".into())).expect("valid");
+        assert_eq!(config.release_on_restart.as_deref(), Some("main"));
+        assert_eq!(config.sweep_interval, Some(DEFAULT_RESTART_CHECK));
+        let config = sidecar(|a| {
+            a.release_on_restart = Some("main".into());
+            a.sweep_interval = "2s".into();
+        })
+        .expect("valid");
+        assert_eq!(config.sweep_interval, Some(Duration::from_secs(2)));
+        let error = sidecar(|a| a.release_on_restart = Some("Not_A_Name".into()))
+            .expect_err("refused")
+            .to_string();
+        assert!(error.contains("--release-on-restart"), "{error}");
     }
 
     #[test]

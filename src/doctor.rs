@@ -708,27 +708,13 @@ async fn limited<T>(
         }),
         Ok(Err(other)) => Err(Unreadable {
             forbidden: false,
-            message: error_chain(&other),
+            message: crate::api::error_chain(&other),
         }),
         Err(_) => Err(Unreadable {
             forbidden: false,
             message: format!("no answer within {}", humantime::format_duration(limit)),
         }),
     }
-}
-
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(err) = source {
-        let part = err.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = err.source();
-    }
-    text
 }
 
 /// The report as text: one line per check.

@@ -27,6 +27,20 @@ pub struct PodView {
     pub resource_version: Option<String>,
     /// `metadata.deletionTimestamp`: set once the pod is being deleted (it cannot be unset).
     pub deletion: Option<std::time::SystemTime>,
+    /// `status.containerStatuses`: how often each container restarted, and when its previous
+    /// instance ended (for `--release-on-restart`).
+    pub containers: Vec<ContainerRestarts>,
+}
+
+/// One container's restarts, from `status.containerStatuses[]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContainerRestarts {
+    /// The container's name.
+    pub name: String,
+    /// `restartCount`.
+    pub restart_count: u32,
+    /// `lastState.terminated.finishedAt` (Unix seconds): when the previous instance ended.
+    pub last_finished: Option<u64>,
 }
 
 impl PodView {
@@ -38,6 +52,15 @@ impl PodView {
     /// The value of an annotation, if the pod carries it.
     pub fn annotation(&self, key: &str) -> Option<&str> {
         self.annotations.as_ref()?.get(key).map(String::as_str)
+    }
+
+    /// When the previous instance of `container` ended (Unix seconds), if it has restarted
+    /// at least once: jobs started before then belonged to that instance.
+    pub fn restarted_at(&self, container: &str) -> Option<u64> {
+        self.containers
+            .iter()
+            .find(|status| status.name == container && status.restart_count > 0)
+            .and_then(|status| status.last_finished)
     }
 }
 
@@ -220,7 +243,29 @@ mod tests {
             annotations: annotations.map(map),
             resource_version: None,
             deletion: None,
+            containers: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_container_restart_shows_when_its_previous_instance_ended() {
+        let mut pod = view(None, None);
+        assert_eq!(pod.restarted_at("main"), None);
+        pod.containers = vec![
+            ContainerRestarts {
+                name: "main".into(),
+                restart_count: 0,
+                last_finished: None,
+            },
+            ContainerRestarts {
+                name: "worker".into(),
+                restart_count: 2,
+                last_finished: Some(1_700_000_000),
+            },
+        ];
+        assert_eq!(pod.restarted_at("main"), None, "never restarted");
+        assert_eq!(pod.restarted_at("worker"), Some(1_700_000_000));
+        assert_eq!(pod.restarted_at("other"), None);
     }
 
     fn patch_json(plan: &WritePlan<'_>, view: &PodView) -> Value {

@@ -9,6 +9,10 @@
 //! a job without a deadline; `saved` holds the values that `--active-annotation` keys had
 //! before the tracker set them, to be restored at zero. Empty parts are left out, and an empty
 //! state removes the annotation.
+//!
+//! With `--anonymous-job-ttl`, an anonymous increment is recorded as a job too, under a
+//! generated id that starts with [`ANONYMOUS_PREFIX`] (a character job ids from callers cannot
+//! hold), so that it can expire; an anonymous decrement ends the oldest of them.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -27,6 +31,10 @@ pub const MAX_ACTIVE_JOBS: usize = 256;
 
 /// The annotation format this version writes (and the only one it reads).
 pub const FORMAT_VERSION: u32 = 1;
+
+/// How the ids generated for anonymous jobs with a lifetime begin (`#anon-<start>-<n>`).
+/// Callers' ids cannot contain `#`, so a generated id never collides with one.
+pub const ANONYMOUS_PREFIX: &str = "#anon-";
 
 /// What a call asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,6 +186,10 @@ pub struct Limits {
     pub max_duration: Option<Duration>,
     /// The most keyed jobs at once.
     pub max_jobs: usize,
+    /// The lifetime of an anonymous job (`--anonymous-job-ttl`): when set, an anonymous
+    /// increment is recorded as a job with a generated id and this deadline. `None`: anonymous
+    /// jobs are only counted (the original behaviour).
+    pub anonymous_ttl: Option<Duration>,
 }
 
 impl Default for Limits {
@@ -185,6 +197,7 @@ impl Default for Limits {
         Limits {
             max_duration: None,
             max_jobs: MAX_ACTIVE_JOBS,
+            anonymous_ttl: None,
         }
     }
 }
@@ -272,6 +285,42 @@ impl PodJobs {
             .collect()
     }
 
+    /// Releases every job (keyed, or anonymous with a lifetime) that started before `cutoff`
+    /// (Unix seconds, exclusive): the jobs of a container instance that has since ended. A job
+    /// started in the same second is kept: keeping a pod protected a little longer is the
+    /// safe side.
+    pub fn release_started_before(&mut self, cutoff: u64) -> Vec<(String, Job)> {
+        let ended: Vec<String> = self
+            .state
+            .jobs
+            .iter()
+            .filter(|(_, job)| job.started < cutoff)
+            .map(|(id, _)| id.clone())
+            .collect();
+        ended
+            .into_iter()
+            .filter_map(|id| self.state.jobs.remove_entry(&id))
+            .collect()
+    }
+
+    /// The oldest anonymous job recorded with a lifetime (by start, then id).
+    fn oldest_anonymous(&self) -> Option<String> {
+        self.state
+            .jobs
+            .iter()
+            .filter(|(id, _)| id.starts_with(ANONYMOUS_PREFIX))
+            .min_by_key(|(id, job)| (job.started, id.as_str()))
+            .map(|(id, _)| id.clone())
+    }
+
+    /// A fresh id for an anonymous job started at `now`.
+    fn anonymous_id(&self, now: u64) -> String {
+        (0u64..)
+            .map(|n| format!("{ANONYMOUS_PREFIX}{now}-{n}"))
+            .find(|id| !self.state.jobs.contains_key(id))
+            .unwrap_or_else(|| format!("{ANONYMOUS_PREFIX}{now}"))
+    }
+
     /// Applies one call at `now`; returns the count right after it. A refused call changes
     /// nothing. `deleting`: the pod is being deleted, so no new job may start.
     pub fn apply(
@@ -307,13 +356,31 @@ impl PodJobs {
                 if deleting {
                     return Err(Refusal::Deleting);
                 }
-                self.anonymous = count::apply(self.anonymous, Delta::Increment, policy)
-                    .map_err(|count::Overflow| Refusal::Overflow(Delta::Increment))?;
+                if let Some(ttl) = limits.anonymous_ttl {
+                    if self.state.jobs.len() >= limits.max_jobs {
+                        return Err(Refusal::TooManyJobs(limits.max_jobs));
+                    }
+                    let job = Job {
+                        started: now,
+                        deadline: limits.deadline(now, Some(ttl)),
+                    };
+                    self.state.jobs.insert(self.anonymous_id(now), job);
+                } else {
+                    self.anonymous = count::apply(self.anonymous, Delta::Increment, policy)
+                        .map_err(|count::Overflow| Refusal::Overflow(Delta::Increment))?;
+                }
             }
-            (Action::Decrement, None) => {
-                self.anonymous = count::apply(self.anonymous, Delta::Decrement, policy)
-                    .map_err(|count::Overflow| Refusal::Overflow(Delta::Decrement))?;
-            }
+            // An anonymous job recorded with a lifetime ends first (the oldest); otherwise
+            // the plain counter goes down.
+            (Action::Decrement, None) => match self.oldest_anonymous() {
+                Some(id) => {
+                    self.state.jobs.remove(&id);
+                }
+                None => {
+                    self.anonymous = count::apply(self.anonymous, Delta::Decrement, policy)
+                        .map_err(|count::Overflow| Refusal::Overflow(Delta::Decrement))?;
+                }
+            },
             // Already running: a retried start changes nothing (also on a deleting pod: the
             // job did start, and its caller only lost the answer).
             (Action::Increment, Some(id)) if self.state.jobs.contains_key(id) => {}
@@ -346,6 +413,14 @@ impl PodJobs {
 
 fn overflow(action: Action) -> Refusal {
     Refusal::Overflow(action.delta().unwrap_or(Delta::Increment))
+}
+
+/// True if some job of `state` is past its deadline at `now` (a sweep routes a round to it).
+pub fn has_due_job(state: &JobState, now: u64) -> bool {
+    state
+        .jobs
+        .values()
+        .any(|job| job.deadline.is_some_and(|deadline| deadline <= now))
 }
 
 /// The values `--active-annotation` keys should have after a batch that took the count from
@@ -400,6 +475,7 @@ mod tests {
         Limits {
             max_duration: max.map(Duration::from_secs),
             max_jobs: 3,
+            anonymous_ttl: None,
         }
     }
 
@@ -759,5 +835,130 @@ mod tests {
             idle.iter()
                 .all(|(_, value)| value.as_deref() == Some("mine"))
         );
+    }
+
+    fn anonymous_with_ttl(ttl: u64) -> Limits {
+        Limits {
+            anonymous_ttl: Some(Duration::from_secs(ttl)),
+            ..limits(None)
+        }
+    }
+
+    #[test]
+    fn with_a_lifetime_anonymous_increments_become_expiring_jobs_with_generated_ids() {
+        let mut jobs = fresh();
+        let l = anonymous_with_ttl(60);
+        let anonymous = JobCall::anonymous(Action::Increment);
+        assert_eq!(jobs.apply(&anonymous, 100, &l, DEFAULT, false), Ok(1));
+        assert_eq!(jobs.apply(&anonymous, 100, &l, DEFAULT, false), Ok(2));
+        assert_eq!(jobs.anonymous, 0, "nothing on the plain counter");
+        let ids: Vec<&String> = jobs.state.jobs.keys().collect();
+        assert_eq!(ids, ["#anon-100-0", "#anon-100-1"]);
+        assert!(
+            ids.iter().all(|id| validate_job_id(id).is_err()),
+            "no caller can send one"
+        );
+        assert_eq!(jobs.next_deadline(), Some(160));
+        assert_eq!(jobs.expire(160).len(), 2);
+        assert_eq!(jobs.count(), Ok(0));
+    }
+
+    #[test]
+    fn an_anonymous_decrement_ends_the_oldest_anonymous_job_then_the_plain_counter() {
+        let mut jobs = PodJobs::from_count(1, JobState::default(), DEFAULT);
+        let l = anonymous_with_ttl(60);
+        let up = JobCall::anonymous(Action::Increment);
+        let down = JobCall::anonymous(Action::Decrement);
+        jobs.apply(&up, 200, &l, DEFAULT, false).expect("applies");
+        jobs.apply(&up, 100, &l, DEFAULT, false).expect("applies");
+        jobs.apply(&call(Action::Increment, "keyed"), 50, &l, DEFAULT, false)
+            .expect("applies");
+        assert_eq!(jobs.count(), Ok(4));
+        assert_eq!(jobs.apply(&down, 300, &l, DEFAULT, false), Ok(3));
+        assert!(
+            !jobs.state.jobs.contains_key("#anon-100-0"),
+            "the oldest ended"
+        );
+        assert_eq!(jobs.apply(&down, 300, &l, DEFAULT, false), Ok(2));
+        assert_eq!(
+            jobs.apply(&down, 300, &l, DEFAULT, false),
+            Ok(1),
+            "plain counter"
+        );
+        assert_eq!(
+            jobs.apply(&down, 300, &l, DEFAULT, false),
+            Ok(1),
+            "never the keyed job"
+        );
+        assert_eq!(jobs.state.jobs.keys().collect::<Vec<_>>(), ["keyed"]);
+    }
+
+    #[test]
+    fn without_a_lifetime_anonymous_jobs_stay_a_plain_count() {
+        let mut jobs = fresh();
+        let l = limits(Some(10));
+        jobs.apply(
+            &JobCall::anonymous(Action::Increment),
+            1,
+            &l,
+            DEFAULT,
+            false,
+        )
+        .expect("applies");
+        assert_eq!(jobs.anonymous, 1);
+        assert!(jobs.state.jobs.is_empty());
+        assert_eq!(encode(&jobs.state), None, "no annotation to write");
+    }
+
+    #[test]
+    fn a_restart_releases_the_jobs_started_before_it_and_keeps_later_ones() {
+        let mut jobs = PodJobs::from_count(1, JobState::default(), DEFAULT);
+        let l = Limits {
+            max_jobs: 8,
+            ..anonymous_with_ttl(3600)
+        };
+        jobs.apply(&call(Action::Increment, "old"), 100, &l, DEFAULT, false)
+            .expect("applies");
+        jobs.apply(
+            &JobCall::anonymous(Action::Increment),
+            150,
+            &l,
+            DEFAULT,
+            false,
+        )
+        .expect("applies");
+        jobs.apply(
+            &call(Action::Increment, "same-second"),
+            200,
+            &l,
+            DEFAULT,
+            false,
+        )
+        .expect("applies");
+        jobs.apply(&call(Action::Increment, "new"), 250, &l, DEFAULT, false)
+            .expect("applies");
+        let released: Vec<String> = jobs
+            .release_started_before(200)
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(released, ["#anon-150-0", "old"]);
+        assert_eq!(
+            jobs.count(),
+            Ok(3),
+            "the plain anonymous job has no start to compare"
+        );
+        assert!(jobs.release_started_before(200).is_empty(), "released once");
+    }
+
+    #[test]
+    fn a_sweep_looks_only_at_pods_with_a_job_past_its_deadline() {
+        let mut jobs = fresh();
+        let l = limits(Some(100));
+        jobs.apply(&call(Action::Increment, "a"), 0, &l, DEFAULT, false)
+            .expect("applies");
+        assert!(!has_due_job(&jobs.state, 99));
+        assert!(has_due_job(&jobs.state, 100));
+        assert!(!has_due_job(&JobState::default(), 100));
     }
 }

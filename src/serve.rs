@@ -104,11 +104,41 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         jobs_annotation: config.jobs_annotation.clone(),
         limits: Limits {
             max_duration: config.max_job_duration,
+            anonymous_ttl: config.anonymous_job_ttl,
             ..Limits::default()
         },
         active_annotations: config.active_annotations.clone(),
+        release_on_restart: config.release_on_restart.clone(),
+        recheck: match config.targeting {
+            Targeting::Sidecar { .. } => config.sweep_interval,
+            Targeting::Standalone { .. } => None,
+        },
     };
     let tracker = Tracker::new(pods.clone(), settings, runtime.handle().clone());
+    if let (
+        Targeting::Standalone {
+            default_namespace,
+            allowed_namespaces,
+        },
+        Some(interval),
+    ) = (&config.targeting, config.sweep_interval)
+    {
+        let sweep = Sweep {
+            tracker: tracker.clone(),
+            pods: pods.clone(),
+            namespaces: allowed_namespaces
+                .clone()
+                .unwrap_or_else(|| vec![default_namespace.clone()]),
+            selector: config.selector.clone(),
+            jobs_annotation: config.jobs_annotation.clone(),
+        };
+        log::info!(
+            "sweeping pods in {} every {} for expired jobs",
+            sweep.namespaces.join(", "),
+            humantime::format_duration(interval)
+        );
+        runtime.spawn(sweep.run(interval));
+    }
     let readiness = match &config.targeting {
         Targeting::Sidecar { own } => {
             let readiness = Arc::new(Readiness::not_ready(format!("checking own pod {own}")));
@@ -202,6 +232,59 @@ async fn wait_for_stop_signal() -> &'static str {
     tokio::select! {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
+    }
+}
+
+/// The standalone service's periodic sweep: it lists the pods it may touch and has each one
+/// with a job past its deadline released by that pod's writer, through the same guarded
+/// write as every call (so replicas sweeping at once cost a conflict, never a double release).
+struct Sweep {
+    tracker: Tracker,
+    pods: PodClient,
+    /// `--allowed-namespaces`, else `--namespace`.
+    namespaces: Vec<String>,
+    /// `--label-selector`: pods outside it are never touched.
+    selector: Option<kube_labels::Selector>,
+    jobs_annotation: String,
+}
+
+impl Sweep {
+    async fn run(self, interval: Duration) {
+        loop {
+            tokio::time::sleep(interval).await;
+            self.once().await;
+        }
+    }
+
+    async fn once(&self) {
+        let selector = self.selector.as_ref().map(ToString::to_string);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs());
+        for namespace in &self.namespaces {
+            let listed = match self.pods.list(namespace, selector.as_deref()).await {
+                Ok(listed) => listed,
+                Err(failure) => {
+                    log::warn!(
+                        "sweep: cannot list pods in {namespace}: {failure} (grant list on pods for the sweep)"
+                    );
+                    continue;
+                }
+            };
+            for (name, view) in listed {
+                let due = crate::jobs::decode(view.annotation(&self.jobs_annotation))
+                    .is_ok_and(|state| crate::jobs::has_due_job(&state, now));
+                let selected = self
+                    .selector
+                    .as_ref()
+                    .is_none_or(|selector| selector.matches_with(|key| view.label(key)));
+                if due && selected {
+                    log::debug!("sweep: pod {namespace}/{name} has expired jobs");
+                    self.tracker
+                        .sweep(PodRef::new(namespace.clone(), name), view);
+                }
+            }
+        }
     }
 }
 

@@ -73,8 +73,15 @@ pub struct Settings {
     pub jobs_annotation: String,
     /// Job id and lifetime limits.
     pub limits: Limits,
-    /// Annotations set while the count is above zero (`--active-annotation KEY=VALUE`).
+    /// Annotations set while the count is above zero (`--active-annotation KEY=VALUE`, and
+    /// `--pod-deletion-cost`).
     pub active_annotations: Vec<(String, String)>,
+    /// Release the jobs started before this container's latest restart
+    /// (`--release-on-restart`).
+    pub release_on_restart: Option<String>,
+    /// While its pod has jobs, a writer reads the pod again this often (sidecar: to see
+    /// restarts and jobs stored by other writers); `None`: never.
+    pub recheck: Option<Duration>,
 }
 
 /// What the tracker last stored for a pod, for `/status`.
@@ -95,10 +102,18 @@ struct Call {
     reply: oneshot::Sender<Result<i64>>,
 }
 
+/// What a pod's writer is sent.
+enum Message {
+    /// A webhook call.
+    Call(Call),
+    /// The standalone sweep saw a job past its deadline on this pod (as listed): release it.
+    Sweep(Box<PodView>),
+}
+
 struct Inner {
     client: PodClient,
     settings: Settings,
-    writers: Mutex<HashMap<PodRef, mpsc::UnboundedSender<Call>>>,
+    writers: Mutex<HashMap<PodRef, mpsc::UnboundedSender<Message>>>,
     runtime: Handle,
     instance: String,
     next_write: AtomicU64,
@@ -144,28 +159,39 @@ impl Tracker {
     /// Never blocks, so it can be called from the HTTP threads.
     pub fn submit(&self, pod: PodRef, call: JobCall) -> oneshot::Receiver<Result<i64>> {
         let (reply, answer) = oneshot::channel();
-        let mut call = Call { call, reply };
+        self.send(pod, Message::Call(Call { call, reply }));
+        answer
+    }
+
+    /// Has the pod's writer release its jobs past their deadline, in an ordinary guarded
+    /// round (the standalone sweep; `listed` is the pod as the list showed it).
+    pub fn sweep(&self, pod: PodRef, listed: PodView) {
+        self.send(pod, Message::Sweep(Box::new(listed)));
+    }
+
+    /// Hands a message to the pod's writer, starting one if there is none.
+    fn send(&self, pod: PodRef, message: Message) {
+        let mut message = message;
         let mut writers = self
             .inner
             .writers
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         if let Some(writer) = writers.get(&pod) {
-            match writer.send(call) {
-                Ok(()) => return answer,
+            match writer.send(message) {
+                Ok(()) => return,
                 // The writer stopped; start a new one below.
-                Err(mpsc::error::SendError(returned)) => call = returned,
+                Err(mpsc::error::SendError(returned)) => message = returned,
             }
         }
         let (writer, calls) = mpsc::unbounded_channel();
         // The receiver is alive: it was made on the line above.
-        let _ = writer.send(call);
+        let _ = writer.send(message);
         writers.insert(pod.clone(), writer);
         drop(writers);
         self.inner
             .runtime
             .spawn(run_writer(Arc::clone(&self.inner), pod, calls));
-        answer
     }
 
     /// Waits until the pod's count is zero (or below) and returns it, or answers
@@ -252,6 +278,10 @@ enum Wake {
     Call(Call),
     /// A keyed job's deadline passed: release it.
     Deadline,
+    /// Time to read the pod again (`Settings::recheck`): release what it shows is over.
+    Recheck,
+    /// The sweep saw a job past its deadline: release it, starting from this view.
+    Sweep(Box<PodView>),
     /// No call for the idle time (standalone), or the tracker is gone: stop.
     Stop,
 }
@@ -265,41 +295,81 @@ fn until_next_deadline(settings: &Settings, known: Option<&PodView>) -> Option<D
     Some(Duration::from_secs(deadline.saturating_sub(unix_now()) + 1))
 }
 
+/// How long until the writer should read its pod again, if it should: while the kept view
+/// shows jobs (started ones can be released by a restart) and a recheck interval is set.
+fn until_recheck(settings: &Settings, known: Option<&PodView>) -> Option<Duration> {
+    let every = settings.recheck?;
+    let has_jobs = match known {
+        Some(view) => jobs::decode(view.annotation(&settings.jobs_annotation))
+            .is_ok_and(|state| !state.jobs.is_empty()),
+        // Not read yet (or dropped after a failure): reading it is how to find out.
+        None => false,
+    };
+    has_jobs.then_some(every)
+}
+
+fn wake_of(message: Option<Message>) -> Wake {
+    match message {
+        Some(Message::Call(call)) => Wake::Call(call),
+        Some(Message::Sweep(view)) => Wake::Sweep(view),
+        None => Wake::Stop,
+    }
+}
+
 async fn next_wake(
     inner: &Inner,
     known: Option<&PodView>,
     expiry_not_before: Option<Instant>,
-    calls: &mut mpsc::UnboundedReceiver<Call>,
+    calls: &mut mpsc::UnboundedReceiver<Message>,
 ) -> Wake {
-    let mut deadline = until_next_deadline(&inner.settings, known);
-    if let (Some(wait), Some(not_before)) = (deadline.as_mut(), expiry_not_before) {
+    let deadline = until_next_deadline(&inner.settings, known).map(|wait| (wait, Wake::Deadline));
+    let recheck = until_recheck(&inner.settings, known).map(|wait| (wait, Wake::Recheck));
+    let mut timer = match (deadline, recheck) {
+        (Some(deadline), Some(recheck)) => Some(if recheck.0 < deadline.0 {
+            recheck
+        } else {
+            deadline
+        }),
+        (one, other) => one.or(other),
+    };
+    if let (Some((wait, _)), Some(not_before)) = (timer.as_mut(), expiry_not_before) {
         *wait = (*wait).max(not_before.saturating_duration_since(Instant::now()));
     }
     // A writer with jobs still to release does not go idle: it is the sweep of its pod.
-    let limit = match (deadline, inner.settings.idle_writer) {
-        (Some(deadline), _) => Some((deadline, Wake::Deadline)),
+    let limit = match (timer, inner.settings.idle_writer) {
+        (Some(timer), _) => Some(timer),
         (None, Some(idle)) => Some((idle, Wake::Stop)),
         (None, None) => None,
     };
     match limit {
         Some((wait, on_timeout)) => match tokio::time::timeout(wait, calls.recv()).await {
-            Ok(Some(call)) => Wake::Call(call),
-            Ok(None) => Wake::Stop,
+            Ok(message) => wake_of(message),
             Err(_) => on_timeout,
         },
-        None => calls.recv().await.map_or(Wake::Stop, Wake::Call),
+        None => wake_of(calls.recv().await),
     }
 }
 
-async fn run_writer(inner: Arc<Inner>, pod: PodRef, mut calls: mpsc::UnboundedReceiver<Call>) {
+async fn run_writer(inner: Arc<Inner>, pod: PodRef, mut calls: mpsc::UnboundedReceiver<Message>) {
     let mut known: Option<PodView> = None;
     let mut expiry_not_before: Option<Instant> = None;
     loop {
-        let first = match next_wake(&inner, known.as_ref(), expiry_not_before, &mut calls).await {
+        let wake = next_wake(&inner, known.as_ref(), expiry_not_before, &mut calls).await;
+        let first = match wake {
             Wake::Call(call) => Some(call),
-            Wake::Deadline => {
+            Wake::Deadline | Wake::Recheck | Wake::Sweep(_) => {
+                match wake {
+                    // A fresh read shows restarts and other writers' jobs.
+                    Wake::Recheck => known = None,
+                    // The listed view may be older or newer than the kept one; either way
+                    // the round's guards decide, and a stale view costs one re-read.
+                    Wake::Sweep(listed) => known = Some(*listed),
+                    _ => {}
+                }
                 // A round without calls: the computation releases what is due.
-                if !write_batch(&inner, &pod, &mut known, Vec::new()).await {
+                if write_batch(&inner, &pod, &mut known, Vec::new()).await {
+                    expiry_not_before = None;
+                } else {
                     expiry_not_before = Some(Instant::now() + EXPIRY_RETRY);
                 }
                 continue;
@@ -322,8 +392,10 @@ async fn run_writer(inner: Arc<Inner>, pod: PodRef, mut calls: mpsc::UnboundedRe
             inner.client.metrics().forget(&pod);
             calls.close();
             let mut rest = Vec::new();
-            while let Ok(call) = calls.try_recv() {
-                rest.push(call);
+            while let Ok(message) = calls.try_recv() {
+                if let Message::Call(call) = message {
+                    rest.push(call);
+                }
             }
             if !rest.is_empty() {
                 write_batch(&inner, &pod, &mut known, rest).await;
@@ -333,7 +405,9 @@ async fn run_writer(inner: Arc<Inner>, pod: PodRef, mut calls: mpsc::UnboundedRe
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match calls.try_recv() {
-                Ok(call) => batch.push(call),
+                Ok(Message::Call(call)) => batch.push(call),
+                // This batch's round releases what is due anyway.
+                Ok(Message::Sweep(_)) => {}
                 Err(_) => break,
             }
         }
@@ -380,8 +454,17 @@ struct Settled {
     answers: Vec<Result<i64>>,
     before: i64,
     after: i64,
-    /// Keyed jobs released because their deadline passed.
-    released: Vec<(String, Job)>,
+    /// Jobs released without a call: past their deadline, or their container restarted.
+    released: Vec<Released>,
+}
+
+/// One job released without a call, and why.
+struct Released {
+    id: String,
+    job: Job,
+    /// `None`: it passed its deadline; `Some((container, ended))`: it started before that
+    /// container's previous instance ended (Unix seconds).
+    restart: Option<(String, u64)>,
 }
 
 /// A write that was sent but whose answer was lost: its id, and what it would settle.
@@ -409,20 +492,34 @@ fn stored(inner: &Arc<Inner>, pod: &PodRef, settled: &Settled) {
         .unwrap_or_else(PoisonError::into_inner)
         .insert(pod.clone(), status);
     inner.stored_writes.notify_waiters();
-    for (id, job) in &settled.released {
-        let deadline = job.deadline.map_or_else(String::new, |d| {
-            format!(
-                ", deadline {}",
-                humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(d))
-            )
-        });
-        let started = humantime::format_rfc3339_seconds(
-            std::time::UNIX_EPOCH + Duration::from_secs(job.started),
-        );
-        let message =
-            format!("job {id} released: it passed its deadline (started {started}{deadline})");
+    let time = |seconds: u64| {
+        humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(seconds))
+    };
+    for Released { id, job, restart } in &settled.released {
+        let started = time(job.started);
+        let (reason, message) = match restart {
+            None => {
+                let deadline = job
+                    .deadline
+                    .map_or_else(String::new, |d| format!(", deadline {}", time(d)));
+                (
+                    "JobExpired",
+                    format!(
+                        "job {id} released: it passed its deadline (started {started}{deadline})"
+                    ),
+                )
+            }
+            Some((container, ended)) => (
+                "JobReleased",
+                format!(
+                    "job {id} released: container {container} restarted (job started {started}, \
+                     previous container ended {})",
+                    time(*ended)
+                ),
+            ),
+        };
         log::info!("pod {pod}: {message}");
-        record_event(inner, pod, "JobExpired", message);
+        record_event(inner, pod, reason, message);
     }
     let event = match (settled.before, settled.after) {
         (0, after) if after > 0 => Some((
@@ -714,7 +811,29 @@ fn compute(
     })?;
     let now = unix_now();
     let mut pod_jobs = PodJobs::from_count(before, state, settings.policy);
-    let released = pod_jobs.expire(now);
+    let mut released: Vec<Released> = pod_jobs
+        .expire(now)
+        .into_iter()
+        .map(|(id, job)| Released {
+            id,
+            job,
+            restart: None,
+        })
+        .collect();
+    if let Some(container) = &settings.release_on_restart
+        && let Some(ended) = view.restarted_at(container)
+    {
+        released.extend(
+            pod_jobs
+                .release_started_before(ended)
+                .into_iter()
+                .map(|(id, job)| Released {
+                    id,
+                    job,
+                    restart: Some((container.clone(), ended)),
+                }),
+        );
+    }
     let deleting = view.deletion.is_some();
     let mut needs_fresh_view = false;
     let answers = calls

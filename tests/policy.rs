@@ -33,6 +33,13 @@ use serde_json::{Value, json};
 /// The label that holds the count (the program's default `--label`) and its write record.
 const LABEL: &str = "active-jobs";
 const WRITES: &str = "active-jobs-writes";
+/// The running jobs (`<label>-jobs`) and the annotations the sidecar manifests set while busy.
+const JOBS: &str = "active-jobs-jobs";
+const KARPENTER: &str = "karpenter.sh/do-not-disrupt";
+const DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
+/// The allowed annotations as the denial message lists them.
+const ALLOWED_ANNOTATIONS: &str = "active-jobs-writes, active-jobs-jobs, \
+    karpenter.sh/do-not-disrupt, controller.kubernetes.io/pod-deletion-cost";
 /// The namespace and pod of the samples.
 const NAMESPACE: &str = "jobs";
 const POD: &str = "worker-7";
@@ -531,6 +538,34 @@ fn the_tracker_may_set_the_count_and_its_write_record_on_its_own_pod() {
 }
 
 #[test]
+fn the_tracker_may_record_its_jobs_and_set_and_restore_the_busy_annotations() {
+    let labels = [("app.kubernetes.io/name", "worker"), (LABEL, "1")];
+    let before = pod(
+        POD,
+        &[("app.kubernetes.io/name", "worker")],
+        &[(DELETION_COST, "-5")],
+    );
+    let jobs = r#"{"v":1,"jobs":{"build-42":{"s":1718000000,"d":1718021600}},"saved":{"controller.kubernetes.io/pod-deletion-cost":"-5"}}"#;
+    let busy = pod(
+        POD,
+        &labels,
+        &[
+            (WRITES, "a-1"),
+            (JOBS, jobs),
+            (KARPENTER, "true"),
+            (DELETION_COST, "10000"),
+        ],
+    );
+    assert_allowed(decide(&update(tracker(), &before, &busy)));
+    let idle_again = pod(
+        POD,
+        &[("app.kubernetes.io/name", "worker")],
+        &[(WRITES, "a-1 a-2"), (DELETION_COST, "-5")],
+    );
+    assert_allowed(decide(&update(tracker(), &busy, &idle_again)));
+}
+
+#[test]
 fn the_tracker_may_change_the_count_and_append_write_ids() {
     let before = busy("1", "1f3a9c2e-1");
     let after = busy("2", "1f3a9c2e-1 1f3a9c2e-2");
@@ -706,7 +741,7 @@ fn the_tracker_may_not_add_change_or_remove_an_unrelated_annotation() {
         assert_denied(
             decide(&admission),
             &[
-                "may change only the annotations active-jobs-writes of pod worker-7",
+                &format!("may change only the annotations {ALLOWED_ANNOTATIONS} of pod worker-7"),
                 &format!("not {key}"),
             ],
         );
@@ -884,8 +919,12 @@ fn the_allowed_keys_are_the_programs_defaults_and_come_first() {
     let names: Vec<&str> = compiled.variables.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names[..2], ["allowedLabels", "allowedAnnotations"]);
     assert_eq!(strings_of(&compiled, "allowedLabels"), [LABEL]);
-    assert_eq!(strings_of(&compiled, "allowedAnnotations"), [WRITES]);
+    assert_eq!(
+        strings_of(&compiled, "allowedAnnotations"),
+        [WRITES, JOBS, KARPENTER, DELETION_COST]
+    );
     assert_eq!(WRITES, format!("{LABEL}-writes"));
+    assert_eq!(JOBS, format!("{LABEL}-jobs"));
 }
 
 /// The values of a variable that evaluates to a list of strings on any request.
@@ -977,10 +1016,18 @@ fn every_job_tracker_in_the_manifests_writes_only_keys_the_policy_allows() {
                 labels.contains(&label),
                 "{file}: label {label} not in {labels:?}"
             );
-            let writes = format!("{label}-writes");
+            for own in [format!("{label}-writes"), format!("{label}-jobs")] {
+                assert!(
+                    annotations.contains(&own),
+                    "{file}: annotation {own} not in {annotations:?}"
+                );
+            }
+            let deletion_cost = args
+                .iter()
+                .any(|arg| arg.starts_with("--pod-deletion-cost"));
             assert!(
-                annotations.contains(&writes),
-                "{file}: annotation {writes} not in {annotations:?}"
+                !deletion_cost || annotations.iter().any(|allowed| allowed == DELETION_COST),
+                "{file}: --pod-deletion-cost sets {DELETION_COST}, not in {annotations:?}"
             );
             // Annotations a tracker is told to set while busy (autoscaler hints).
             let hints = args.iter().enumerate().filter_map(|(i, arg)| {

@@ -794,6 +794,28 @@ fn pods_can_be_shaped_when_created() {
 }
 
 #[test]
+fn a_container_restart_shows_in_the_served_status_and_advances_the_version() {
+    let api = server(ApiServer::start());
+    let before = api.resource_version(NS, "worker-0").expect("exists");
+    let ended = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let after = api.set_container_restart(NS, "worker-0", "main", 1, ended);
+    assert_ne!(before, after);
+    api.set_container_restart(NS, "worker-0", "main", 2, ended);
+    let answer = Client::plain(&api).get(POD, "tok").expect("answers");
+    assert_eq!(answer.status, 200);
+    let statuses = answer.body["status"]["containerStatuses"]
+        .as_array()
+        .expect("container statuses");
+    assert_eq!(statuses.len(), 1, "one status per container");
+    assert_eq!(statuses[0]["name"], "main");
+    assert_eq!(statuses[0]["restartCount"], 2);
+    assert_eq!(
+        statuses[0]["lastState"]["terminated"]["finishedAt"],
+        "2023-11-14T22:13:20Z"
+    );
+}
+
+#[test]
 fn a_request_is_logged_while_in_flight_and_dropped_when_the_server_goes_away() {
     let api = server(ApiServer::start());
     api.inject(Fault::latency(Duration::from_secs(60)).verb(Verb::Patch));
