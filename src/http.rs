@@ -71,8 +71,49 @@ pub struct App {
     pub readiness: Arc<Readiness>,
     /// For `/metrics`, and counted on every call.
     pub metrics: Arc<Metrics>,
+    /// Writes the answers of counting calls.
+    pub responder: Arc<Responder>,
     /// The counting label, for `/status`.
     pub label: String,
+}
+
+/// Writes answers on a few dedicated threads: a socket write may block, and the runtime's own
+/// threads must not; a thread per answer (tokio's blocking pool) would cost memory in bursts.
+pub struct Responder {
+    jobs: std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>,
+}
+
+impl Responder {
+    /// Starts `threads` answer-writing threads.
+    pub fn new(threads: usize) -> Self {
+        let (jobs, queue) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
+        let queue = Arc::new(Mutex::new(queue));
+        for n in 0..threads.max(1) {
+            let queue = Arc::clone(&queue);
+            let spawned = std::thread::Builder::new()
+                .name(format!("answer-{n}"))
+                .spawn(move || {
+                    loop {
+                        // The lock is held only while taking the next job, never while running it.
+                        let job = queue.lock().unwrap_or_else(PoisonError::into_inner).recv();
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                });
+            if let Err(e) = spawned {
+                log::error!("cannot start an answer-writing thread: {e}");
+            }
+        }
+        Responder { jobs }
+    }
+
+    /// Queues the writing of one answer.
+    pub fn answer(&self, job: impl FnOnce() + Send + 'static) {
+        // The threads live as long as the sender, which lives as long as this responder.
+        let _ = self.jobs.send(Box::new(job));
+    }
 }
 
 /// Counts calls still being answered, so that a stop can wait for them.
@@ -405,10 +446,10 @@ fn handle(app: &Arc<App>, in_flight: &Arc<InFlight>, request: Request) {
     let answer = app.tracker.submit(pod.clone(), call);
     let in_flight = Arc::clone(in_flight);
     let metrics = Arc::clone(&app.metrics);
+    let responder = Arc::clone(&app.responder);
     app.runtime.spawn(async move {
         let outcome = answer.await.unwrap_or(Err(Error::ShuttingDown));
-        // Writing to the socket blocks; keep it off the runtime's own threads.
-        let _ = tokio::task::spawn_blocking(move || {
+        responder.answer(move || {
             finish(
                 request,
                 Some(&pod),
@@ -418,8 +459,7 @@ fn handle(app: &Arc<App>, in_flight: &Arc<InFlight>, request: Request) {
                 Some(&metrics),
             );
             in_flight.leave();
-        })
-        .await;
+        });
     });
 }
 
@@ -456,15 +496,15 @@ fn wait_idle(
         in_flight.enter();
     }
     let tracker = app.tracker.clone();
+    let responder = Arc::clone(&app.responder);
     app.runtime.spawn(async move {
         let outcome = tracker.wait_idle(&pod, timeout).await;
-        let _ = tokio::task::spawn_blocking(move || {
+        responder.answer(move || {
             finish(request, Some(&pod), outcome, wants_json, started, None);
             if let Some(in_flight) = in_flight {
                 in_flight.leave();
             }
-        })
-        .await;
+        });
     });
 }
 

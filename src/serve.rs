@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::api::{self, ApiFailure, PodClient};
 use crate::config::Config;
-use crate::http::{App, Readiness, Server, StopHandle};
+use crate::http::{App, Readiness, Responder, Server, StopHandle};
 use crate::jobs::Limits;
 use crate::metrics::Metrics;
 use crate::target::{PodRef, Targeting};
@@ -21,6 +21,8 @@ pub const EXIT_FAILURE: u8 = 1;
 
 /// How many threads receive HTTP requests; they only route and hand calls on, so few suffice.
 const HTTP_THREADS: usize = 4;
+/// How many threads write answers; writes to loopback sockets are short, so few suffice.
+const ANSWER_THREADS: usize = 2;
 /// How long a standalone writer keeps a pod it has not heard of.
 const IDLE_WRITER: Duration = Duration::from_secs(300);
 /// How often the sidecar repeats a failed start-up check.
@@ -77,7 +79,8 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
-        .max_blocking_threads(64)
+        // Nothing runs on tokio's blocking pool but kube's rare file reads (kubeconfig, tokens).
+        .max_blocking_threads(4)
         .thread_name("tracker")
         .enable_all()
         .build()
@@ -163,6 +166,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         runtime: runtime.handle().clone(),
         readiness,
         metrics,
+        responder: Arc::new(Responder::new(ANSWER_THREADS)),
         label: config.label.clone(),
     };
     let server = Server::bind(config.address, config.admin_address, app, HTTP_THREADS)

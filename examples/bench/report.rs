@@ -1,0 +1,394 @@
+//! The printed report: Markdown tables (so a run can be pasted into `docs/benchmarks.md`),
+//! the ratios ours / baseline, and each of the targets, met or not.
+
+use std::time::Duration;
+
+use kube_double::Verb;
+
+use crate::cluster::{ApiUsage, Reference};
+use crate::load::Call;
+use crate::scenario::{Phase, percentile};
+use crate::tracker::{BinaryInfo, Memory};
+
+/// Everything measured for one server: ours in one mode, or a baseline variant.
+pub struct Side {
+    pub name: String,
+    /// Whether this is our tracker (a child process) or the in-harness baseline.
+    pub ours: bool,
+    /// `/proc/loadavg` when its measurement started.
+    pub load_at_start: String,
+    /// Ours only: the API requests from start to ready (before any call).
+    pub startup_api: Option<ApiUsage>,
+    pub first_call: Call,
+    pub first_call_api: ApiUsage,
+    pub sequential: Phase,
+    /// The first is the usual burst (kept-alive connections opened together).
+    pub bursts: Vec<Phase>,
+    /// Ours only: memory after the first call, the sequential phase and the burst.
+    pub memory: Vec<(String, Memory)>,
+    /// Ours only: start-up times (sorted).
+    pub startups: Vec<Duration>,
+}
+
+/// The whole run.
+pub struct Report {
+    pub machine: Vec<(String, String)>,
+    pub settings: Vec<(String, String)>,
+    pub nominal_write: Duration,
+    pub reference: Reference,
+    pub binary: BinaryInfo,
+    pub sides: Vec<Side>,
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1000.0)
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.2} MiB", kib as f64 / 1024.0)
+}
+
+fn label(value: &Option<String>) -> String {
+    value
+        .as_deref()
+        .map_or("(absent)".into(), |v| format!("`{v}`"))
+}
+
+/// A ratio readable at any size: `87`, `1.39`, `0.71`, `1/2545`.
+fn ratio_text(ratio: f64) -> String {
+    if ratio >= 10.0 {
+        format!("{ratio:.0}")
+    } else if ratio >= 0.1 {
+        format!("{ratio:.2}")
+    } else if ratio > 0.0 {
+        format!("1/{:.0}", 1.0 / ratio)
+    } else {
+        "0".into()
+    }
+}
+
+/// One of the targets.
+pub struct Target {
+    pub what: String,
+    pub measured: String,
+    pub limit: String,
+    pub met: bool,
+}
+
+impl Report {
+    pub fn print(&self) {
+        println!("## Machine\n");
+        for (key, value) in &self.machine {
+            println!("- {key}: {value}");
+        }
+        println!("\n## Settings\n");
+        for (key, value) in &self.settings {
+            println!("- {key}: {value}");
+        }
+        println!(
+            "\n## API server alone (reference, {} requests each, one kept-alive connection)\n",
+            self.reference.requests
+        );
+        println!("| request | p50 ms | p99 ms |\n| --- | ---: | ---: |");
+        println!(
+            "| label merge PATCH | {} | {} |",
+            ms(self.reference.patch_p50),
+            ms(self.reference.patch_p99)
+        );
+        println!("| GET pod | {} | |", ms(self.reference.get_p50));
+        self.print_phases();
+        self.print_first_calls();
+        self.print_footprint();
+        self.print_ratios();
+        self.print_targets();
+    }
+
+    fn phases(&self) -> impl Iterator<Item = (&Side, &Phase)> {
+        self.sides.iter().flat_map(|side| {
+            std::iter::once((side, &side.sequential))
+                .chain(side.bursts.iter().map(move |b| (side, b)))
+        })
+    }
+
+    fn print_phases(&self) {
+        println!("\n## Load (measured phases; the first call for each pod is excluded)\n");
+        println!(
+            "| scenario | calls | calls/s | p50 ms | p99 ms | max ms | API req/s | API req/call | by verb | API non-2xx | non-2xx answers | serial counts | final label |"
+        );
+        println!(
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- | --- | --- |"
+        );
+        for (_, phase) in self.phases() {
+            let serial = match &phase.serial {
+                Ok(_) => "ok".to_string(),
+                Err(e) => format!("NOT serial: {e}"),
+            };
+            let final_label = if phase.label_exact() {
+                format!("{} = expected", label(&phase.final_label))
+            } else {
+                format!(
+                    "{} ≠ expected {}",
+                    label(&phase.final_label),
+                    label(&phase.expected_label)
+                )
+            };
+            println!(
+                "| {} | {} | {:.1} | {} | {} | {} | {:.1} | {:.3} | {} | {} | {} | {serial} | {final_label} |",
+                phase.name,
+                phase.calls(),
+                phase.rate(),
+                ms(phase.percentile(50.0)),
+                ms(phase.percentile(99.0)),
+                ms(phase.percentile(100.0)),
+                phase.api.total() as f64 / phase.run.elapsed.as_secs_f64().max(f64::EPSILON),
+                phase.api_per_call(),
+                phase.api.per_call(phase.calls()),
+                phase.api.failures(),
+                phase.failures(),
+            );
+        }
+        for (_, phase) in self.phases() {
+            if let Some(error) = phase.first_error() {
+                println!("\n{}: first failed answer: {}", phase.name, error.trim());
+            }
+        }
+    }
+
+    fn print_first_calls(&self) {
+        println!("\n## First call for a pod (not measured above), and the machine's load then\n");
+        println!(
+            "| server | API requests from start to ready | first call: status | latency ms | API requests | load average when this server's measurement started |\n| --- | --- | --- | ---: | --- | --- |"
+        );
+        for side in &self.sides {
+            println!(
+                "| {} | {} | {} | {} | {} | {} |",
+                side.name,
+                side.startup_api
+                    .as_ref()
+                    .map_or("-".into(), ApiUsage::counts),
+                side.first_call
+                    .status
+                    .map_or("failed on the wire".into(), |s| s.to_string()),
+                ms(side.first_call.latency),
+                side.first_call_api.counts(),
+                side.load_at_start
+            );
+        }
+    }
+
+    fn print_footprint(&self) {
+        println!("\n## Footprint\n");
+        println!(
+            "- binary: {} bytes ({:.2} MiB), {} ({})",
+            self.binary.bytes,
+            self.binary.bytes as f64 / (1024.0 * 1024.0),
+            if self.binary.stripped {
+                "stripped (no .symtab)"
+            } else {
+                "NOT stripped"
+            },
+            self.binary.version
+        );
+        println!(
+            "\n| tracker | when | peak RSS (VmHWM) | RSS (VmRSS) | of which anonymous (RssAnon) | of which file-backed (RssFile) | threads |"
+        );
+        println!("| --- | --- | ---: | ---: | ---: | ---: | ---: |");
+        for side in self.sides.iter().filter(|s| s.ours) {
+            for (when, m) in &side.memory {
+                println!(
+                    "| {} | {when} | {} | {} | {} | {} | {} ({}) |",
+                    side.name,
+                    mib(m.peak_kib),
+                    mib(m.current_kib),
+                    mib(m.anon_kib),
+                    mib(m.file_kib),
+                    m.threads,
+                    m.thread_names
+                );
+            }
+        }
+        println!("\n| tracker | start-up to listening: median | min | max | starts |");
+        println!("| --- | ---: | ---: | ---: | ---: |");
+        for side in self.sides.iter().filter(|s| s.ours) {
+            if let (Some(min), Some(max)) = (side.startups.first(), side.startups.last()) {
+                println!(
+                    "| {} | {} ms | {} ms | {} ms | {} |",
+                    side.name,
+                    ms(percentile(&side.startups, 50.0)),
+                    ms(*min),
+                    ms(*max),
+                    side.startups.len()
+                );
+            }
+        }
+    }
+
+    fn print_ratios(&self) {
+        let ours: Vec<&Side> = self.sides.iter().filter(|s| s.ours).collect();
+        let baselines: Vec<&Side> = self.sides.iter().filter(|s| !s.ours).collect();
+        if baselines.is_empty() {
+            return;
+        }
+        println!(
+            "\n## Ours / baseline (same load shape; < 1 is better for latency and API requests)\n"
+        );
+        println!(
+            "| ours | baseline | load | calls/s × | p50 × | p99 × | API req/call × | non-2xx ours vs baseline |"
+        );
+        println!("| --- | --- | --- | ---: | ---: | ---: | ---: | --- |");
+        for side in &ours {
+            for base in &baselines {
+                let pairs = [
+                    ("sequential", Some(&side.sequential), Some(&base.sequential)),
+                    ("burst", side.bursts.first(), base.bursts.first()),
+                ];
+                for (load, mine, theirs) in pairs {
+                    let (Some(mine), Some(theirs)) = (mine, theirs) else {
+                        continue;
+                    };
+                    let ratio = |a: f64, b: f64| {
+                        if b > 0.0 {
+                            ratio_text(a / b)
+                        } else {
+                            "n/a".into()
+                        }
+                    };
+                    println!(
+                        "| {} | {} | {load} | {} | {} | {} | {} | {} of {} vs {} of {} |",
+                        side.name,
+                        base.name,
+                        ratio(mine.rate(), theirs.rate()),
+                        ratio(
+                            mine.percentile(50.0).as_secs_f64(),
+                            theirs.percentile(50.0).as_secs_f64()
+                        ),
+                        ratio(
+                            mine.percentile(99.0).as_secs_f64(),
+                            theirs.percentile(99.0).as_secs_f64()
+                        ),
+                        ratio(mine.api_per_call(), theirs.api_per_call()),
+                        mine.non_2xx(),
+                        mine.calls(),
+                        theirs.non_2xx(),
+                        theirs.calls()
+                    );
+                }
+            }
+        }
+    }
+
+    /// The targets, evaluated on this run.
+    pub fn targets(&self) -> Vec<Target> {
+        let mut targets = Vec::new();
+        let write_floor = self.reference.patch_p50;
+        for side in self.sides.iter().filter(|s| s.ours) {
+            let seq = &side.sequential;
+            let per_call = seq.api_per_call();
+            targets.push(Target {
+                what: format!("{}: API requests per call, sequential", side.name),
+                measured: format!("{per_call:.3} ({})", seq.api.per_call(seq.calls())),
+                limit: "≤ 1.0".into(),
+                met: per_call <= 1.0,
+            });
+            let first = side.first_call_api.total();
+            targets.push(Target {
+                what: format!("{}: first call for the pod", side.name),
+                measured: format!("{first} ({})", side.first_call_api.counts()),
+                limit: "≤ 2 (one extra read)".into(),
+                met: first <= 2 && side.first_call_api.requests(Verb::Get) <= 1,
+            });
+            let p50 = seq.percentile(50.0);
+            targets.push(Target {
+                what: format!("{}: median latency, sequential", side.name),
+                measured: format!("{} ms", ms(p50)),
+                limit: format!(
+                    "≤ API write latency + 1 ms = {} ms (measured PATCH p50 {} ms; nominal {} ms)",
+                    ms(write_floor + Duration::from_millis(1)),
+                    ms(write_floor),
+                    ms(self.nominal_write)
+                ),
+                met: p50 <= write_floor + Duration::from_millis(1),
+            });
+            for burst in &side.bursts {
+                let speedup = burst.rate() / seq.rate().max(f64::EPSILON);
+                targets.push(Target {
+                    what: format!("{}: throughput / sequential", burst.name),
+                    measured: format!(
+                        "{speedup:.1}× ({:.0} vs {:.0} calls/s)",
+                        burst.rate(),
+                        seq.rate()
+                    ),
+                    limit: "≥ 3×".into(),
+                    met: speedup >= 3.0,
+                });
+                let correct = burst.non_2xx() == 0 && burst.serial.is_ok() && burst.label_exact();
+                targets.push(Target {
+                    what: format!("{}: answers", burst.name),
+                    measured: format!(
+                        "{} of {} answered 200, serial counts {}, final label {}",
+                        burst.calls() - burst.non_2xx(),
+                        burst.calls(),
+                        if burst.serial.is_ok() { "ok" } else { "WRONG" },
+                        if burst.label_exact() {
+                            "exact"
+                        } else {
+                            "WRONG"
+                        }
+                    ),
+                    limit: "all 200, each its own serial count, label exact".into(),
+                    met: correct,
+                });
+            }
+            if let Some((_, memory)) = side.memory.last() {
+                targets.push(Target {
+                    what: format!("{}: peak RSS after the bursts (VmHWM)", side.name),
+                    measured: format!(
+                        "{} ({} threads at the end)",
+                        mib(memory.peak_kib),
+                        memory.threads
+                    ),
+                    limit: "≤ 8 MiB".into(),
+                    met: memory.peak_kib <= 8 * 1024,
+                });
+            }
+            if !side.startups.is_empty() {
+                let median = percentile(&side.startups, 50.0);
+                targets.push(Target {
+                    what: format!("{}: start-up to listening (median)", side.name),
+                    measured: format!("{} ms", ms(median)),
+                    limit: "≤ 50 ms".into(),
+                    met: median <= Duration::from_millis(50),
+                });
+            }
+        }
+        targets.push(Target {
+            what: "stripped release binary".into(),
+            measured: format!(
+                "{:.2} MiB{}",
+                self.binary.bytes as f64 / (1024.0 * 1024.0),
+                if self.binary.stripped {
+                    ""
+                } else {
+                    " (not stripped)"
+                }
+            ),
+            limit: "≤ 10 MiB".into(),
+            met: self.binary.bytes <= 10 * 1024 * 1024 && self.binary.stripped,
+        });
+        targets
+    }
+
+    fn print_targets(&self) {
+        println!("\n## Targets\n");
+        println!("| target | measured | limit | |\n| --- | --- | --- | --- |");
+        for target in self.targets() {
+            println!(
+                "| {} | {} | {} | {} |",
+                target.what,
+                target.measured,
+                target.limit,
+                if target.met { "met" } else { "**NOT MET**" }
+            );
+        }
+    }
+}

@@ -1,0 +1,280 @@
+//! The tracker under test: the release binary, started as a child process in sidecar or
+//! standalone mode against the double; where it listens, how long it took to get there, and
+//! how much memory it holds.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::client::Conn;
+use crate::cluster::{NAMESPACE, SIDECAR_TOKEN, TRACKER_TOKEN};
+
+/// How long a tracker may take to log where it listens, or to become ready.
+const START_LIMIT: Duration = Duration::from_secs(30);
+/// How many of the last log lines are kept for error messages.
+const LOG_TAIL: usize = 40;
+
+/// How the tracker runs.
+#[derive(Debug, Clone)]
+pub enum Mode {
+    /// `POD_NAME`/`POD_NAMESPACE` set: counts its own pod.
+    Sidecar { pod: String },
+    /// `--standalone=true`: callers name the pod.
+    Standalone,
+}
+
+/// The default binary: `<target>/release/pod-webhook-tracker`, beside this example's own
+/// `<target>/<profile>/examples/bench`.
+pub fn default_binary() -> PathBuf {
+    let target_dir = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.parent()?.to_path_buf()))
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
+    target_dir.join("release").join("pod-webhook-tracker")
+}
+
+/// A running tracker.
+pub struct Tracker {
+    child: Child,
+    pub address: SocketAddr,
+    /// From spawning the process to its `listening on` log line.
+    pub startup: Duration,
+    log: Arc<Mutex<VecDeque<String>>>,
+}
+
+impl Tracker {
+    /// Starts the binary and waits for its `listening on http://ADDR` line.
+    pub fn spawn(binary: &Path, mode: &Mode, api_url: &str) -> Result<Tracker, String> {
+        let mut command = Command::new(binary);
+        command.arg("serve").arg("--address=127.0.0.1:0");
+        command.arg(format!("--kube-server={api_url}"));
+        // Never the developer's cluster: no kubeconfig, no in-cluster account, no identity.
+        command
+            .env_remove("KUBECONFIG")
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .env_remove("POD_NAME")
+            .env_remove("POD_NAMESPACE")
+            .env("HOME", std::env::temp_dir().join("pwt-bench-no-home"))
+            // Info: the `listening on` line, and one line per call as deployed.
+            .env("RUST_LOG", "info");
+        match mode {
+            Mode::Sidecar { pod } => {
+                command
+                    .arg(format!("--kube-token={SIDECAR_TOKEN}"))
+                    .env("POD_NAME", pod)
+                    .env("POD_NAMESPACE", NAMESPACE);
+            }
+            Mode::Standalone => {
+                command
+                    .arg("--standalone=true")
+                    .arg(format!("--namespace={NAMESPACE}"))
+                    .arg(format!("--kube-token={TRACKER_TOKEN}"));
+            }
+        }
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+
+        let started = Instant::now();
+        let mut child = command
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
+        let Some(stderr) = child.stderr.take() else {
+            unreachable!("stderr is piped");
+        };
+        let log = Arc::new(Mutex::new(VecDeque::new()));
+        let (found, listening) = mpsc::channel();
+        let tail = Arc::clone(&log);
+        // Reads the log for as long as the process runs: a full pipe would block it.
+        thread::spawn(move || {
+            let mut found = Some(found);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on http://").nth(1)
+                    && let Some(sender) = found.take()
+                {
+                    let _ = sender.send((Instant::now(), rest.trim().to_string()));
+                }
+                let mut tail = tail.lock().unwrap_or_else(PoisonError::into_inner);
+                if tail.len() == LOG_TAIL {
+                    tail.pop_front();
+                }
+                tail.push_back(line);
+            }
+        });
+        let mut tracker = Tracker {
+            child,
+            address: SocketAddr::from(([127, 0, 0, 1], 0)),
+            startup: Duration::ZERO,
+            log,
+        };
+        match listening.recv_timeout(START_LIMIT) {
+            Ok((at, address)) => {
+                tracker.startup = at - started;
+                tracker.address = address.parse().map_err(|e| {
+                    format!("the tracker logged an address that is not one: {address:?}: {e}")
+                })?;
+                Ok(tracker)
+            }
+            Err(_) => {
+                let status = tracker.child.try_wait().ok().flatten();
+                Err(format!(
+                    "the tracker did not log `listening on http://…` within {}s (exit status: {})\n--- log ---\n{}",
+                    START_LIMIT.as_secs(),
+                    status.map_or("still running".into(), |s| s.to_string()),
+                    tracker.log_tail()
+                ))
+            }
+        }
+    }
+
+    /// Waits until `/readyz` answers 200 (the sidecar checks its pod and its rights first).
+    pub fn wait_ready(&self) -> Result<(), String> {
+        let deadline = Instant::now() + START_LIMIT;
+        let mut conn = Conn::new(self.address);
+        loop {
+            let last = match conn.request("GET", "/readyz", &[], b"") {
+                Ok(response) if response.status == 200 => return Ok(()),
+                Ok(response) => format!("{} {}", response.status, response.text().trim()),
+                Err(e) => e.to_string(),
+            };
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "the tracker is not ready after {}s: {last}\n--- log ---\n{}",
+                    START_LIMIT.as_secs(),
+                    self.log_tail()
+                ));
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// The last lines it logged.
+    pub fn log_tail(&self) -> String {
+        let tail = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+        tail.iter().cloned().collect::<Vec<_>>().join("\n")
+    }
+
+    /// Resident memory now and at its peak (`VmRSS`, `VmHWM` from `/proc/<pid>/status`).
+    pub fn memory(&self) -> Result<Memory, String> {
+        let path = format!("/proc/{}/status", self.child.id());
+        let status =
+            std::fs::read_to_string(&path).map_err(|e| format!("cannot read {path}: {e}"))?;
+        let field = |name: &str| -> Result<u64, String> {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(name))
+                .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+                .ok_or_else(|| format!("no {name} in {path}"))
+        };
+        Ok(Memory {
+            current_kib: field("VmRSS:")?,
+            peak_kib: field("VmHWM:")?,
+            anon_kib: field("RssAnon:")?,
+            file_kib: field("RssFile:")?,
+            threads: field("Threads:")?,
+            thread_names: thread_names(self.child.id()),
+        })
+    }
+
+    /// Stops the process (it was started here; nothing else is touched).
+    pub fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Tracker {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// `3×http, 32×tokio-runtime-w`: a process's threads, grouped by name.
+fn thread_names(pid: u32) -> String {
+    let mut names = std::collections::BTreeMap::<String, usize>::new();
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for task in tasks.flatten() {
+            let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            // Numbered names (`http-0`, `http-1`) count as one kind.
+            let kind = name
+                .trim()
+                .trim_end_matches(|c: char| c.is_ascii_digit() || c == '-');
+            *names.entry(kind.to_string()).or_default() += 1;
+        }
+    }
+    let mut counted: Vec<(String, usize)> = names.into_iter().collect();
+    counted.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    counted
+        .iter()
+        .map(|(name, n)| format!("{n}×{name}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Resident memory of a process, in KiB, and its threads.
+#[derive(Debug, Clone)]
+pub struct Memory {
+    /// `VmRSS`: resident now.
+    pub current_kib: u64,
+    /// `VmHWM`: the peak of `VmRSS` so far.
+    pub peak_kib: u64,
+    /// `RssAnon`: heap and stacks, now.
+    pub anon_kib: u64,
+    /// `RssFile`: pages of the binary and libraries, now.
+    pub file_kib: u64,
+    pub threads: u64,
+    /// The threads grouped by name.
+    pub thread_names: String,
+}
+
+/// The binary's size and whether it still has a symbol table.
+#[derive(Debug, Clone)]
+pub struct BinaryInfo {
+    pub bytes: u64,
+    pub stripped: bool,
+    pub version: String,
+}
+
+/// Size, strip state (an ELF file without `.symtab`) and `version` output of the binary.
+pub fn binary_info(binary: &Path) -> Result<BinaryInfo, String> {
+    let content =
+        std::fs::read(binary).map_err(|e| format!("cannot read {}: {e}", binary.display()))?;
+    let stripped = !content.windows(8).any(|w| w == b".symtab\0");
+    let version = Command::new(binary)
+        .arg("version")
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        .unwrap_or_default();
+    Ok(BinaryInfo {
+        bytes: content.len() as u64,
+        stripped,
+        version,
+    })
+}
+
+/// Starts the binary `times` times in `mode`; the start-up times (spawn → listening), sorted.
+pub fn startup_times(
+    binary: &Path,
+    mode: &Mode,
+    api_url: &str,
+    times: usize,
+) -> Result<Vec<Duration>, String> {
+    let mut samples = Vec::with_capacity(times);
+    for _ in 0..times {
+        let tracker = Tracker::spawn(binary, mode, api_url)?;
+        samples.push(tracker.startup);
+        tracker.stop();
+    }
+    samples.sort();
+    Ok(samples)
+}
