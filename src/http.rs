@@ -557,6 +557,29 @@ fn serve_admin_route(app: &App, route: Route, request: Request) {
     }
 }
 
+/// The keyed jobs of a pod for `/status`: id, start, deadline, age in seconds.
+fn job_status(
+    jobs: &std::collections::BTreeMap<String, crate::jobs::Job>,
+) -> Vec<serde_json::Value> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs());
+    let time = |seconds: u64| {
+        humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(seconds))
+            .to_string()
+    };
+    jobs.iter()
+        .map(|(id, job)| {
+            serde_json::json!({
+                "id": id,
+                "started": time(job.started),
+                "ageSeconds": now.saturating_sub(job.started),
+                "deadline": job.deadline.map(time),
+            })
+        })
+        .collect()
+}
+
 /// `GET /status`: what is tracked, the counts last stored, readiness and the last API error.
 fn status_json(app: &App) -> serde_json::Value {
     let time = |at: std::time::SystemTime| humantime::format_rfc3339_seconds(at).to_string();
@@ -570,6 +593,7 @@ fn status_json(app: &App) -> serde_json::Value {
                 "count": pod.count,
                 "label": pod.label,
                 "updated": time(pod.updated),
+                "jobs": job_status(&pod.jobs),
             })
         })
         .collect();

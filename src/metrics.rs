@@ -89,6 +89,8 @@ pub struct Metrics {
     pub lost_answers: Family<LostLabels, Counter>,
     /// The current count of each tracked pod.
     pub active_jobs: Family<PodLabels, Gauge>,
+    /// Jobs released without a decrement, by reason.
+    pub jobs_released: Family<ReasonLabels, Counter>,
     last_error: Mutex<Option<LastError>>,
 }
 
@@ -123,6 +125,7 @@ impl Metrics {
             calls_per_write: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
             lost_answers: Family::default(),
             active_jobs: Family::default(),
+            jobs_released: Family::default(),
             last_error: Mutex::new(None),
             registry: Registry::default(),
         };
@@ -160,6 +163,11 @@ impl Metrics {
             "lost_answers",
             "Writes whose answer was lost, by whether a re-read found them stored",
             metrics.lost_answers.clone(),
+        );
+        registry.register(
+            "jobs_released",
+            "Jobs released without a decrement: expired (past their deadline) or restart (their container restarted)",
+            metrics.jobs_released.clone(),
         );
         registry.register(
             "active_jobs",
@@ -228,6 +236,15 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts a job released without a decrement (`expired` or `restart`).
+    pub fn job_released(&self, reason: &str) {
+        self.jobs_released
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
     /// Sets a pod's current count.
     pub fn set_count(&self, pod: &PodRef, count: i64) {
         self.active_jobs.get_or_create(&pod_labels(pod)).set(count);
@@ -278,6 +295,7 @@ mod tests {
         metrics.calls_per_write.observe(4.0);
         metrics.lost_answer(true);
         metrics.set_count(&PodRef::new("jobs", "w-1"), 3);
+        metrics.job_released("expired");
         let text = metrics.encode();
         for line in [
             "pod_webhook_tracker_webhook_calls_total{endpoint=\"increment\",status=\"200\"} 1",
@@ -286,6 +304,7 @@ mod tests {
             "pod_webhook_tracker_lost_answers_total{stored=\"true\"} 1",
             "pod_webhook_tracker_active_jobs{namespace=\"jobs\",pod=\"w-1\"} 3",
             "pod_webhook_tracker_calls_per_write_count 1",
+            "pod_webhook_tracker_jobs_released_total{reason=\"expired\"} 1",
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }

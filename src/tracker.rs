@@ -95,6 +95,8 @@ pub struct PodStatus {
     pub label: Option<String>,
     /// When the last call was stored.
     pub updated: SystemTime,
+    /// The keyed jobs running then, by id.
+    pub jobs: BTreeMap<String, Job>,
 }
 
 struct Call {
@@ -432,7 +434,14 @@ async fn write_batch(
     }
     let (answers, ok) = match settle(inner, pod, known, &job_calls).await {
         Ok(settled) => {
-            stored(inner, pod, &settled);
+            let jobs = known
+                .as_ref()
+                .and_then(|view| {
+                    jobs::decode(view.annotation(&inner.settings.jobs_annotation)).ok()
+                })
+                .map(|state| state.jobs)
+                .unwrap_or_default();
+            stored(inner, pod, &settled, jobs);
             (settled.answers, true)
         }
         Err(error) => {
@@ -477,7 +486,7 @@ struct Unanswered {
 }
 
 /// Bookkeeping after a stored batch: status, the count metric, and busy/idle events.
-fn stored(inner: &Arc<Inner>, pod: &PodRef, settled: &Settled) {
+fn stored(inner: &Arc<Inner>, pod: &PodRef, settled: &Settled, jobs: BTreeMap<String, Job>) {
     let policy = inner.settings.policy;
     inner.client.metrics().set_count(pod, settled.after);
     let status = PodStatus {
@@ -485,6 +494,7 @@ fn stored(inner: &Arc<Inner>, pod: &PodRef, settled: &Settled) {
         count: settled.after,
         label: count::label_for(settled.after, policy),
         updated: SystemTime::now(),
+        jobs,
     };
     inner
         .status
@@ -519,6 +529,11 @@ fn stored(inner: &Arc<Inner>, pod: &PodRef, settled: &Settled) {
             ),
         };
         log::info!("pod {pod}: {message}");
+        inner.client.metrics().job_released(if restart.is_some() {
+            "restart"
+        } else {
+            "expired"
+        });
         record_event(inner, pod, reason, message);
     }
     let event = match (settled.before, settled.after) {

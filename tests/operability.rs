@@ -265,3 +265,65 @@ fn events_are_off_by_default() {
     assert_eq!(tracker.decrement("pod_name=worker-1").count(), 0);
     assert!(api.events().is_empty());
 }
+
+#[test]
+fn status_lists_running_job_keys_with_ages_and_deadlines_and_metrics_count_released_jobs() {
+    let api = api();
+    api.create_pod(NS, "worker-1", &[]);
+    let tracker = standalone(&api)
+        .args(["--admin-address=127.0.0.1:0"])
+        .start();
+    assert_eq!(
+        tracker
+            .increment("pod_name=worker-1&job=build-7&ttl=30m")
+            .count(),
+        1
+    );
+    assert_eq!(
+        tracker
+            .increment("pod_name=worker-1&job=short&ttl=1s")
+            .count(),
+        2
+    );
+    let status: serde_json::Value =
+        serde_json::from_str(&tracker.request("GET", "/status", &[]).body).expect("JSON");
+    let jobs = status["pods"][0]["jobs"].as_array().expect("a job list");
+    let ids: Vec<&str> = jobs.iter().filter_map(|job| job["id"].as_str()).collect();
+    assert_eq!(ids, ["build-7", "short"], "{status}");
+    assert!(
+        jobs[0]["deadline"]
+            .as_str()
+            .is_some_and(|d| d.ends_with('Z')),
+        "{status}"
+    );
+    assert!(
+        jobs[0]["started"]
+            .as_str()
+            .is_some_and(|d| d.ends_with('Z')),
+        "{status}"
+    );
+    assert!(
+        jobs[0]["ageSeconds"].as_u64().is_some_and(|age| age < 60),
+        "{status}"
+    );
+    // Nobody ends `short`: the writer's own timer releases it at its deadline.
+    assert!(
+        tracker
+            .wait_for_line("job short released", Duration::from_secs(20))
+            .is_some(),
+        "{}",
+        tracker.log()
+    );
+    let m = metrics(&tracker);
+    assert_eq!(
+        value(
+            &m,
+            "pod_webhook_tracker_jobs_released_total{reason=\"expired\"}"
+        ),
+        1.0
+    );
+    let status: serde_json::Value =
+        serde_json::from_str(&tracker.request("GET", "/status", &[]).body).expect("JSON");
+    assert_eq!(status["pods"][0]["count"], 1);
+    assert_eq!(status["pods"][0]["jobs"][0]["id"], "build-7");
+}
