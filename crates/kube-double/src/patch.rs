@@ -62,13 +62,13 @@ pub(crate) fn apply(kind: PatchType, doc: &Value, body: &[u8]) -> Result<Value, 
             let Value::Array(ops) = ops else {
                 return Err(ApiError::bad_request(format!(
                     "json: cannot unmarshal {} into Go value of type jsonpatch.Patch",
-                    go_json_type(&ops)
+                    crate::store::json_type(&ops)
                 )));
             };
             if let Some(op) = ops.iter().find(|op| !op.is_object()) {
                 return Err(ApiError::bad_request(format!(
                     "json: cannot unmarshal {} into Go value of type jsonpatch.Operation",
-                    go_json_type(op)
+                    crate::store::json_type(op)
                 )));
             }
             let mut doc = doc.clone();
@@ -168,18 +168,6 @@ fn child<'a>(value: &'a Value, token: &str) -> Option<&'a Value> {
 /// Decodes a JSON pointer token: `~1` is `/`, `~0` is `~`.
 fn decode_token(token: &str) -> String {
     token.replace("~1", "/").replace("~0", "~")
-}
-
-/// The name Go's `encoding/json` gives a JSON value's type in its errors.
-fn go_json_type(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "bool",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
 }
 
 #[cfg(test)]

@@ -186,7 +186,8 @@ pub(crate) fn decode_metadata(object: &mut Value, kind: &str) -> Result<(), Stri
     Ok(())
 }
 
-fn json_type(value: &Value) -> &'static str {
+/// The name Go's `encoding/json` gives a JSON value's type in its errors.
+pub(crate) fn json_type(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "bool",
