@@ -145,19 +145,7 @@ impl PodClient {
         namespace: &str,
         name: Option<&str>,
     ) -> Result<bool, ApiFailure> {
-        let review = SelfSubjectAccessReview {
-            spec: SelfSubjectAccessReviewSpec {
-                resource_attributes: Some(ResourceAttributes {
-                    namespace: Some(namespace.to_owned()),
-                    verb: Some(verb.to_owned()),
-                    resource: Some("pods".to_owned()),
-                    name: name.map(str::to_owned),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
+        let review = pod_access_review(verb, namespace, name);
         let api: Api<SelfSubjectAccessReview> = Api::all(self.client.clone());
         let answer = self
             .limited("create", api.create(&PostParams::default(), &review))
@@ -260,6 +248,28 @@ fn classify_with_code(error: kube::Error) -> (&'static str, ApiFailure) {
 /// Unix seconds of an API time; a time before 1970 does not occur, so it is clamped.
 fn unix_seconds(time: &Time) -> u64 {
     u64::try_from(time.0.as_second()).unwrap_or(0)
+}
+
+/// A SelfSubjectAccessReview asking whether the caller may `verb` pods in `namespace` (one pod
+/// when `name` is given).
+pub fn pod_access_review(
+    verb: &str,
+    namespace: &str,
+    name: Option<&str>,
+) -> SelfSubjectAccessReview {
+    SelfSubjectAccessReview {
+        spec: SelfSubjectAccessReviewSpec {
+            resource_attributes: Some(ResourceAttributes {
+                namespace: Some(namespace.to_owned()),
+                verb: Some(verb.to_owned()),
+                resource: Some("pods".to_owned()),
+                name: name.map(str::to_owned),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
 }
 
 fn view(pod: Pod) -> PodView {
