@@ -94,12 +94,20 @@ fn main() {
             fails: true,
         },
     ];
+    let (started_tx, started) = std::sync::mpsc::channel();
+    let job_count = jobs.len();
     let runners: Vec<_> = jobs
         .into_iter()
-        .map(|job| thread::spawn(move || job.run(say)))
+        .map(|job| {
+            let started_tx = started_tx.clone();
+            thread::spawn(move || job.run(say, started_tx))
+        })
         .collect();
 
-    thread::sleep(Duration::from_millis(380));
+    // The drain comes once every job has started: the shortest job still runs for 300 ms.
+    for _ in 0..job_count {
+        let _ = started.recv_timeout(Duration::from_secs(30));
+    }
     say("a node drain now asks the eviction API about each pod (dry run):".into());
     drain(&api, say, false);
 
@@ -210,13 +218,14 @@ struct Job {
 }
 
 impl Job {
-    fn run(self, say: impl Fn(String)) {
+    fn run(self, say: impl Fn(String), started: std::sync::mpsc::Sender<()>) {
         thread::sleep(Duration::from_millis(self.start_ms));
         let (status, count) = post(self.tracker, "/increment", self.query);
         say(format!(
             "job {:<11} started:  POST /increment → {status} {count}",
             self.name
         ));
+        let _ = started.send(());
         let outcome: Result<(), String> = {
             thread::sleep(Duration::from_millis(self.run_ms));
             if self.fails {
