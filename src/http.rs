@@ -401,18 +401,19 @@ fn handle(app: &Arc<App>, in_flight: &Arc<InFlight>, request: Request) {
         .headers()
         .iter()
         .any(|h| h.field.equiv("Accept") && h.value.as_str().contains("application/json"));
+    let refuse = |request, error| {
+        finish(
+            request,
+            None,
+            Err(error),
+            wants_json,
+            started,
+            Some(&app.metrics),
+        );
+    };
     let route = match route(request.method(), path) {
         Ok(route) => route,
-        Err(error) => {
-            return finish(
-                request,
-                None,
-                Err(error),
-                wants_json,
-                started,
-                Some(&app.metrics),
-            );
-        }
+        Err(error) => return refuse(request, error),
     };
     let action = match route {
         Route::Count(action) => action,
@@ -431,16 +432,7 @@ fn handle(app: &Arc<App>, in_flight: &Arc<InFlight>, request: Request) {
         .and_then(|pod| Ok((pod, job_call(action, &query, idempotency_key.as_deref())?)));
     let (pod, call) = match resolved {
         Ok(resolved) => resolved,
-        Err(error) => {
-            return finish(
-                request,
-                None,
-                Err(error),
-                wants_json,
-                started,
-                Some(&app.metrics),
-            );
-        }
+        Err(error) => return refuse(request, error),
     };
     in_flight.enter();
     let answer = app.tracker.submit(pod.clone(), call);

@@ -623,19 +623,21 @@ pub(crate) fn set_map_entry(
     update_pod(store, namespace, name, pod, false)
 }
 
+/// A store holding these pods, for tests of this crate.
+#[cfg(test)]
+pub(crate) fn store_with(pods: &[NewPod]) -> Store {
+    let mut store = Store::new(42);
+    for pod in pods {
+        add_pod(&mut store, pod).expect("pod is valid");
+    }
+    store
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const NS: &str = "ns";
-
-    fn store_with(pods: &[NewPod]) -> Store {
-        let mut store = Store::new(42);
-        for pod in pods {
-            add_pod(&mut store, pod).expect("pod is valid");
-        }
-        store
-    }
 
     fn query(raw: &str) -> Query {
         Query::parse(Some(raw))

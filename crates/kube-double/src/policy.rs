@@ -344,17 +344,9 @@ pub(crate) fn evict(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pods::{NewPod, add_pod};
+    use crate::pods::{NewPod, store_with};
 
     const NS: &str = "ns";
-
-    fn store_with(pods: &[NewPod]) -> Store {
-        let mut store = Store::new(42);
-        for pod in pods {
-            add_pod(&mut store, pod).expect("pod is valid");
-        }
-        store
-    }
 
     fn budget(min_available: Value, selector: Value) -> Value {
         json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "b"},
