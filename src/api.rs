@@ -272,7 +272,8 @@ pub fn pod_access_review(
     }
 }
 
-fn view(pod: Pod) -> PodView {
+/// The parts of a pod that counting depends on.
+pub fn view(pod: Pod) -> PodView {
     let containers = pod
         .status
         .and_then(|status| status.container_statuses)

@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Pod;
+
 use crate::api::{self, ApiFailure, PodClient};
 use crate::config::Config;
 use crate::http::{App, Readiness, Responder, Server, StopHandle};
@@ -145,7 +147,12 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     let readiness = match &config.targeting {
         Targeting::Sidecar { own } => {
             let readiness = Arc::new(Readiness::not_ready(format!("checking own pod {own}")));
-            runtime.spawn(check_own_pod(pods, own.clone(), Arc::clone(&readiness)));
+            runtime.spawn(check_own_pod(
+                pods,
+                tracker.clone(),
+                own.clone(),
+                Arc::clone(&readiness),
+            ));
             readiness
         }
         Targeting::Standalone {
@@ -296,15 +303,17 @@ impl Sweep {
 /// patched; it keeps checking, because RBAC created in the same apply can take a moment to
 /// take effect. Calls made meanwhile still go to the API server, which has the last word: no
 /// caller ever gets 200 for a count that was not stored.
-async fn check_own_pod(pods: PodClient, own: PodRef, readiness: Arc<Readiness>) {
+async fn check_own_pod(pods: PodClient, tracker: Tracker, own: PodRef, readiness: Arc<Readiness>) {
     loop {
         match own_pod_problem(&pods, &own).await {
-            None => {
+            Ok(pod) => {
+                // The pod was just read: the first call need not read it again.
+                tracker.prime(own.clone(), api::view(pod));
                 readiness.set_ready();
                 log::info!("own pod {own} found and patchable: ready");
                 return;
             }
-            Some(problem) => {
+            Err(problem) => {
                 // Readiness first: whoever reads the log line must find /readyz saying the same.
                 readiness.set_problem(problem.clone());
                 log::error!("not ready: {problem}");
@@ -342,33 +351,35 @@ async fn check_namespace_rights(pods: PodClient, namespace: String, readiness: A
     }
 }
 
-async fn own_pod_problem(pods: &PodClient, own: &PodRef) -> Option<String> {
+/// The own pod, if it exists and may be patched; otherwise what is wrong.
+async fn own_pod_problem(pods: &PodClient, own: &PodRef) -> Result<Pod, String> {
     let pod = match pods.get_pod(own).await {
         Ok(pod) => pod,
         Err(ApiFailure::NotFound) => {
-            return Some(format!(
+            return Err(format!(
                 "own pod {own} not found: check that POD_NAME and POD_NAMESPACE come from the downward API"
             ));
         }
         Err(ApiFailure::Refused(message)) => {
-            return Some(format!(
+            return Err(format!(
                 "may not get own pod {own}: {message}; grant verbs [get, patch] on pods"
             ));
         }
-        Err(other) => return Some(format!("cannot read own pod {own}: {other:?}")),
+        Err(other) => return Err(format!("cannot read own pod {own}: {other:?}")),
     };
     let account = pod
         .spec
-        .and_then(|spec| spec.service_account_name)
+        .as_ref()
+        .and_then(|spec| spec.service_account_name.clone())
         .unwrap_or_else(|| "default".to_owned());
     match pods.may("patch", own).await {
-        Ok(true) => None,
-        Ok(false) => Some(format!(
+        Ok(true) => Ok(pod),
+        Ok(false) => Err(format!(
             "service account {}/{account} may not patch pod {own}: grant verbs [get, patch] on pods \
              (resourceNames: [{}]) in namespace {} with a Role and RoleBinding",
             own.namespace, own.name, own.namespace
         )),
-        Err(other) => Some(format!(
+        Err(other) => Err(format!(
             "cannot check the right to patch own pod {own}: {other:?}"
         )),
     }

@@ -124,6 +124,9 @@ struct Inner {
     events_allowed: AtomicBool,
     /// Woken after every stored write, for `/wait-idle`.
     stored_writes: tokio::sync::Notify,
+    /// Pods already read elsewhere (the sidecar's start-up check): a new writer starts from
+    /// that view instead of reading the pod again.
+    primed: Mutex<HashMap<PodRef, PodView>>,
 }
 
 /// Hands each call to its pod's writer. Cheap to clone; safe to use from any thread.
@@ -150,6 +153,7 @@ impl Tracker {
                 next_write: AtomicU64::new(1),
                 status: Mutex::new(BTreeMap::new()),
                 events_allowed: AtomicBool::new(true),
+                primed: Mutex::new(HashMap::new()),
                 stored_writes: tokio::sync::Notify::new(),
             }),
         }
@@ -241,6 +245,23 @@ impl Tracker {
                 () = &mut stored => {}
                 () = tokio::time::sleep(left.min(IDLE_POLL)) => {}
             }
+        }
+    }
+
+    /// Hands a freshly read view of a pod to its future writer, saving the first call's read.
+    /// Ignored when the pod already has a writer (it knows better).
+    pub fn prime(&self, pod: PodRef, view: PodView) {
+        let writers = self
+            .inner
+            .writers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if !writers.contains_key(&pod) {
+            self.inner
+                .primed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(pod, view);
         }
     }
 
@@ -353,7 +374,13 @@ async fn next_wake(
 }
 
 async fn run_writer(inner: Arc<Inner>, pod: PodRef, mut calls: mpsc::UnboundedReceiver<Message>) {
-    let mut known: Option<PodView> = None;
+    // A primed view is only a starting point: guards catch it if it is stale, and refusals are
+    // decided on fresh reads only.
+    let mut known: Option<PodView> = inner
+        .primed
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .remove(&pod);
     let mut expiry_not_before: Option<Instant> = None;
     loop {
         let wake = next_wake(&inner, known.as_ref(), expiry_not_before, &mut calls).await;

@@ -240,3 +240,17 @@ fn the_originals_deployment_args_work_unchanged() {
     assert_eq!(tracker.decrement("pod_name=fileflows-node-1").count(), 0);
     assert_eq!(tracker.increment("pod_name=other").status, 404);
 }
+
+#[test]
+fn a_ready_sidecar_counts_its_first_job_with_one_patch_because_the_start_up_check_read_the_pod() {
+    let api = least_privilege_api();
+    let tracker = sidecar(&api).start();
+    tracker.wait_ready();
+    api.reset_counts();
+    assert_eq!(tracker.increment("").count(), 1);
+    let methods: Vec<String> = api.requests().into_iter().map(|r| r.method).collect();
+    assert_eq!(methods, ["PATCH"], "no second read of the pod");
+    // A primed view is only a starting point: another writer's change is caught by the guard.
+    api.set_label(NS, "job-1", "active-jobs", Some("5"));
+    assert_eq!(tracker.increment("").count(), 6);
+}
