@@ -1,23 +1,23 @@
-//! The webhook server: routes, query parameters, the one place where errors become status codes,
-//! one log line per call, and a graceful stop.
-//!
-//! Threads: a few tiny_http threads receive requests and never wait on the API; each counting
-//! call is handed to the tracker, and its answer is written from tokio's blocking pool, so the
-//! runtime never blocks on a socket either.
+//! The webhook's HTTP side: routes, query parameters, the one place where errors become status
+//! codes, and one log line per call. The sockets and the graceful stop are in [`crate::listen`].
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use tiny_http::{Header, Method, Request, Response};
-use tokio::runtime::Handle;
+use bytes::Bytes;
+use http::header::{ALLOW, CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
 
 use crate::error::Error;
 use crate::jobs::{self, Action, JobCall};
+use crate::listen::InFlight;
 use crate::metrics::Metrics;
 use crate::target::{PodRef, Targeting};
 use crate::tracker::Tracker;
+
+/// The body of every answer: small, and complete before it is sent.
+pub type Body = Full<Bytes>;
 
 /// Whether the tracker can do its job right now, and if not, why (for `/readyz`).
 #[derive(Debug, Default)]
@@ -65,213 +65,12 @@ pub struct App {
     pub tracker: Tracker,
     /// Finds each call's pod.
     pub targeting: Targeting,
-    /// Where answers are written from.
-    pub runtime: Handle,
     /// For `/readyz`.
     pub readiness: Arc<Readiness>,
     /// For `/metrics`, and counted on every call.
     pub metrics: Arc<Metrics>,
-    /// Writes the answers of counting calls.
-    pub responder: Arc<Responder>,
     /// The counting label, for `/status`.
     pub label: String,
-}
-
-/// Writes answers on a few dedicated threads: a socket write may block, and the runtime's own
-/// threads must not; a thread per answer (tokio's blocking pool) would cost memory in bursts.
-pub struct Responder {
-    jobs: std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>,
-}
-
-impl Responder {
-    /// Starts `threads` answer-writing threads.
-    pub fn new(threads: usize) -> Self {
-        let (jobs, queue) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
-        let queue = Arc::new(Mutex::new(queue));
-        for n in 0..threads.max(1) {
-            let queue = Arc::clone(&queue);
-            let spawned = std::thread::Builder::new()
-                .name(format!("answer-{n}"))
-                .spawn(move || {
-                    loop {
-                        // The lock is held only while taking the next job, never while running it.
-                        let job = queue.lock().unwrap_or_else(PoisonError::into_inner).recv();
-                        match job {
-                            Ok(job) => job(),
-                            Err(_) => return,
-                        }
-                    }
-                });
-            if let Err(e) = spawned {
-                log::error!("cannot start an answer-writing thread: {e}");
-            }
-        }
-        Responder { jobs }
-    }
-
-    /// Queues the writing of one answer.
-    pub fn answer(&self, job: impl FnOnce() + Send + 'static) {
-        // The threads live as long as the sender, which lives as long as this responder.
-        let _ = self.jobs.send(Box::new(job));
-    }
-}
-
-/// Counts calls still being answered, so that a stop can wait for them.
-#[derive(Default)]
-struct InFlight {
-    count: Mutex<usize>,
-    idle: Condvar,
-}
-
-impl InFlight {
-    fn enter(&self) {
-        *self.count.lock().unwrap_or_else(PoisonError::into_inner) += 1;
-    }
-
-    fn leave(&self) {
-        let mut count = self.count.lock().unwrap_or_else(PoisonError::into_inner);
-        *count = count.saturating_sub(1);
-        if *count == 0 {
-            self.idle.notify_all();
-        }
-    }
-
-    /// Waits until no call is in flight or `grace` has passed; returns how many are left.
-    fn wait_idle(&self, grace: Duration) -> usize {
-        let count = self.count.lock().unwrap_or_else(PoisonError::into_inner);
-        let (count, _) = self
-            .idle
-            .wait_timeout_while(count, grace, |count| *count > 0)
-            .unwrap_or_else(PoisonError::into_inner);
-        *count
-    }
-}
-
-/// The listening webhook server.
-pub struct Server {
-    http: Arc<tiny_http::Server>,
-    admin: Option<Arc<tiny_http::Server>>,
-    app: Arc<App>,
-    in_flight: Arc<InFlight>,
-    stopping: Arc<AtomicBool>,
-    threads: usize,
-}
-
-/// Stops a running [`Server`] from another thread (the signal handler).
-#[derive(Clone)]
-pub struct StopHandle {
-    http: Arc<tiny_http::Server>,
-    admin: Option<Arc<tiny_http::Server>>,
-    stopping: Arc<AtomicBool>,
-    threads: usize,
-}
-
-impl StopHandle {
-    /// Stops taking requests; calls in flight are still answered.
-    pub fn stop(&self) {
-        self.stopping.store(true, Ordering::SeqCst);
-        for _ in 0..self.threads {
-            self.http.unblock();
-        }
-        if let Some(admin) = &self.admin {
-            admin.unblock();
-        }
-    }
-}
-
-impl Server {
-    /// Binds the webhook address (and the admin address, which serves only probes, if given);
-    /// `threads` tiny_http threads will receive webhook requests.
-    pub fn bind(
-        address: SocketAddr,
-        admin: Option<SocketAddr>,
-        app: App,
-        threads: usize,
-    ) -> Result<Server, String> {
-        let listen = |address: SocketAddr| {
-            tiny_http::Server::http(address)
-                .map(Arc::new)
-                .map_err(|e| format!("cannot listen on {address}: {e}"))
-        };
-        Ok(Server {
-            http: listen(address)?,
-            admin: admin.map(listen).transpose()?,
-            app: Arc::new(app),
-            in_flight: Arc::new(InFlight::default()),
-            stopping: Arc::new(AtomicBool::new(false)),
-            threads: threads.max(1),
-        })
-    }
-
-    /// The address actually bound (useful with port 0).
-    pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.http.server_addr().to_ip()
-    }
-
-    /// The admin address actually bound, if any.
-    pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.admin.as_ref()?.server_addr().to_ip()
-    }
-
-    /// A handle that stops this server.
-    pub fn stop_handle(&self) -> StopHandle {
-        StopHandle {
-            http: Arc::clone(&self.http),
-            admin: self.admin.clone(),
-            stopping: Arc::clone(&self.stopping),
-            threads: self.threads,
-        }
-    }
-
-    /// Serves until stopped, then waits up to `grace` for calls in flight; returns how many
-    /// were still unanswered when the grace period ended.
-    pub fn run(self, grace: Duration) -> usize {
-        let workers: Vec<_> = (0..self.threads)
-            .map(|n| {
-                let http = Arc::clone(&self.http);
-                let app = Arc::clone(&self.app);
-                let in_flight = Arc::clone(&self.in_flight);
-                let stopping = Arc::clone(&self.stopping);
-                std::thread::Builder::new()
-                    .name(format!("http-{n}"))
-                    .spawn(move || {
-                        while !stopping.load(Ordering::SeqCst) {
-                            match http.recv() {
-                                Ok(request) => handle(&app, &in_flight, request),
-                                Err(e) if !stopping.load(Ordering::SeqCst) => {
-                                    log::warn!("receiving a request failed: {e}")
-                                }
-                                Err(_) => {}
-                            }
-                        }
-                    })
-            })
-            .collect();
-        let admin = self.admin.clone().map(|admin| {
-            let app = Arc::clone(&self.app);
-            let stopping = Arc::clone(&self.stopping);
-            std::thread::Builder::new()
-                .name("admin".to_owned())
-                .spawn(move || {
-                    while !stopping.load(Ordering::SeqCst) {
-                        if let Ok(request) = admin.recv() {
-                            handle_admin(&app, request);
-                        }
-                    }
-                })
-        });
-        for worker in workers.into_iter().chain(admin).flatten() {
-            let _ = worker.join();
-        }
-        let left = self.in_flight.wait_idle(grace);
-        if left > 0 {
-            log::warn!(
-                "{left} call(s) still unanswered after the {}s grace period",
-                grace.as_secs()
-            );
-        }
-        left
-    }
 }
 
 /// What a request asks for.
@@ -287,17 +86,17 @@ enum Route {
 
 fn route(method: &Method, path: &str) -> Result<Route, Error> {
     let (route, allowed) = match path {
-        "/increment" => (Route::Count(Action::Increment), Method::Post),
-        "/decrement" => (Route::Count(Action::Decrement), Method::Post),
-        "/renew" => (Route::Count(Action::Renew), Method::Post),
-        "/wait-idle" => (Route::WaitIdle, Method::Get),
-        "/healthz" => (Route::Healthz, Method::Get),
-        "/readyz" => (Route::Readyz, Method::Get),
-        "/metrics" => (Route::Metrics, Method::Get),
-        "/status" => (Route::Status, Method::Get),
+        "/increment" => (Route::Count(Action::Increment), Method::POST),
+        "/decrement" => (Route::Count(Action::Decrement), Method::POST),
+        "/renew" => (Route::Count(Action::Renew), Method::POST),
+        "/wait-idle" => (Route::WaitIdle, Method::GET),
+        "/healthz" => (Route::Healthz, Method::GET),
+        "/readyz" => (Route::Readyz, Method::GET),
+        "/metrics" => (Route::Metrics, Method::GET),
+        "/status" => (Route::Status, Method::GET),
         _ => return Err(Error::UnknownPath(path.to_owned())),
     };
-    if *method == allowed || (allowed == Method::Get && *method == Method::Head) {
+    if *method == allowed || (allowed == Method::GET && *method == Method::HEAD) {
         Ok(route)
     } else {
         Err(Error::MethodNotAllowed {
@@ -305,6 +104,36 @@ fn route(method: &Method, path: &str) -> Result<Route, Error> {
             path: path.to_owned(),
             allow: allowed.to_string(),
         })
+    }
+}
+
+/// What the handlers use of a request. Its body is never read: no route takes one.
+#[derive(Debug, Clone)]
+struct Received {
+    method: Method,
+    path: String,
+    query: String,
+    /// `Accept: application/json`: answer in JSON rather than plain text.
+    wants_json: bool,
+    /// The `Idempotency-Key` header, another way to name a job.
+    idempotency_key: Option<String>,
+}
+
+impl Received {
+    fn of<B>(request: &Request<B>) -> Received {
+        let headers = request.headers();
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        Received {
+            method: request.method().clone(),
+            path: request.uri().path().to_owned(),
+            query: request.uri().query().unwrap_or_default().to_owned(),
+            wants_json: headers
+                .get_all(http::header::ACCEPT)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .any(|v| v.contains("application/json")),
+            idempotency_key: header("Idempotency-Key").map(str::to_owned),
+        }
     }
 }
 
@@ -393,80 +222,64 @@ fn job_call(
     })
 }
 
-fn handle(app: &Arc<App>, in_flight: &Arc<InFlight>, request: Request) {
+/// Answers one request on the webhook address.
+pub async fn handle<B>(
+    app: Arc<App>,
+    in_flight: Arc<InFlight>,
+    request: Request<B>,
+) -> Response<Body> {
     let started = Instant::now();
-    let url = request.url().to_owned();
-    let (path, query) = url.split_once('?').unwrap_or((&url, ""));
-    let wants_json = request
-        .headers()
-        .iter()
-        .any(|h| h.field.equiv("Accept") && h.value.as_str().contains("application/json"));
-    let refuse = |request, error| {
-        finish(
-            request,
-            None,
-            Err(error),
-            wants_json,
-            started,
-            Some(&app.metrics),
-        );
+    let received = Received::of(&request);
+    drop(request);
+    let refuse = |received: &Received, error| {
+        finish(received, None, Err(error), started, Some(&app.metrics))
     };
-    let route = match route(request.method(), path) {
+    let route = match route(&received.method, &received.path) {
         Ok(route) => route,
-        Err(error) => return refuse(request, error),
+        Err(error) => return refuse(&received, error),
     };
     let action = match route {
         Route::Count(action) => action,
-        Route::WaitIdle => return wait_idle(app, Some(in_flight), request, query, wants_json),
-        other => return serve_admin_route(app, other, request),
+        Route::WaitIdle => return wait_idle(&app, Some(&in_flight), &received).await,
+        other => return serve_admin_route(&app, other),
     };
-    let idempotency_key = request
-        .headers()
-        .iter()
-        .find(|h| h.field.equiv("Idempotency-Key"))
-        .map(|h| h.value.as_str().to_owned());
-    let query = parse_query(query);
+    let query = parse_query(&received.query);
     let resolved = app
         .targeting
         .resolve(query.pod_name.as_deref(), query.namespace.as_deref())
-        .and_then(|pod| Ok((pod, job_call(action, &query, idempotency_key.as_deref())?)));
+        .and_then(|pod| {
+            let call = job_call(action, &query, received.idempotency_key.as_deref())?;
+            Ok((pod, call))
+        });
     let (pod, call) = match resolved {
         Ok(resolved) => resolved,
-        Err(error) => return refuse(request, error),
+        Err(error) => return refuse(&received, error),
     };
-    in_flight.enter();
+    let in_flight = in_flight.enter();
     let answer = app.tracker.submit(pod.clone(), call);
-    let in_flight = Arc::clone(in_flight);
     let metrics = Arc::clone(&app.metrics);
-    let responder = Arc::clone(&app.responder);
-    app.runtime.spawn(async move {
+    // The call is the tracker's from here on. If the caller hangs up, hyper drops this future,
+    // but the task still logs and counts the outcome, and a stop still waits for it.
+    let answering = tokio::spawn(async move {
+        let _in_flight = in_flight;
         let outcome = answer.await.unwrap_or(Err(Error::ShuttingDown));
-        responder.answer(move || {
-            finish(
-                request,
-                Some(&pod),
-                outcome,
-                wants_json,
-                started,
-                Some(&metrics),
-            );
-            in_flight.leave();
-        });
+        finish(&received, Some(&pod), outcome, started, Some(&metrics))
     });
+    answering
+        .await
+        .unwrap_or_else(|_| plain(503, "the tracker is stopping\n".to_owned()))
 }
 
 /// `GET /wait-idle[?timeout=30s&pod_name=…]`: answers once the pod's count is zero (200, the
 /// count), or when the timeout passes (503, how many are still running). Served on both
 /// listeners: a `preStop` hook reaches the admin one.
-fn wait_idle(
-    app: &Arc<App>,
+async fn wait_idle(
+    app: &App,
     in_flight: Option<&Arc<InFlight>>,
-    request: Request,
-    query: &str,
-    wants_json: bool,
-) {
+    received: &Received,
+) -> Response<Body> {
     let started = Instant::now();
-    let query = parse_query(query);
+    let query = parse_query(&received.query);
     let timeout = query
         .timeout
         .as_deref()
@@ -481,71 +294,45 @@ fn wait_idle(
     });
     let (pod, timeout) = match target {
         Ok(target) => target,
-        Err(error) => return finish(request, None, Err(error), wants_json, started, None),
+        Err(error) => return finish(received, None, Err(error), started, None),
     };
-    let in_flight = in_flight.cloned();
-    if let Some(in_flight) = &in_flight {
-        in_flight.enter();
-    }
-    let tracker = app.tracker.clone();
-    let responder = Arc::clone(&app.responder);
-    app.runtime.spawn(async move {
-        let outcome = tracker.wait_idle(&pod, timeout).await;
-        responder.answer(move || {
-            finish(request, Some(&pod), outcome, wants_json, started, None);
-            if let Some(in_flight) = in_flight {
-                in_flight.leave();
-            }
-        });
-    });
+    let _in_flight = in_flight.map(InFlight::enter);
+    let outcome = app.tracker.wait_idle(&pod, timeout).await;
+    finish(received, Some(&pod), outcome, started, None)
 }
 
-/// The request's path, without the query.
-fn path_of(request: &Request) -> String {
-    request
-        .url()
-        .split('?')
-        .next()
-        .unwrap_or_default()
-        .to_owned()
-}
-
-/// The admin listener serves probes, metrics and status: the counting routes stay on the
-/// webhook address.
-fn handle_admin(app: &Arc<App>, request: Request) {
-    let path = path_of(&request);
-    match route(request.method(), &path) {
-        Ok(Route::WaitIdle) => {
-            let url = request.url().to_owned();
-            let query = url.split_once('?').map_or("", |(_, query)| query);
-            wait_idle(app, None, request, query, false);
-        }
+/// Answers one request on the admin address: probes, metrics, status and `/wait-idle`. The
+/// counting routes stay on the webhook address.
+pub async fn handle_admin<B>(app: Arc<App>, request: Request<B>) -> Response<Body> {
+    let received = Received::of(&request);
+    drop(request);
+    match route(&received.method, &received.path) {
+        Ok(Route::WaitIdle) => wait_idle(&app, None, &received).await,
         Ok(Route::Count(_)) | Err(_) => {
-            let _ = request.respond(
-                Response::from_string(format!("no such path {path} here\n")).with_status_code(404),
-            );
+            plain(404, format!("no such path {} here\n", received.path))
         }
-        Ok(other) => serve_admin_route(app, other, request),
+        Ok(other) => serve_admin_route(&app, other),
     }
 }
 
 /// Probes, metrics and status: answered at once, and kept out of the request log.
-fn serve_admin_route(app: &App, route: Route, request: Request) {
+fn serve_admin_route(app: &App, route: Route) -> Response<Body> {
     match route {
-        Route::Healthz => probe(request, None),
-        Route::Readyz => probe(request, app.readiness.problem()),
-        Route::Metrics => {
-            let response = Response::from_string(app.metrics.encode()).with_header(content_type(
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            ));
-            let _ = request.respond(response);
-        }
-        Route::Status => {
-            let body = status_json(app).to_string();
-            let _ = request
-                .respond(Response::from_string(body).with_header(content_type("application/json")));
-        }
-        Route::Count(_) | Route::WaitIdle => {}
+        Route::Healthz => probe(None),
+        Route::Readyz => probe(app.readiness.problem()),
+        Route::Metrics => answer(
+            200,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            app.metrics.encode(),
+            Vec::new(),
+        ),
+        Route::Status => answer(
+            200,
+            "application/json",
+            status_json(app).to_string(),
+            Vec::new(),
+        ),
+        Route::Count(_) | Route::WaitIdle => plain(404, "not an admin route\n".to_owned()),
     }
 }
 
@@ -605,14 +392,11 @@ fn status_json(app: &App) -> serde_json::Value {
 }
 
 /// Health probes answer plainly and stay out of the request log.
-fn probe(request: Request, problem: Option<String>) {
-    let response = match problem {
-        None => Response::from_string("ok\n").with_status_code(200),
-        Some(problem) => {
-            Response::from_string(format!("not ready: {problem}\n")).with_status_code(503)
-        }
-    };
-    let _ = request.respond(response.with_header(content_type("text/plain; charset=utf-8")));
+fn probe(problem: Option<String>) -> Response<Body> {
+    match problem {
+        None => plain(200, "ok\n".to_owned()),
+        Some(problem) => plain(503, format!("not ready: {problem}\n")),
+    }
 }
 
 /// The HTTP status of every error: the only place that knows.
@@ -636,16 +420,15 @@ pub fn status_of(error: &Error) -> u16 {
     }
 }
 
+/// The answer to a call, its metrics and its one log line.
 fn finish(
-    request: Request,
+    received: &Received,
     pod: Option<&PodRef>,
     outcome: crate::Result<i64>,
-    json: bool,
     started: Instant,
     metrics: Option<&Metrics>,
-) {
-    let method = request.method().to_string();
-    let path = path_of(&request);
+) -> Response<Body> {
+    let json = received.wants_json;
     let pod_text = pod.map_or_else(|| "-".to_owned(), PodRef::to_string);
     let (status, body, headers) = match &outcome {
         Ok(count) if json => (
@@ -658,19 +441,15 @@ fn finish(
             let status = status_of(error);
             let mut headers = Vec::new();
             match error {
-                Error::MethodNotAllowed { allow, .. } => headers.push(header("Allow", allow)),
+                Error::MethodNotAllowed { allow, .. } => headers.push((ALLOW, allow.clone())),
                 Error::ApiUnavailable { retry_after, .. } => {
-                    headers.push(header(
-                        "Retry-After",
-                        &retry_after.as_secs().max(1).to_string(),
-                    ));
+                    headers.push((RETRY_AFTER, retry_after.as_secs().max(1).to_string()));
                 }
-                Error::ShuttingDown => headers.push(header("Retry-After", "1")),
+                Error::ShuttingDown => headers.push((RETRY_AFTER, "1".to_owned())),
                 // Not "try this pod again soon": the pod is gone after this long.
-                Error::PodDeleting { retry_after, .. } => headers.push(header(
-                    "Retry-After",
-                    &retry_after.as_secs().max(1).to_string(),
-                )),
+                Error::PodDeleting { retry_after, .. } => {
+                    headers.push((RETRY_AFTER, retry_after.as_secs().max(1).to_string()));
+                }
                 _ => {}
             }
             let body = if json {
@@ -686,13 +465,9 @@ fn finish(
     } else {
         "text/plain; charset=utf-8"
     };
-    let mut response = Response::from_string(body)
-        .with_status_code(status)
-        .with_header(content_type(kind));
-    for extra in headers {
-        response.add_header(extra);
-    }
     let elapsed = started.elapsed();
+    let method = &received.method;
+    let path = &received.path;
     // Counted before the answer leaves, so a caller that reads /metrics next sees its own call.
     if let Some(endpoint) = path
         .strip_prefix('/')
@@ -701,7 +476,6 @@ fn finish(
     {
         metrics.webhook_call(endpoint, status, elapsed);
     }
-    let written = request.respond(response);
     match &outcome {
         Ok(count) => log::info!(
             target: "request",
@@ -714,26 +488,33 @@ fn finish(
             elapsed.as_secs_f64() * 1000.0
         ),
     }
-    if let Err(e) = written {
-        log::warn!(target: "request", "{method} {path} pod={pod_text}: the answer could not be written: {e}");
-    }
+    answer(status, kind, body, headers)
 }
 
-fn header(name: &str, value: &str) -> Header {
-    // Names and values here are ASCII literals or numbers, which tiny_http always accepts.
-    Header::from_bytes(name.as_bytes(), value.as_bytes())
-        .unwrap_or_else(|()| content_type("text/plain"))
+/// A plain-text answer.
+fn plain(status: u16, body: String) -> Response<Body> {
+    answer(status, "text/plain; charset=utf-8", body, Vec::new())
 }
 
-fn content_type(value: &str) -> Header {
-    Header {
-        field: "Content-Type"
-            .parse()
-            .unwrap_or_else(|_| unreachable!("a valid header name")),
-        value: value
-            .parse()
-            .unwrap_or_else(|_| unreachable!("an ASCII header value")),
+/// An answer with a complete body (hyper sends its `Content-Length`).
+fn answer(
+    status: u16,
+    content_type: &'static str,
+    body: String,
+    headers: Vec<(HeaderName, String)>,
+) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() =
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let answer_headers = response.headers_mut();
+    answer_headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    for (name, value) in headers {
+        // Values here are numbers or method names, always valid header values.
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            answer_headers.insert(name, value);
+        }
     }
+    response
 }
 
 #[cfg(test)]
@@ -743,22 +524,22 @@ mod tests {
     #[test]
     fn counting_routes_take_post_only() {
         assert_eq!(
-            route(&Method::Post, "/increment").ok(),
+            route(&Method::POST, "/increment").ok(),
             Some(Route::Count(Action::Increment))
         );
         assert_eq!(
-            route(&Method::Post, "/decrement").ok(),
+            route(&Method::POST, "/decrement").ok(),
             Some(Route::Count(Action::Decrement))
         );
         assert_eq!(
-            route(&Method::Post, "/renew").ok(),
+            route(&Method::POST, "/renew").ok(),
             Some(Route::Count(Action::Renew))
         );
         assert_eq!(
-            route(&Method::Get, "/wait-idle").ok(),
+            route(&Method::GET, "/wait-idle").ok(),
             Some(Route::WaitIdle)
         );
-        let err = route(&Method::Get, "/increment").expect_err("refused");
+        let err = route(&Method::GET, "/increment").expect_err("refused");
         assert_eq!(status_of(&err), 405);
         assert!(matches!(err, Error::MethodNotAllowed { allow, .. } if allow == "POST"));
     }
@@ -766,16 +547,16 @@ mod tests {
     #[test]
     fn unknown_paths_are_not_found() {
         for path in ["/", "/inc", "/increment/", "/metrics2"] {
-            let err = route(&Method::Post, path).expect_err("refused");
+            let err = route(&Method::POST, path).expect_err("refused");
             assert_eq!(status_of(&err), 404, "{path}");
         }
     }
 
     #[test]
     fn probes_take_get_and_head() {
-        assert_eq!(route(&Method::Get, "/healthz").ok(), Some(Route::Healthz));
-        assert_eq!(route(&Method::Head, "/readyz").ok(), Some(Route::Readyz));
-        assert!(route(&Method::Post, "/healthz").is_err());
+        assert_eq!(route(&Method::GET, "/healthz").ok(), Some(Route::Healthz));
+        assert_eq!(route(&Method::HEAD, "/readyz").ok(), Some(Route::Readyz));
+        assert!(route(&Method::POST, "/healthz").is_err());
     }
 
     #[test]
@@ -883,25 +664,5 @@ mod tests {
             let error = job_call(action, &parse_query(query), None).expect_err(query);
             assert_eq!(status_of(&error), 400, "{query}: {error}");
         }
-    }
-
-    #[test]
-    fn in_flight_waits_until_the_last_call_leaves() {
-        let in_flight = Arc::new(InFlight::default());
-        in_flight.enter();
-        in_flight.enter();
-        let other = Arc::clone(&in_flight);
-        let leaver = std::thread::spawn(move || {
-            other.leave();
-            other.leave();
-        });
-        assert_eq!(in_flight.wait_idle(Duration::from_secs(10)), 0);
-        leaver.join().expect("joined");
-        in_flight.enter();
-        assert_eq!(
-            in_flight.wait_idle(Duration::from_millis(10)),
-            1,
-            "gives up after the grace period"
-        );
     }
 }

@@ -1,7 +1,7 @@
 //! pod-webhook-tracker: keeps the number of running jobs of a pod in a label of that pod, so that
 //! a PodDisruptionBudget selecting the label keeps busy pods from being evicted.
 //!
-//! The path of one call: [`http`] routes it, [`target`] finds the pod, [`tracker`] queues it on
+//! The path of one call: [`listen`] accepts it, [`http`] routes it, [`target`] finds the pod, [`tracker`] queues it on
 //! the pod's single writer, which computes every caller's count with [`count`], writes once with
 //! a [`guard`]ed JSON patch through [`api`], and answers each caller.
 
@@ -14,6 +14,7 @@ pub mod error;
 pub mod guard;
 pub mod http;
 pub mod jobs;
+pub mod listen;
 pub mod metrics;
 pub mod run;
 pub mod serve;

@@ -10,8 +10,9 @@ use k8s_openapi::api::core::v1::Pod;
 
 use crate::api::{self, ApiFailure, PodClient};
 use crate::config::Config;
-use crate::http::{App, Readiness, Responder, Server, StopHandle};
+use crate::http::{App, Readiness};
 use crate::jobs::Limits;
+use crate::listen::{Server, StopHandle};
 use crate::metrics::Metrics;
 use crate::target::{PodRef, Targeting};
 use crate::tracker::{RetryPolicy, Settings, Tracker};
@@ -21,10 +22,6 @@ pub const EXIT_BAD_CONFIG: u8 = 2;
 /// Exit status when the server cannot start or stops with calls unanswered.
 pub const EXIT_FAILURE: u8 = 1;
 
-/// How many threads receive HTTP requests; they only route and hand calls on, so few suffice.
-const HTTP_THREADS: usize = 4;
-/// How many threads write answers; writes to loopback sockets are short, so few suffice.
-const ANSWER_THREADS: usize = 2;
 /// How long a standalone writer keeps a pod it has not heard of.
 const IDLE_WRITER: Duration = Duration::from_secs(300);
 /// How often the sidecar repeats a failed start-up check.
@@ -65,7 +62,7 @@ impl Running {
     /// Serves until stopped, then finishes calls in flight within the grace period; returns how
     /// many were still unanswered.
     pub fn wait(self) -> usize {
-        let unanswered = self.server.run(self.grace);
+        let unanswered = self.runtime.block_on(self.server.run(self.grace));
         self.runtime.shutdown_timeout(Duration::from_secs(1));
         unanswered
     }
@@ -170,13 +167,11 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     let app = App {
         tracker,
         targeting: config.targeting.clone(),
-        runtime: runtime.handle().clone(),
         readiness,
         metrics,
-        responder: Arc::new(Responder::new(ANSWER_THREADS)),
         label: config.label.clone(),
     };
-    let server = Server::bind(config.address, config.admin_address, app, HTTP_THREADS)
+    let server = Server::bind(config.address, config.admin_address, app)
         .map_err(|e| failure(EXIT_FAILURE, e))?;
     log::info!("{}", config.mode_reason);
     log::info!(

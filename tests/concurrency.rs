@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::sync::Arc;
+use std::sync::{Arc, Barrier};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Duration;
@@ -262,5 +262,54 @@ fn concurrent_calls_are_folded_into_few_writes_and_each_gets_its_own_count() {
     assert!(
         writes < 32,
         "32 concurrent calls folded into fewer writes, got {writes}"
+    );
+}
+
+#[test]
+fn every_connection_is_answered_while_the_other_connections_stay_open() {
+    // Kept-alive HTTP clients (a Go or Python worker behind a Service) hold their connections
+    // open between calls. Callers that connect at the same moment must each get an answer
+    // without waiting for some other connection to close first (which here never happens
+    // before all have answered: a caller left waiting would time out).
+    const CALLERS: usize = 32;
+    const ROUNDS: usize = 4;
+    let api = api();
+    api.create_pod(NS, "worker-1", &[]);
+    let tracker = standalone(&api).start();
+    let address = tracker.address;
+    for round in 0..ROUNDS {
+        let connected = Arc::new(Barrier::new(CALLERS));
+        let answered = Arc::new(Barrier::new(CALLERS));
+        let callers: Vec<_> = (0..CALLERS)
+            .map(|_| {
+                let (connected, answered) = (Arc::clone(&connected), Arc::clone(&answered));
+                thread::spawn(move || {
+                    connected.wait();
+                    let answer = Connection::open(address)
+                        .map_err(|e| format!("connect: {e}"))
+                        .and_then(|mut connection| {
+                            connection
+                                .set_read_timeout(Duration::from_secs(20))
+                                .map_err(|e| format!("timeout: {e}"))?;
+                            let answer =
+                                connection.send("POST", "/increment?pod_name=worker-1", &[]);
+                            Ok((connection, answer))
+                        });
+                    // Every connection stays open until every caller has its answer.
+                    answered.wait();
+                    answer.and_then(|(_connection, answer)| answer)
+                })
+            })
+            .collect();
+        for caller in callers {
+            let answer = caller.join().expect("caller thread");
+            let answer = answer.unwrap_or_else(|e| panic!("round {round}: no answer: {e}"));
+            assert_eq!(answer.status, 200, "round {round}: {answer:?}");
+        }
+    }
+    assert_eq!(
+        final_count(&api, "worker-1"),
+        (CALLERS * ROUNDS) as i64,
+        "every call counted once"
     );
 }

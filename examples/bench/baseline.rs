@@ -11,18 +11,25 @@
 //! `retry.RetryOnConflict(retry.DefaultRetry, …)`: at most 5 attempts, 10 ms (+10 % jitter)
 //! apart; then, or on any other failure, it answers 500. Every API request first takes a token
 //! from one shared client-side limiter when throttled (client-go's default: 5/s, burst 10).
-//! Requests are served concurrently (a goroutine per request in Go; a pool of threads here,
-//! larger than any load the benchmark applies), each thread with its own kept-alive API
-//! connection.
+//! Requests are served concurrently (a goroutine per request in Go; here hyper on a small
+//! runtime, and a blocking thread per request, up to more than any load the benchmark applies),
+//! each request with a kept-alive API connection of its own while it runs.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::{self, JoinHandle};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread;
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
 use serde_json::Value;
-use tiny_http::{Response, Server};
+use tokio::sync::oneshot;
 
 use crate::client::Conn;
 use crate::cluster::{APP_LABEL, BASELINE_TOKEN, COUNT_LABEL, NAMESPACE};
@@ -36,63 +43,99 @@ pub const THREADS: usize = 64;
 
 /// A running baseline server.
 pub struct Baseline {
-    server: Arc<Server>,
-    stopping: Arc<AtomicBool>,
-    workers: Vec<JoinHandle<()>>,
+    runtime: tokio::runtime::Runtime,
+    stop: oneshot::Sender<()>,
     pub address: SocketAddr,
+}
+
+/// The API clients of the request threads, each with its kept-alive connection: a thread takes
+/// one for a request and puts it back after.
+struct Clients {
+    api: SocketAddr,
+    throttle: Arc<Option<TokenBucket>>,
+    idle: Mutex<Vec<ApiClient>>,
+    made: AtomicU64,
+}
+
+impl Clients {
+    fn take(&self) -> ApiClient {
+        if let Some(client) = self
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop()
+        {
+            return client;
+        }
+        let made = self.made.fetch_add(1, Ordering::Relaxed) + 1;
+        ApiClient {
+            conn: Conn::new(self.api),
+            throttle: Arc::clone(&self.throttle),
+            jitter: Jitter(0x9E37_79B9_7F4A_7C15 ^ made),
+        }
+    }
+
+    fn put_back(&self, client: ApiClient) {
+        self.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(client);
+    }
 }
 
 impl Baseline {
     /// Starts the server on a loopback port; `throttle` limits its API requests.
+    ///
+    /// Connections are served by hyper on a small runtime, and each request runs the
+    /// original's blocking algorithm on a thread of its own (up to [`THREADS`]).
     pub fn start(api: SocketAddr, throttle: Option<TokenBucket>) -> Result<Baseline, String> {
-        let server = Server::http("127.0.0.1:0")
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .max_blocking_threads(THREADS)
+            .thread_name("baseline")
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the baseline's runtime: {e}"))?;
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .map_err(|e| format!("the baseline cannot listen on 127.0.0.1: {e}"))?;
-        let address = server
-            .server_addr()
-            .to_ip()
-            .ok_or("the baseline did not get an IP address")?;
-        let server = Arc::new(server);
-        let stopping = Arc::new(AtomicBool::new(false));
-        let throttle = Arc::new(throttle);
-        let workers = (0..THREADS)
-            .map(|n| {
-                let server = Arc::clone(&server);
-                let stopping = Arc::clone(&stopping);
-                let throttle = Arc::clone(&throttle);
-                thread::Builder::new()
-                    .name(format!("baseline-{n}"))
-                    .spawn(move || {
-                        let mut client = ApiClient {
-                            conn: Conn::new(api),
-                            throttle,
-                            jitter: Jitter(0x9E37_79B9_7F4A_7C15 ^ (n as u64 + 1)),
-                        };
-                        while !stopping.load(Ordering::SeqCst) {
-                            if let Ok(request) = server.recv() {
-                                serve(&mut client, request);
-                            }
-                        }
-                    })
-                    .map_err(|e| format!("cannot start a baseline thread: {e}"))
-            })
-            .collect::<Result<Vec<_>, String>>()?;
+        let address = listener
+            .local_addr()
+            .map_err(|e| format!("the baseline has no address: {e}"))?;
+        let clients = Arc::new(Clients {
+            api,
+            throttle: Arc::new(throttle),
+            idle: Mutex::new(Vec::new()),
+            made: AtomicU64::new(0),
+        });
+        let (stop, mut stopped) = oneshot::channel();
+        runtime.spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    _ = &mut stopped => return,
+                    accepted = listener.accept() => accepted,
+                };
+                let Ok((tcp, _)) = accepted else { continue };
+                let _ = tcp.set_nodelay(true);
+                let clients = Arc::clone(&clients);
+                let service = service_fn(move |request| {
+                    let clients = Arc::clone(&clients);
+                    async move { Ok::<_, Infallible>(serve(clients, request).await) }
+                });
+                tokio::spawn(http1::Builder::new().serve_connection(TokioIo::new(tcp), service));
+            }
+        });
         Ok(Baseline {
-            server,
-            stopping,
-            workers,
+            runtime,
+            stop,
             address,
         })
     }
 
-    /// Stops the threads and the listener.
+    /// Stops the listener and the request threads.
     pub fn stop(self) {
-        self.stopping.store(true, Ordering::SeqCst);
-        for _ in &self.workers {
-            self.server.unblock();
-        }
-        for worker in self.workers {
-            let _ = worker.join();
-        }
+        let _ = self.stop.send(());
+        self.runtime.shutdown_timeout(Duration::from_secs(1));
     }
 }
 
@@ -150,32 +193,42 @@ impl ApiClient {
 /// Why a call failed: the HTTP status and a message.
 type Failure = (u16, String);
 
-fn serve(client: &mut ApiClient, request: tiny_http::Request) {
-    let url = request.url().to_string();
-    let (path, query) = url.split_once('?').unwrap_or((&url, ""));
+async fn serve<B>(clients: Arc<Clients>, request: Request<B>) -> Response<Full<Bytes>> {
+    let path = request.uri().path().to_owned();
+    let query = request.uri().query().unwrap_or_default().to_owned();
+    let answered = tokio::task::spawn_blocking(move || {
+        let mut client = clients.take();
+        let answer = answer(&mut client, &path, &query);
+        clients.put_back(client);
+        answer
+    })
+    .await;
+    let (status, body) = match answered {
+        Ok(Ok(count)) => (200, count.to_string()),
+        Ok(Err((status, message))) => (status, format!("{message}\n")),
+        Err(e) => (500, format!("the request thread failed: {e}\n")),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() =
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    response
+}
+
+/// One call, on a request thread: the new count or why not.
+fn answer(client: &mut ApiClient, path: &str, query: &str) -> Result<i64, Failure> {
     let delta = match path {
         "/increment" => 1,
         "/decrement" => -1,
-        _ => {
-            let _ = request.respond(Response::from_string("not found\n").with_status_code(404));
-            return;
-        }
+        _ => return Err((404, "not found".to_string())),
     };
     let pod = form_urlencoded::parse(query.as_bytes())
         .find(|(key, _)| key == "pod_name")
         .map(|(_, value)| value.into_owned())
         .filter(|pod| !pod.is_empty());
-    let answer = match pod {
+    match pod {
         None => Err((400, "pod_name is required".to_string())),
         Some(pod) => count(client, &pod, delta),
-    };
-    let response = match answer {
-        Ok(count) => Response::from_string(count.to_string()),
-        Err((status, message)) => {
-            Response::from_string(format!("{message}\n")).with_status_code(status)
-        }
-    };
-    let _ = request.respond(response);
+    }
 }
 
 /// LIST, compute, UPDATE; again on conflict.

@@ -279,6 +279,11 @@ impl Connection {
         })
     }
 
+    /// How long a read may wait before the answer counts as missing.
+    pub fn set_read_timeout(&self, limit: Duration) -> std::io::Result<()> {
+        self.stream.get_ref().set_read_timeout(Some(limit))
+    }
+
     /// Sends one request and reads exactly one answer; errors on anything malformed.
     pub fn send(
         &mut self,

@@ -1,0 +1,258 @@
+//! The sockets: accepts connections on the webhook and admin addresses, serves HTTP/1.1 on them
+//! with hyper on the tracker's runtime (a task per connection, no thread), and stops gracefully.
+//!
+//! A stop closes the listeners at once, lets every connection finish the request it is serving
+//! (idle kept-alive connections close), and waits for calls in flight up to the grace period.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::http::{self, App};
+
+/// Counts calls still being answered, so that a stop can wait for them.
+#[derive(Debug)]
+pub struct InFlight {
+    count: watch::Sender<usize>,
+}
+
+impl Default for InFlight {
+    fn default() -> Self {
+        InFlight {
+            count: watch::Sender::new(0),
+        }
+    }
+}
+
+/// One call in flight; it leaves when dropped.
+#[derive(Debug)]
+pub struct InFlightGuard {
+    in_flight: Arc<InFlight>,
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.in_flight
+            .count
+            .send_modify(|count| *count = count.saturating_sub(1));
+    }
+}
+
+impl InFlight {
+    /// Counts one more call until the guard is dropped.
+    pub fn enter(self: &Arc<Self>) -> InFlightGuard {
+        self.count.send_modify(|count| *count += 1);
+        InFlightGuard {
+            in_flight: Arc::clone(self),
+        }
+    }
+
+    /// How many calls are in flight.
+    pub fn count(&self) -> usize {
+        *self.count.borrow()
+    }
+
+    /// Waits until no call is in flight or `grace` has passed; returns how many are left.
+    pub async fn wait_idle(&self, grace: Duration) -> usize {
+        let mut count = self.count.subscribe();
+        // The sender lives in `self`, so the wait ends only by reaching zero or by the timeout.
+        let _ = tokio::time::timeout(grace, count.wait_for(|count| *count == 0)).await;
+        self.count()
+    }
+}
+
+/// The bound webhook server, not yet serving.
+pub struct Server {
+    webhook: std::net::TcpListener,
+    admin: Option<std::net::TcpListener>,
+    app: Arc<App>,
+    in_flight: Arc<InFlight>,
+    stop: Arc<watch::Sender<bool>>,
+}
+
+/// Stops a running [`Server`] from any thread (the signal handler, a test, the demo).
+#[derive(Clone)]
+pub struct StopHandle {
+    stop: Arc<watch::Sender<bool>>,
+}
+
+impl StopHandle {
+    /// Stops taking connections; calls in flight are still answered.
+    pub fn stop(&self) {
+        self.stop.send_replace(true);
+    }
+}
+
+impl Server {
+    /// Binds the webhook address, and the admin address (probes, metrics, status) if given.
+    ///
+    /// Binding happens here, before the server runs, so that a taken port is reported at
+    /// start-up and the address is known (port 0 picks one).
+    pub fn bind(
+        address: SocketAddr,
+        admin: Option<SocketAddr>,
+        app: App,
+    ) -> Result<Server, String> {
+        let listen = |address: SocketAddr| {
+            std::net::TcpListener::bind(address)
+                .and_then(|listener| listener.set_nonblocking(true).map(|()| listener))
+                .map_err(|e| format!("cannot listen on {address}: {e}"))
+        };
+        Ok(Server {
+            webhook: listen(address)?,
+            admin: admin.map(listen).transpose()?,
+            app: Arc::new(app),
+            in_flight: Arc::new(InFlight::default()),
+            stop: Arc::new(watch::Sender::new(false)),
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.webhook.local_addr().ok()
+    }
+
+    /// The admin address actually bound, if any.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref()?.local_addr().ok()
+    }
+
+    /// A handle that stops this server.
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle {
+            stop: Arc::clone(&self.stop),
+        }
+    }
+
+    /// Serves until stopped, then lets open connections finish their requests and waits up to
+    /// `grace` for calls in flight; returns how many were still unanswered when it ended.
+    /// Runs on the tracker's runtime.
+    pub async fn run(self, grace: Duration) -> usize {
+        let connections = GracefulShutdown::new();
+        let webhook = match TcpListener::from_std(self.webhook) {
+            Ok(listener) => listener,
+            Err(e) => {
+                log::error!("cannot serve the webhook address: {e}");
+                return self.in_flight.count();
+            }
+        };
+        let admin = self.admin.map(TcpListener::from_std).transpose();
+        let admin = admin.unwrap_or_else(|e| {
+            log::error!("cannot serve the admin address: {e}");
+            None
+        });
+        let webhook_app = Arc::clone(&self.app);
+        let in_flight = Arc::clone(&self.in_flight);
+        let serve_webhook = accept(&webhook, self.stop.subscribe(), &connections, move || {
+            let app = Arc::clone(&webhook_app);
+            let in_flight = Arc::clone(&in_flight);
+            move |request| http::handle(Arc::clone(&app), Arc::clone(&in_flight), request)
+        });
+        let admin_app = Arc::clone(&self.app);
+        let serve_admin = async {
+            if let Some(admin) = &admin {
+                let serving = accept(admin, self.stop.subscribe(), &connections, move || {
+                    let app = Arc::clone(&admin_app);
+                    move |request| http::handle_admin(Arc::clone(&app), request)
+                });
+                serving.await;
+            }
+        };
+        tokio::join!(serve_webhook, serve_admin);
+        // No new connections from here on.
+        drop((webhook, admin));
+        let finished = async {
+            connections.shutdown().await;
+            self.in_flight.wait_idle(grace).await
+        };
+        let left = tokio::time::timeout(grace, finished)
+            .await
+            .unwrap_or_else(|_| self.in_flight.count());
+        if left > 0 {
+            log::warn!(
+                "{left} call(s) still unanswered after the {}s grace period",
+                grace.as_secs()
+            );
+        }
+        left
+    }
+}
+
+/// Accepts connections until `stop` turns true, serving each on its own task with the service
+/// that `make_service` makes for it.
+async fn accept<M, S, F>(
+    listener: &TcpListener,
+    mut stop: watch::Receiver<bool>,
+    connections: &GracefulShutdown,
+    make_service: M,
+) where
+    M: Fn() -> S,
+    S: Fn(hyper::Request<hyper::body::Incoming>) -> F + Send + 'static,
+    F: Future<Output = hyper::Response<http::Body>> + Send + 'static,
+{
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|stopping| *stopping) => return,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => {
+                    // Answers are small and written at once: do not let Nagle hold them back.
+                    let _ = tcp.set_nodelay(true);
+                    let handler = make_service();
+                    let service = service_fn(move |request| {
+                        let answer = handler(request);
+                        async move { Ok::<_, Infallible>(answer.await) }
+                    });
+                    let connection = http1::Builder::new()
+                        .keep_alive(true)
+                        .serve_connection(TokioIo::new(tcp), service);
+                    let connection = connections.watch(connection);
+                    tokio::spawn(async move {
+                        if let Err(e) = connection.await {
+                            log::debug!("connection ended with an error: {e}");
+                        }
+                    });
+                }
+                // Out of file descriptors or similar: give the system a moment, keep serving.
+                Err(e) => {
+                    log::warn!("accepting a connection failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn in_flight_waits_until_the_last_call_leaves() {
+        let in_flight = Arc::new(InFlight::default());
+        let first = in_flight.enter();
+        let second = in_flight.enter();
+        assert_eq!(in_flight.count(), 2);
+        let leaver = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            drop(first);
+            drop(second);
+        });
+        assert_eq!(in_flight.wait_idle(Duration::from_secs(10)).await, 0);
+        leaver.await.expect("joined");
+        let _third = in_flight.enter();
+        assert_eq!(
+            in_flight.wait_idle(Duration::from_millis(10)).await,
+            1,
+            "gives up after the grace period"
+        );
+    }
+}
