@@ -5,6 +5,8 @@
 #                    THIRD-PARTY-LICENSES) + the container image if docker or podman works
 #   make build-all   static (musl) tarballs for linux/amd64 and linux/arm64
 #   make release     build-all + dist/pod-webhook-tracker-VERSION-sha256sums.txt
+#   make bench       the benchmark (docs/benchmarks.md) against the static musl build that the
+#                    image and tarballs ship; BENCH_ARGS passes options, e.g. BENCH_ARGS=--check
 #   make clean       remove bin/, dist/ and the local container image (not target/: cargo clean)
 #
 # Variables: VERSION (default v + Cargo.toml's version), IMAGE, CARGO, CARGO_BUILD, and for
@@ -44,7 +46,7 @@ endif
 DIST := dist
 TARBALL = $(DIST)/$(NAME)-$(VERSION)-$(1).tar.gz
 
-.PHONY: help binary build tarball image build-all check-targets release clean
+.PHONY: help binary build tarball image build-all check-targets release clean bench
 
 help:
 	@sed -n 's/^#   make /  make /p' $(firstword $(MAKEFILE_LIST))
@@ -116,6 +118,14 @@ build-linux-%:
 	$(if $(CC_$*),CC_$(subst -,_,$(RUST_TARGET_$*))=$(CC_$*) $(if $(filter $*,$(ARCH)),,CARGO_TARGET_$(shell echo $(RUST_TARGET_$*) | tr 'a-z-' 'A-Z_')_LINKER=$(CC_$*))) \
 		$(CARGO_BUILD) --release --locked --target $(RUST_TARGET_$*)
 	$(call package,$(TARGET_DIR)/$(RUST_TARGET_$*)/release/$(NAME),$(RUST_TARGET_$*),linux-$*)
+
+# The footprint target is about the binary that runs in every pod: the static build.
+bench:
+	$(if $(RUST_TARGET_$(ARCH)),,$(error no static Rust target known for $(ARCH)))
+	$(if $(CC_$(ARCH)),CC_$(subst -,_,$(RUST_TARGET_$(ARCH)))=$(CC_$(ARCH))) \
+		$(CARGO) build --release --locked --target $(RUST_TARGET_$(ARCH))
+	$(CARGO) run --release --locked --example bench -- \
+		--binary $(TARGET_DIR)/$(RUST_TARGET_$(ARCH))/release/$(NAME) $(BENCH_ARGS)
 
 release:
 	@if [ "$(VERSION)" != "v$(CARGO_VERSION)" ]; then \

@@ -179,7 +179,7 @@ impl Report {
     fn print_footprint(&self) {
         println!("\n## Footprint\n");
         println!(
-            "- binary: {} bytes ({:.2} MiB), {} ({})",
+            "- binary: {} bytes ({:.2} MiB), {}, {} ({})",
             self.binary.bytes,
             self.binary.bytes as f64 / (1024.0 * 1024.0),
             if self.binary.stripped {
@@ -187,21 +187,26 @@ impl Report {
             } else {
                 "NOT stripped"
             },
+            match &self.binary.interpreter {
+                None => "statically linked".to_owned(),
+                Some(loader) => format!("dynamically linked (loader {loader})"),
+            },
             self.binary.version
         );
         println!(
-            "\n| tracker | when | peak RSS (VmHWM) | RSS (VmRSS) | of which anonymous (RssAnon) | of which file-backed (RssFile) | threads |"
+            "\n| tracker | when | peak RSS (VmHWM) | RSS (VmRSS) | of which anonymous (RssAnon) | of which file-backed (RssFile) | of those, shared libraries | threads |"
         );
-        println!("| --- | --- | ---: | ---: | ---: | ---: | ---: |");
+        println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
         for side in self.sides.iter().filter(|s| s.ours) {
             for (when, m) in &side.memory {
                 println!(
-                    "| {} | {when} | {} | {} | {} | {} | {} ({}) |",
+                    "| {} | {when} | {} | {} | {} | {} | {} | {} ({}) |",
                     side.name,
                     mib(m.peak_kib),
                     mib(m.current_kib),
                     mib(m.anon_kib),
                     mib(m.file_kib),
+                    mib(m.libraries_kib),
                     m.threads,
                     m.thread_names
                 );
@@ -343,9 +348,14 @@ impl Report {
                 targets.push(Target {
                     what: format!("{}: peak RSS after the bursts (VmHWM)", side.name),
                     measured: format!(
-                        "{} ({} threads at the end)",
+                        "{} ({} threads at the end; {})",
                         mib(memory.peak_kib),
-                        memory.threads
+                        memory.threads,
+                        if memory.libraries_kib == 0 {
+                            "static binary".to_owned()
+                        } else {
+                            format!("{} of shared C libraries", mib(memory.libraries_kib))
+                        }
                     ),
                     limit: "≤ 8 MiB".into(),
                     met: memory.peak_kib <= 8 * 1024,

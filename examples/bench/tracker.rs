@@ -178,6 +178,7 @@ impl Tracker {
             peak_kib: field("VmHWM:")?,
             anon_kib: field("RssAnon:")?,
             file_kib: field("RssFile:")?,
+            libraries_kib: shared_library_kib(self.child.id()),
             threads: field("Threads:")?,
             thread_names: thread_names(self.child.id()),
         })
@@ -197,6 +198,36 @@ impl Drop for Tracker {
             let _ = self.child.wait();
         }
     }
+}
+
+/// Resident KiB of the shared libraries a process maps (`/proc/<pid>/smaps`: file mappings
+/// under `/lib` or `/usr/lib`, or named `*.so*`); 0 for a static binary.
+fn shared_library_kib(pid: u32) -> u64 {
+    let Ok(smaps) = std::fs::read_to_string(format!("/proc/{pid}/smaps")) else {
+        return 0;
+    };
+    let mut in_library = false;
+    let mut total = 0;
+    for line in smaps.lines() {
+        let mut fields = line.split_whitespace();
+        match fields.next() {
+            // A mapping's first line: `start-end perms offset dev inode [path]`.
+            Some(first) if first.contains('-') && !first.ends_with(':') => {
+                let path = fields.nth(4).unwrap_or_default();
+                in_library = path.contains(".so")
+                    || path.starts_with("/lib")
+                    || path.starts_with("/usr/lib");
+            }
+            Some("Rss:") if in_library => {
+                total += fields
+                    .next()
+                    .and_then(|kib| kib.parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+            _ => {}
+        }
+    }
+    total
 }
 
 /// `3×http, 32×tokio-runtime-w`: a process's threads, grouped by name.
@@ -232,6 +263,8 @@ pub struct Memory {
     pub anon_kib: u64,
     /// `RssFile`: pages of the binary and libraries, now.
     pub file_kib: u64,
+    /// Of `file_kib`, the shared libraries' pages (none for a static binary).
+    pub libraries_kib: u64,
     pub threads: u64,
     /// The threads grouped by name.
     pub thread_names: String,
@@ -242,10 +275,37 @@ pub struct Memory {
 pub struct BinaryInfo {
     pub bytes: u64,
     pub stripped: bool,
+    /// The program interpreter (`ld-linux…`) of a dynamically linked binary; `None` if static.
+    pub interpreter: Option<String>,
     pub version: String,
 }
 
-/// Size, strip state (an ELF file without `.symtab`) and `version` output of the binary.
+/// The `PT_INTERP` segment of a 64-bit little-endian ELF file: the dynamic loader it needs.
+fn elf_interpreter(elf: &[u8]) -> Option<String> {
+    const PT_INTERP: u32 = 3;
+    let u16_at = |at: usize| Some(u16::from_le_bytes(elf.get(at..at + 2)?.try_into().ok()?));
+    let u32_at = |at: usize| Some(u32::from_le_bytes(elf.get(at..at + 4)?.try_into().ok()?));
+    let u64_at = |at: usize| Some(u64::from_le_bytes(elf.get(at..at + 8)?.try_into().ok()?));
+    if elf.get(..5)? != b"\x7fELF\x02" {
+        return None;
+    }
+    let (table, entry_size, entries) = (u64_at(0x20)? as usize, u16_at(0x36)?, u16_at(0x38)?);
+    (0..usize::from(entries)).find_map(|n| {
+        let header = table + n * usize::from(entry_size);
+        if u32_at(header)? != PT_INTERP {
+            return None;
+        }
+        let (offset, size) = (u64_at(header + 8)? as usize, u64_at(header + 32)? as usize);
+        let path = elf.get(offset..offset + size)?;
+        Some(
+            String::from_utf8_lossy(path)
+                .trim_end_matches('\0')
+                .to_string(),
+        )
+    })
+}
+
+/// Size, strip state (an ELF file without `.symtab`), linking and `version` output of the binary.
 pub fn binary_info(binary: &Path) -> Result<BinaryInfo, String> {
     let content =
         std::fs::read(binary).map_err(|e| format!("cannot read {}: {e}", binary.display()))?;
@@ -258,6 +318,7 @@ pub fn binary_info(binary: &Path) -> Result<BinaryInfo, String> {
     Ok(BinaryInfo {
         bytes: content.len() as u64,
         stripped,
+        interpreter: elf_interpreter(&content),
         version,
     })
 }
@@ -277,4 +338,28 @@ pub fn startup_times(
     }
     samples.sort();
     Ok(samples)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::elf_interpreter;
+
+    /// Test binaries for a glibc target are linked dynamically, and loaded by ld.so.
+    #[test]
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    fn the_loader_of_a_dynamically_linked_binary_is_found() {
+        let this = std::fs::read(std::env::current_exe().expect("own path")).expect("readable");
+        let loader = elf_interpreter(&this).expect("a glibc test binary has a loader");
+        assert!(loader.contains("ld-linux"), "{loader}");
+    }
+
+    #[test]
+    fn a_file_without_a_loader_segment_or_not_elf_has_none() {
+        // An ELF64 header whose program header table has no entries.
+        let mut header = vec![0u8; 64];
+        header[..5].copy_from_slice(b"\x7fELF\x02");
+        assert_eq!(elf_interpreter(&header), None);
+        assert_eq!(elf_interpreter(b"#!/bin/sh\n"), None);
+        assert_eq!(elf_interpreter(&header[..10]), None);
+    }
 }
