@@ -72,8 +72,8 @@ impl InFlight {
 
 /// The bound webhook server, not yet serving.
 pub struct Server {
-    webhook: std::net::TcpListener,
-    admin: Option<std::net::TcpListener>,
+    webhook: TcpListener,
+    admin: Option<TcpListener>,
     app: Arc<App>,
     in_flight: Arc<InFlight>,
     stop: Arc<watch::Sender<bool>>,
@@ -96,7 +96,8 @@ impl Server {
     /// Binds the webhook address, and the admin address (probes, metrics, status) if given.
     ///
     /// Binding happens here, before the server runs, so that a taken port is reported at
-    /// start-up and the address is known (port 0 picks one).
+    /// start-up and the address is known (port 0 picks one). Call it within the runtime that
+    /// will serve (`Runtime::enter`): the listeners are registered with it.
     pub fn bind(
         address: SocketAddr,
         admin: Option<SocketAddr>,
@@ -104,7 +105,10 @@ impl Server {
     ) -> Result<Server, String> {
         let listen = |address: SocketAddr| {
             std::net::TcpListener::bind(address)
-                .and_then(|listener| listener.set_nonblocking(true).map(|()| listener))
+                .and_then(|listener| {
+                    listener.set_nonblocking(true)?;
+                    TcpListener::from_std(listener)
+                })
                 .map_err(|e| format!("cannot listen on {address}: {e}"))
         };
         Ok(Server {
@@ -138,33 +142,21 @@ impl Server {
     /// Runs on the tracker's runtime.
     pub async fn run(self, grace: Duration) -> usize {
         let connections = GracefulShutdown::new();
-        let webhook = match TcpListener::from_std(self.webhook) {
-            Ok(listener) => listener,
-            Err(e) => {
-                log::error!("cannot serve the webhook address: {e}");
-                return self.in_flight.count();
-            }
-        };
-        let admin = self.admin.map(TcpListener::from_std).transpose();
-        let admin = admin.unwrap_or_else(|e| {
-            log::error!("cannot serve the admin address: {e}");
-            None
-        });
-        let webhook_app = Arc::clone(&self.app);
-        let in_flight = Arc::clone(&self.in_flight);
-        let serve_webhook = accept(&webhook, self.stop.subscribe(), &connections, move || {
-            let app = Arc::clone(&webhook_app);
-            let in_flight = Arc::clone(&in_flight);
-            move |request| http::handle(Arc::clone(&app), Arc::clone(&in_flight), request)
-        });
-        let admin_app = Arc::clone(&self.app);
+        let (webhook, admin) = (self.webhook, self.admin);
+        let (app, in_flight) = (Arc::clone(&self.app), Arc::clone(&self.in_flight));
+        let webhook_handler =
+            move |request| http::handle(Arc::clone(&app), Arc::clone(&in_flight), request);
+        let serve_webhook = accept(
+            &webhook,
+            self.stop.subscribe(),
+            &connections,
+            webhook_handler,
+        );
+        let app = Arc::clone(&self.app);
+        let admin_handler = move |request| http::handle_admin(Arc::clone(&app), request);
         let serve_admin = async {
             if let Some(admin) = &admin {
-                let serving = accept(admin, self.stop.subscribe(), &connections, move || {
-                    let app = Arc::clone(&admin_app);
-                    move |request| http::handle_admin(Arc::clone(&app), request)
-                });
-                serving.await;
+                accept(admin, self.stop.subscribe(), &connections, admin_handler).await;
             }
         };
         tokio::join!(serve_webhook, serve_admin);
@@ -187,16 +179,14 @@ impl Server {
     }
 }
 
-/// Accepts connections until `stop` turns true, serving each on its own task with the service
-/// that `make_service` makes for it.
-async fn accept<M, S, F>(
+/// Accepts connections until `stop` turns true, serving each on its own task with `handler`.
+async fn accept<H, F>(
     listener: &TcpListener,
     mut stop: watch::Receiver<bool>,
     connections: &GracefulShutdown,
-    make_service: M,
+    handler: H,
 ) where
-    M: Fn() -> S,
-    S: Fn(hyper::Request<hyper::body::Incoming>) -> F + Send + 'static,
+    H: Fn(hyper::Request<hyper::body::Incoming>) -> F + Clone + Send + 'static,
     F: Future<Output = hyper::Response<http::Body>> + Send + 'static,
 {
     loop {
@@ -206,7 +196,7 @@ async fn accept<M, S, F>(
                 Ok((tcp, _)) => {
                     // Answers are small and written at once: do not let Nagle hold them back.
                     let _ = tcp.set_nodelay(true);
-                    let handler = make_service();
+                    let handler = handler.clone();
                     let service = service_fn(move |request| {
                         let answer = handler(request);
                         async move { Ok::<_, Infallible>(answer.await) }

@@ -171,8 +171,11 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         metrics,
         label: config.label.clone(),
     };
-    let server = Server::bind(config.address, config.admin_address, app)
-        .map_err(|e| failure(EXIT_FAILURE, e))?;
+    let server = {
+        let _in_runtime = runtime.enter();
+        Server::bind(config.address, config.admin_address, app)
+            .map_err(|e| failure(EXIT_FAILURE, e))?
+    };
     log::info!("{}", config.mode_reason);
     log::info!(
         "counting in label {} (policy: allow-negative={}, remove-on-zero={}){}",

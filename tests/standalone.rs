@@ -4,7 +4,7 @@
 mod support;
 
 use kube_double::{Fault, FaultKind, Verb};
-use support::{NS, Tracker, api, standalone};
+use support::{Connection, NS, Tracker, api, standalone};
 
 #[test]
 fn increments_and_decrements_answer_the_new_count_and_keep_the_label_in_step() {
@@ -45,6 +45,23 @@ fn other_methods_on_the_counting_paths_answer_405_with_allow_post() {
         assert_eq!(answer.status, 405, "{method}");
         assert_eq!(answer.header("allow"), Some("POST"), "{method}");
     }
+}
+
+#[test]
+fn a_request_body_is_ignored_and_the_connection_serves_the_next_call() {
+    let api = api();
+    api.create_pod(NS, "worker-1", &[]);
+    let tracker = standalone(&api).start();
+    let mut connection = Connection::open(tracker.address).expect("connects");
+    let with_body = b"POST /increment?pod_name=worker-1 HTTP/1.1\r\nHost: tracker\r\n\
+        Content-Type: application/json\r\nContent-Length: 18\r\n\r\n{\"job\": \"ignored\"}";
+    let first = connection.send_raw(with_body).expect("an answer");
+    assert_eq!(first.count(), 1, "{first:?}");
+    let second = connection
+        .send("POST", "/increment?pod_name=worker-1", &[])
+        .expect("the same connection serves the next call");
+    assert_eq!(second.count(), 2);
+    assert_eq!(label(&api, "worker-1"), Some("2".to_owned()));
 }
 
 #[test]

@@ -297,9 +297,14 @@ impl Connection {
             request.push_str(&format!("{name}: {value}\r\n"));
         }
         request.push_str("\r\n");
+        self.send_raw(request.as_bytes())
+    }
+
+    /// Sends `request` exactly as given and reads exactly one answer.
+    pub fn send_raw(&mut self, request: &[u8]) -> Result<Answer, String> {
         self.stream
             .get_mut()
-            .write_all(request.as_bytes())
+            .write_all(request)
             .map_err(|e| format!("write: {e}"))?;
         let mut status_line = String::new();
         self.stream
