@@ -122,6 +122,9 @@ build-linux-%:
 # The footprint target is about the binary that runs in every pod: the static build.
 bench:
 	$(if $(RUST_TARGET_$(ARCH)),,$(error no static Rust target known for $(ARCH)))
+	@rustup target list --installed 2>/dev/null | grep -qx "$(RUST_TARGET_$(ARCH))" || { \
+		echo "make bench needs the Rust target $(RUST_TARGET_$(ARCH)): rustup target add $(RUST_TARGET_$(ARCH))"; \
+		echo "(and musl-gcc, from the musl-tools package, for ring's C code)"; exit 1; }
 	$(if $(CC_$(ARCH)),CC_$(subst -,_,$(RUST_TARGET_$(ARCH)))=$(CC_$(ARCH))) \
 		$(CARGO) build --release --locked --target $(RUST_TARGET_$(ARCH))
 	$(CARGO) run --release --locked --example bench -- \
