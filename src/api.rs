@@ -257,12 +257,22 @@ pub fn pod_access_review(
     namespace: &str,
     name: Option<&str>,
 ) -> SelfSubjectAccessReview {
+    access_review(verb, "pods", namespace, name)
+}
+
+/// "May I `verb` the core-group `resource` (named `name`, if given) in `namespace`?"
+pub fn access_review(
+    verb: &str,
+    resource: &str,
+    namespace: &str,
+    name: Option<&str>,
+) -> SelfSubjectAccessReview {
     SelfSubjectAccessReview {
         spec: SelfSubjectAccessReviewSpec {
             resource_attributes: Some(ResourceAttributes {
                 namespace: Some(namespace.to_owned()),
                 verb: Some(verb.to_owned()),
-                resource: Some("pods".to_owned()),
+                resource: Some(resource.to_owned()),
                 name: name.map(str::to_owned),
                 ..Default::default()
             }),

@@ -50,6 +50,8 @@ pub const UNHEALTHY_POLICY: &str = "unhealthy-pod-eviction-policy";
 pub const RIGHTS: &str = "rights";
 /// Check name: and nothing more on pods.
 pub const LEAST_PRIVILEGE: &str = "least-privilege";
+/// Check name: with `--events`, the identity may create events (only checked then).
+pub const EVENTS: &str = "events";
 
 /// How a check ended, from best to worst.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -214,6 +216,8 @@ pub struct Facts {
     pub pods: Result<Vec<PodLabels>, Unreadable>,
     /// Verb on pods → whether the identity doctor connects as may use it.
     pub access: Result<BTreeMap<String, bool>, String>,
+    /// With `--events`: whether that identity may create events in the namespace.
+    pub create_events: Option<Result<bool, String>>,
 }
 
 impl Facts {
@@ -286,7 +290,37 @@ pub fn diagnose(facts: &Facts) -> Vec<Check> {
         }
     }
     checks.extend(rights(facts));
+    checks.extend(events(facts));
     checks
+}
+
+/// With `--events`, the tracker records busy/idle events on pods; without the right it still
+/// counts (it turns events off with one warning), so a missing right is a warning.
+fn events(facts: &Facts) -> Option<Check> {
+    let ns = &facts.namespace;
+    let check = match facts.create_events.as_ref()? {
+        Ok(true) => check(
+            EVENTS,
+            Status::Ok,
+            format!("may create events in namespace {ns}, as --events needs"),
+        ),
+        Ok(false) => check(
+            EVENTS,
+            Status::Warning,
+            format!(
+                "may not create events in namespace {ns}: with --events the tracker counts but records \
+                 no busy/idle events (grant verbs [create] on events to its service account)"
+            ),
+        ),
+        Err(why) => check(
+            EVENTS,
+            Status::Warning,
+            format!(
+                "not checked: cannot ask the API server whether this identity may create events: {why}"
+            ),
+        ),
+    };
+    Some(check)
 }
 
 fn budget_exists(facts: &Facts, budgets: &[Budget], protecting: &[&Budget]) -> Check {
@@ -651,12 +685,19 @@ pub async fn gather(client: &kube::Client, config: &Config) -> Facts {
             }
         }
     }
+    let create_events = if config.events {
+        let review = crate::api::access_review("create", "events", &namespace, None);
+        Some(ask(client, limit, review).await.map_err(|e| e.message))
+    } else {
+        None
+    };
     Facts {
         namespace,
         label: config.label.clone(),
         selector: config.selector.clone(),
         budgets,
         pods,
+        create_events,
         access: match access_failure {
             Some(why) => Err(why),
             None => Ok(access),
@@ -673,6 +714,15 @@ async fn may(
     name: Option<String>,
 ) -> Result<bool, Unreadable> {
     let review = crate::api::pod_access_review(verb, namespace, name.as_deref());
+    ask(client, limit, review).await
+}
+
+/// Sends one SelfSubjectAccessReview: whether the identity is allowed.
+async fn ask(
+    client: &kube::Client,
+    limit: Duration,
+    review: SelfSubjectAccessReview,
+) -> Result<bool, Unreadable> {
     let api: Api<SelfSubjectAccessReview> = Api::all(client.clone());
     let answer = limited(limit, api.create(&PostParams::default(), &review)).await?;
     Ok(answer.status.is_some_and(|status| status.allowed))
@@ -825,6 +875,7 @@ mod tests {
             budgets: Ok(budgets),
             pods: Ok(pods),
             access: Ok(NEEDED.iter().map(|v| ((*v).to_owned(), true)).collect()),
+            create_events: None,
         }
     }
 
@@ -957,6 +1008,26 @@ mod tests {
             "{check:?}"
         );
         assert!(!check.message.contains("a sets"), "{check:?}");
+    }
+
+    #[test]
+    fn the_events_right_is_checked_only_with_events_and_missing_it_is_a_warning() {
+        let without = diagnose(&facts(Vec::new(), Vec::new()));
+        assert!(without.iter().all(|c| c.name != EVENTS), "{without:?}");
+        for (answer, status, words) in [
+            (Ok(true), Status::Ok, "may create events"),
+            (Ok(false), Status::Warning, "may not create events"),
+            (Err("timeout".to_owned()), Status::Warning, "not checked"),
+        ] {
+            let facts = Facts {
+                create_events: Some(answer),
+                ..facts(Vec::new(), Vec::new())
+            };
+            let checks = diagnose(&facts);
+            let events = finding(&checks, EVENTS);
+            assert_eq!(events.status, status, "{events:?}");
+            assert!(events.message.contains(words), "{events:?}");
+        }
     }
 
     #[test]

@@ -359,6 +359,34 @@ fn more_rights_than_the_tracker_needs_are_a_warning() {
 }
 
 #[test]
+fn with_events_the_right_to_create_events_is_checked_and_its_absence_is_a_warning() {
+    let api = api();
+    budget(&api, "busy-workers", json!({}));
+    let without_flag = doctor(&api, &[]);
+    assert!(
+        without_flag.json["checks"]
+            .as_array()
+            .is_some_and(|checks| checks.iter().all(|c| c["name"] != "events")),
+        "events are not checked without --events:\n{}",
+        without_flag.text
+    );
+    let missing = doctor(&api, &["--events=true"]);
+    missing.assert_exit(0);
+    missing.assert_finding(
+        "events",
+        "warning",
+        &[
+            "may not create events in namespace jobs",
+            "[create] on events",
+        ],
+    );
+    allow(&api, &["create"], "events");
+    let granted = doctor(&api, &["--events=true"]);
+    granted.assert_exit(0);
+    granted.assert_finding("events", "ok", &["may create events in namespace jobs"]);
+}
+
+#[test]
 fn budgets_doctor_may_not_read_are_not_checked_and_say_so() {
     let api = ApiServer::start();
     api.add_token(TOKEN, User::new("system:serviceaccount:jobs:job-tracker"));
