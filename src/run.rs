@@ -1,5 +1,6 @@
 //! `run`: counts one job around a command. POST /increment, start the command, pass SIGTERM,
-//! SIGINT and SIGHUP on to it, POST /decrement however it ends, and exit with its status.
+//! SIGINT and SIGHUP on to it, reap what it leaves behind, POST /decrement however it ends, and
+//! exit with its status.
 //!
 //! Talks to the tracker with a tiny blocking HTTP/1.1 client over std's `TcpStream` (plain
 //! HTTP: the sidecar listens on the pod's loopback). A call is repeated only while the tracker
@@ -570,6 +571,7 @@ fn run_command(
     let Some((program, args)) = command.split_first() else {
         return Err((EXIT_NOT_FOUND, "no command given".to_owned()));
     };
+    become_subreaper();
     let mut child = Command::new(program).args(args).spawn().map_err(|e| {
         let code = match e.kind() {
             std::io::ErrorKind::NotFound => EXIT_NOT_FOUND,
@@ -583,7 +585,7 @@ fn run_command(
     let waiter = std::thread::Builder::new()
         .name("child-waiter".to_owned())
         .spawn(move || {
-            wait_without_reaping(pid);
+            wait_reaping_orphans(pid);
             let _ = sender.send(Event::Exited);
         });
     if let Err(e) = waiter {
@@ -607,18 +609,52 @@ fn run_command(
     })
 }
 
-/// Blocks until the child has exited, leaving it to be reaped by `Child::wait`.
-fn wait_without_reaping(pid: u32) {
-    let id = libc::id_t::from(pid);
+/// Makes the wrapper the parent of the command's orphaned descendants (a child subreaper, as
+/// `tini -s`), so that it reaps them as an init would; as PID 1 it already is. Without this, a
+/// command that leaves background processes behind in a container fills it with zombies.
+fn become_subreaper() {
+    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER, 1) only sets a flag on this process.
+    let result = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    if result != 0 {
+        say(&format!(
+            "cannot adopt the command's orphaned processes ({}); they are left to init",
+            std::io::Error::last_os_error()
+        ));
+    }
+}
+
+/// Blocks until the command has exited, leaving it to be reaped by `Child::wait`, and meanwhile
+/// reaps every other child that exits: orphaned descendants the wrapper adopted.
+fn wait_reaping_orphans(pid: u32) {
     loop {
         // SAFETY: `info` is a valid, writable siginfo_t; WNOWAIT leaves the child unreaped.
-        let result = unsafe {
+        let (result, info) = unsafe {
             let mut info: libc::siginfo_t = std::mem::zeroed();
-            libc::waitid(libc::P_PID, id, &mut info, libc::WEXITED | libc::WNOWAIT)
+            let result = libc::waitid(libc::P_ALL, 0, &mut info, libc::WEXITED | libc::WNOWAIT);
+            (result, info)
         };
-        if result == 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted
-        {
+        if result != 0 {
+            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            // No child left to wait for (ECHILD): the command has been reaped already.
             return;
+        }
+        // SAFETY: waitid filled `info` for a child that exited, so si_pid is set.
+        let exited = unsafe { info.si_pid() };
+        if u32::try_from(exited) == Ok(pid) {
+            return;
+        }
+        // An adopted orphan: reap it (a zombie now, ours alone).
+        // SAFETY: `info` is a valid, writable siginfo_t for this call.
+        unsafe {
+            let mut reaped: libc::siginfo_t = std::mem::zeroed();
+            libc::waitid(
+                libc::P_PID,
+                exited as libc::id_t,
+                &mut reaped,
+                libc::WEXITED,
+            );
         }
     }
 }

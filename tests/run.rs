@@ -231,6 +231,54 @@ fn sigterm_to_the_wrapper_reaches_the_command_and_the_job_is_uncounted() {
 }
 
 #[test]
+fn orphaned_background_processes_are_adopted_and_reaped_while_the_command_runs() {
+    let api = api();
+    let tracker = sidecar(&api);
+    let dir = Scratch::new("orphans");
+    // A middle shell starts a background shell and exits at once, orphaning it. Once orphaned,
+    // the background shell records its pid and its parent's (field 4 of /proc/self/stat, read
+    // by the shell itself), then exits.
+    let orphan = r#"sleep 0.2; read -r me comm state parent rest < /proc/self/stat; echo "$me $parent" > "$1/orphan.tmp"; mv "$1/orphan.tmp" "$1/orphan""#;
+    let script = format!(r#"sh -c '( {orphan} ) &' sh "$1"; {WAIT_FOR_GO}"#);
+    let wrapper = Wrapper::start(&url(&tracker), &[], &script, dir.path());
+    dir.wait_for("orphan");
+    let recorded = std::fs::read_to_string(dir.file("orphan")).expect("readable");
+    let (orphan_pid, parent) = recorded
+        .split_once(' ')
+        .map(|(pid, parent)| (pid.trim().to_owned(), parent.trim().to_owned()))
+        .expect("two pids");
+    assert_eq!(
+        parent,
+        wrapper.child.id().to_string(),
+        "the orphan was adopted by the wrapper"
+    );
+    // The orphan has exited (or is about to): the wrapper must reap it while the command still
+    // runs, or it stays a zombie (`State: Z`) until the wrapper itself exits.
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let status = std::fs::read_to_string(format!("/proc/{orphan_pid}/status"));
+        let gone = status.as_ref().map_or(true, |status| {
+            // The pid may already belong to another process: then ours is gone too.
+            !status
+                .lines()
+                .any(|l| l == format!("PPid:\t{}", wrapper.child.id()))
+        });
+        if gone {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the orphan was never reaped: {status:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    dir.touch("go");
+    let (status, stderr) = wrapper.finish();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert_eq!(count(&api), None, "{stderr}");
+}
+
+#[test]
 fn without_a_tracker_the_command_is_not_started_and_the_exit_status_is_75() {
     let dir = Scratch::new("no-tracker");
     let (status, stderr) = Wrapper::start(
