@@ -612,6 +612,7 @@ fn run_command(
 /// Makes the wrapper the parent of the command's orphaned descendants (a child subreaper, as
 /// `tini -s`), so that it reaps them as an init would; as PID 1 it already is. Without this, a
 /// command that leaves background processes behind in a container fills it with zombies.
+#[cfg(target_os = "linux")]
 fn become_subreaper() {
     // SAFETY: prctl(PR_SET_CHILD_SUBREAPER, 1) only sets a flag on this process.
     let result = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
@@ -622,6 +623,10 @@ fn become_subreaper() {
         ));
     }
 }
+
+/// Elsewhere (macOS, for local use) orphans go to launchd, which reaps them.
+#[cfg(not(target_os = "linux"))]
+fn become_subreaper() {}
 
 /// Blocks until the command has exited, leaving it to be reaped by `Child::wait`, and meanwhile
 /// reaps every other child that exits: orphaned descendants the wrapper adopted.
