@@ -195,6 +195,65 @@ fn each_call_is_logged_once_with_method_path_pod_status_count_and_duration_and_p
 }
 
 #[test]
+fn a_call_whose_caller_hangs_up_is_still_counted_and_logged_once() {
+    use std::io::Write;
+    let api = api();
+    api.create_pod(NS, "worker-1", &[]);
+    let tracker = standalone(&api).start();
+    api.inject(
+        Fault::new(FaultKind::Latency(Duration::from_millis(300)))
+            .verb(Verb::Patch)
+            .next(1),
+    );
+    let mut caller = std::net::TcpStream::connect(tracker.address).expect("connects");
+    caller
+        .write_all(
+            b"POST /increment?pod_name=worker-1 HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n",
+        )
+        .expect("sends");
+    assert!(
+        api.wait_for_request(
+            |r| r.method == "PATCH" && r.status.is_none(),
+            Duration::from_secs(10)
+        ),
+        "the call never reached the API: {:?}",
+        api.requests()
+    );
+    // The caller gives up while the write is on its way.
+    drop(caller);
+    let line = tracker
+        .wait_for_line("POST /increment", Duration::from_secs(10))
+        .expect("the call is logged although nobody reads the answer");
+    assert!(
+        line.contains("status=200") && line.contains("count=1"),
+        "{line}"
+    );
+    assert_eq!(
+        api.labels(NS, "worker-1")
+            .expect("the pod exists")
+            .get("active-jobs")
+            .map(String::as_str),
+        Some("1")
+    );
+    assert_eq!(
+        tracker.increment("pod_name=worker-1").count(),
+        2,
+        "the next call sees it"
+    );
+    assert!(
+        tracker
+            .wait_for_line("count=2", Duration::from_secs(10))
+            .is_some()
+    );
+    assert_eq!(
+        tracker.log().matches("POST /increment").count(),
+        2,
+        "{}",
+        tracker.log()
+    );
+}
+
+#[test]
 fn tokens_and_passwords_never_appear_in_logs_at_any_level() {
     let api = api();
     api.add_basic_auth("alice", "pa55-w0rd-secret", kube_double::User::new("alice"));
