@@ -3,6 +3,8 @@
 
 mod support;
 
+use std::time::Duration;
+
 use kube_double::{Fault, FaultKind, Verb};
 use support::{Connection, NS, Tracker, api, standalone};
 
@@ -236,10 +238,14 @@ fn a_write_whose_answer_is_lost_is_recognised_and_not_applied_twice() {
         Some("2".to_owned()),
         "applied exactly once"
     );
+    // The tracker logs it before answering; the log reaches the test through a pipe, so wait.
     assert!(
         tracker
-            .log()
-            .contains("was stored although its answer was lost"),
+            .wait_for_line(
+                "was stored although its answer was lost",
+                Duration::from_secs(10)
+            )
+            .is_some(),
         "{}",
         tracker.log()
     );
