@@ -276,12 +276,9 @@ fn the_maximum_job_duration_caps_the_ttl_a_job_asks_for() {
     let tracker = sidecar(&api, "job-1")
         .args(["--max-job-duration=1s"])
         .start();
-    assert_eq!(tracker.increment("job=greedy&ttl=24h").count(), 1);
-    assert_eq!(
-        tracker.increment("").count(),
-        2,
-        "anonymous jobs have no deadline"
-    );
+    // The anonymous job first: nothing can expire before the keyed job is counted.
+    assert_eq!(tracker.increment("").count(), 1);
+    assert_eq!(tracker.increment("job=greedy&ttl=24h").count(), 2);
     assert!(
         tracker
             .wait_for_line("job greedy released", Duration::from_secs(20))
@@ -289,7 +286,11 @@ fn the_maximum_job_duration_caps_the_ttl_a_job_asks_for() {
         "{}",
         tracker.log()
     );
-    assert_eq!(label(&api, "job-1").as_deref(), Some("1"));
+    assert_eq!(
+        label(&api, "job-1").as_deref(),
+        Some("1"),
+        "the anonymous job has no deadline and stays"
+    );
 }
 
 #[test]
