@@ -281,7 +281,8 @@ fn status_lists_running_job_keys_with_ages_and_deadlines_and_metrics_count_relea
     );
     assert_eq!(
         tracker
-            .increment("pod_name=worker-1&job=short&ttl=1s")
+            // A few seconds: deadlines are whole seconds, and /status must still list it.
+            .increment("pod_name=worker-1&job=short&ttl=3s")
             .count(),
         2
     );
