@@ -122,7 +122,6 @@ struct Received {
 impl Received {
     fn of<B>(request: &Request<B>) -> Received {
         let headers = request.headers();
-        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         Received {
             method: request.method().clone(),
             path: request.uri().path().to_owned(),
@@ -132,7 +131,10 @@ impl Received {
                 .iter()
                 .filter_map(|v| v.to_str().ok())
                 .any(|v| v.contains("application/json")),
-            idempotency_key: header("Idempotency-Key").map(str::to_owned),
+            idempotency_key: headers
+                .get("Idempotency-Key")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
         }
     }
 }
@@ -231,12 +233,10 @@ pub async fn handle<B>(
     let started = Instant::now();
     let received = Received::of(&request);
     drop(request);
-    let refuse = |received: &Received, error| {
-        finish(received, None, Err(error), started, Some(&app.metrics))
-    };
+    let refuse = |error| finish(&received, None, Err(error), started, Some(&app.metrics));
     let route = match route(&received.method, &received.path) {
         Ok(route) => route,
-        Err(error) => return refuse(&received, error),
+        Err(error) => return refuse(error),
     };
     let action = match route {
         Route::Count(action) => action,
@@ -253,11 +253,13 @@ pub async fn handle<B>(
         });
     let (pod, call) = match resolved {
         Ok(resolved) => resolved,
-        Err(error) => return refuse(&received, error),
+        Err(error) => return refuse(error),
     };
     let in_flight = in_flight.enter();
     let answer = app.tracker.submit(pod.clone(), call);
     let metrics = Arc::clone(&app.metrics);
+    // Kept for the one case where the task below never answers: the runtime is shutting down.
+    let stopping = received.clone();
     // The call is the tracker's from here on. If the caller hangs up, hyper drops this future,
     // but the task still logs and counts the outcome, and a stop still waits for it.
     let answering = tokio::spawn(async move {
@@ -265,9 +267,15 @@ pub async fn handle<B>(
         let outcome = answer.await.unwrap_or(Err(Error::ShuttingDown));
         finish(&received, Some(&pod), outcome, started, Some(&metrics))
     });
-    answering
-        .await
-        .unwrap_or_else(|_| plain(503, "the tracker is stopping\n".to_owned()))
+    answering.await.unwrap_or_else(|_| {
+        finish(
+            &stopping,
+            None,
+            Err(Error::ShuttingDown),
+            started,
+            Some(&app.metrics),
+        )
+    })
 }
 
 /// `GET /wait-idle[?timeout=30s&pod_name=…]`: answers once the pod's count is zero (200, the

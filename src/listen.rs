@@ -162,13 +162,12 @@ impl Server {
         tokio::join!(serve_webhook, serve_admin);
         // No new connections from here on.
         drop((webhook, admin));
-        let finished = async {
-            connections.shutdown().await;
-            self.in_flight.wait_idle(grace).await
-        };
-        let left = tokio::time::timeout(grace, finished)
-            .await
-            .unwrap_or_else(|_| self.in_flight.count());
+        let deadline = tokio::time::Instant::now() + grace;
+        // Each connection finishes the request it is serving; idle ones close at once.
+        let _ = tokio::time::timeout_at(deadline, connections.shutdown()).await;
+        // A call whose caller hung up is still in flight after its connection has ended.
+        let rest = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let left = self.in_flight.wait_idle(rest).await;
         if left > 0 {
             log::warn!(
                 "{left} call(s) still unanswered after the {}s grace period",

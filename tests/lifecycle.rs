@@ -142,7 +142,15 @@ fn sigterm_finishes_calls_in_flight_then_exits_zero() {
     let api = api();
     api.create_pod(NS, "worker-1", &[]);
     let mut tracker = standalone(&api).start();
-    assert_eq!(tracker.increment("pod_name=worker-1").count(), 1);
+    // A kept-alive connection that stays idle: the stop must not wait for it (the grace
+    // period, 30 s by default, is longer than the exit this test waits for).
+    let mut idle = support::Connection::open(tracker.address).expect("connects");
+    assert_eq!(
+        idle.send("POST", "/increment?pod_name=worker-1", &[])
+            .expect("an answer")
+            .count(),
+        1
+    );
     api.inject(
         Fault::new(FaultKind::Latency(Duration::from_millis(1500)))
             .verb(Verb::Patch)
