@@ -307,7 +307,12 @@ pub fn view(pod: Pod) -> PodView {
         deletion: pod
             .metadata
             .deletion_timestamp
-            .map(|time| std::time::UNIX_EPOCH + Duration::from_secs(unix_seconds(&time))),
+            // Being deleted is what matters: a time past SystemTime's range still counts.
+            .map(|time| {
+                std::time::UNIX_EPOCH
+                    .checked_add(Duration::from_secs(unix_seconds(&time)))
+                    .unwrap_or(std::time::UNIX_EPOCH)
+            }),
     }
 }
 

@@ -153,6 +153,15 @@ pub struct ServeArgs {
     /// standalone: list the pods it may touch this often and release their expired jobs (needs list on pods); sidecar: read its own pod again this often while it has jobs (default 10s with --release-on-restart); 0 = off (default 0)
     #[argh(option, default = "String::from(\"0\")")]
     pub sweep_interval: String,
+    /// the most connections open at once on the webhook address, 1 to 65536; beyond it a new connection is answered 503 and closed (default 1024; the admin address has its own 64)
+    #[argh(option, default = "String::from(\"1024\")")]
+    pub max_connections: String,
+    /// how long a client may take to send a request's line and headers once it has started one, 1s to 1h (default 10s)
+    #[argh(option, default = "String::from(\"10s\")")]
+    pub header_read_timeout: String,
+    /// how long a kept-alive connection may stay without a request before it is closed, 1s to 1h (default 60s)
+    #[argh(option, default = "String::from(\"60s\")")]
+    pub idle_timeout: String,
 }
 
 /// Print the version.

@@ -11,6 +11,11 @@ use kube_labels::Selector;
 
 use crate::cli::ServeArgs;
 use crate::count::Policy;
+use crate::durations::{
+    self, Bounds, MAX_CONNECTION_TIMEOUT, MAX_JOB_LIFETIME, MAX_KUBE_REQUEST_TIMEOUT,
+    MAX_RETRY_TIMEOUT, MAX_SHUTDOWN_GRACE, MAX_SWEEP_INTERVAL, MIN_CONNECTION_TIMEOUT,
+    MIN_SWEEP_INTERVAL,
+};
 use crate::error::{Error, Result};
 use crate::target::{PodRef, Targeting};
 
@@ -171,6 +176,81 @@ pub struct Config {
     /// Standalone: how often to list the pods and release expired jobs. Sidecar: how often to
     /// read its own pod again while it has jobs. `None`: never.
     pub sweep_interval: Option<Duration>,
+    /// What one client may hold of the webhook listener (and the admin listener's own cap).
+    pub connections: ConnectionLimits,
+}
+
+/// The bounds that keep slow, idle or numerous clients from exhausting the listeners.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Connections open at once on the webhook address (`--max-connections`).
+    pub max_connections: usize,
+    /// Connections open at once on the admin address: its own budget, so probes still answer
+    /// while the webhook address is full.
+    pub max_admin_connections: usize,
+    /// From a request's first byte to the end of its headers (`--header-read-timeout`).
+    pub header_read_timeout: Duration,
+    /// A kept-alive connection with no request in progress (`--idle-timeout`); also the time
+    /// a fresh connection has to send its first byte.
+    pub idle_timeout: Duration,
+    /// The longest request target (path and query) in bytes; longer answers 414.
+    pub max_request_target: usize,
+    /// The largest request line and headers in bytes; larger answers 431.
+    pub max_head: usize,
+}
+
+/// The most `--max-connections` accepts (the default is 1024).
+pub const MAX_CONNECTIONS_LIMIT: usize = 65_536;
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            max_connections: 1024,
+            max_admin_connections: 64,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_request_target: 8 * 1024,
+            max_head: 32 * 1024,
+        }
+    }
+}
+
+impl ConnectionLimits {
+    fn from_args(args: &ServeArgs) -> Result<Self> {
+        let flag = "--max-connections";
+        let max_connections = args
+            .max_connections
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_CONNECTIONS_LIMIT).contains(n))
+            .ok_or_else(|| {
+                invalid(
+                    flag,
+                    &args.max_connections,
+                    &format!("expected a number of connections from 1 to {MAX_CONNECTIONS_LIMIT}"),
+                )
+            })?;
+        let timeout = |flag: &str, text: &str| {
+            durations::parse_bounded(
+                text,
+                Bounds::new(MIN_CONNECTION_TIMEOUT, MAX_CONNECTION_TIMEOUT),
+            )
+            .map_err(|why| {
+                invalid(
+                    flag,
+                    text,
+                    &format!("{why}; expected a duration such as 10s"),
+                )
+            })
+        };
+        Ok(ConnectionLimits {
+            max_connections,
+            header_read_timeout: timeout("--header-read-timeout", &args.header_read_timeout)?,
+            idle_timeout: timeout("--idle-timeout", &args.idle_timeout)?,
+            ..ConnectionLimits::default()
+        })
+    }
 }
 
 impl Config {
@@ -205,9 +285,13 @@ impl Config {
         }
         let max_job_duration = match args.max_job_duration.trim() {
             "" => None,
-            text => parse_timeout("--max-job-duration", text)?,
+            text => parse_timeout("--max-job-duration", text, Bounds::up_to(MAX_JOB_LIFETIME))?,
         };
-        let anonymous_job_ttl = parse_timeout("--anonymous-job-ttl", &args.anonymous_job_ttl)?;
+        let anonymous_job_ttl = parse_timeout(
+            "--anonymous-job-ttl",
+            &args.anonymous_job_ttl,
+            Bounds::up_to(MAX_JOB_LIFETIME),
+        )?;
         let (targeting, mode_reason) = targeting(args, env)?;
         let sidecar = matches!(targeting, Targeting::Sidecar { .. });
         let release_on_restart = match &args.release_on_restart {
@@ -226,7 +310,11 @@ impl Config {
                 Some(name.clone())
             }
         };
-        let sweep_interval = match parse_timeout("--sweep-interval", &args.sweep_interval)? {
+        let sweep_interval = match parse_timeout(
+            "--sweep-interval",
+            &args.sweep_interval,
+            Bounds::new(MIN_SWEEP_INTERVAL, MAX_SWEEP_INTERVAL),
+        )? {
             None if sidecar && release_on_restart.is_some() => Some(DEFAULT_RESTART_CHECK),
             interval => interval,
         };
@@ -255,18 +343,31 @@ impl Config {
             targeting,
             mode_reason,
             kube: kube_overrides(args)?,
-            request_timeout: parse_timeout("--kube-request-timeout", &args.kube_request_timeout)?,
+            request_timeout: parse_timeout(
+                "--kube-request-timeout",
+                &args.kube_request_timeout,
+                Bounds::up_to(MAX_KUBE_REQUEST_TIMEOUT),
+            )?,
             events: args.events,
-            retry_timeout: parse_timeout("--retry-timeout", &args.retry_timeout)?
-                .unwrap_or(Duration::ZERO),
-            shutdown_grace: parse_timeout("--shutdown-grace-period", &args.shutdown_grace_period)?
-                .unwrap_or(Duration::ZERO),
+            retry_timeout: parse_timeout(
+                "--retry-timeout",
+                &args.retry_timeout,
+                Bounds::up_to(MAX_RETRY_TIMEOUT),
+            )?
+            .unwrap_or(Duration::ZERO),
+            shutdown_grace: parse_timeout(
+                "--shutdown-grace-period",
+                &args.shutdown_grace_period,
+                Bounds::up_to(MAX_SHUTDOWN_GRACE),
+            )?
+            .unwrap_or(Duration::ZERO),
             jobs_annotation,
             max_job_duration,
             active_annotations,
             anonymous_job_ttl,
             release_on_restart,
             sweep_interval,
+            connections: ConnectionLimits::from_args(args)?,
         })
     }
 }
@@ -416,20 +517,16 @@ fn parse_address(text: &str) -> std::result::Result<SocketAddr, String> {
     }
 }
 
-/// `0` is "no limit"; otherwise a duration such as `500ms`, `30s`, `2m`, `1h30m`.
-fn parse_timeout(flag: &str, text: &str) -> Result<Option<Duration>> {
-    if text.trim() == "0" {
-        return Ok(None);
-    }
-    humantime::parse_duration(text.trim())
-        .map(Some)
-        .map_err(|e| {
-            invalid(
-                flag,
-                text,
-                &format!("{e}; expected 0 or a duration such as 30s, 2m, 1h"),
-            )
-        })
+/// `0` is "off" (no limit); otherwise a duration such as `500ms`, `30s`, `2m`, `1h30m` within
+/// `bounds` (see [`crate::durations`] for each flag's limits).
+fn parse_timeout(flag: &str, text: &str, bounds: Bounds) -> Result<Option<Duration>> {
+    durations::parse_flag(text, bounds).map_err(|why| {
+        invalid(
+            flag,
+            text,
+            &format!("{why}; expected 0 or a duration such as 30s, 2m, 1h"),
+        )
+    })
 }
 
 fn kube_overrides(args: &ServeArgs) -> Result<KubeOverrides> {
@@ -531,6 +628,9 @@ mod tests {
             max_job_duration: "0".to_owned(),
             anonymous_job_ttl: "0".to_owned(),
             sweep_interval: "0".to_owned(),
+            max_connections: "1024".to_owned(),
+            header_read_timeout: "10s".to_owned(),
+            idle_timeout: "60s".to_owned(),
             ..ServeArgs::default()
         };
         extra(&mut args);
@@ -719,8 +819,77 @@ mod tests {
     }
 
     #[test]
+    fn every_duration_flag_is_bounded_and_the_error_names_the_flag_and_the_limit() {
+        type Set = fn(&mut ServeArgs, String);
+        let flags: [(&str, Set, &str); 7] = [
+            (
+                "--kube-request-timeout",
+                |a, v| a.kube_request_timeout = v,
+                "1h",
+            ),
+            ("--retry-timeout", |a, v| a.retry_timeout = v, "1h"),
+            (
+                "--shutdown-grace-period",
+                |a, v| a.shutdown_grace_period = v,
+                "1day",
+            ),
+            ("--sweep-interval", |a, v| a.sweep_interval = v, "1day"),
+            ("--max-job-duration", |a, v| a.max_job_duration = v, "1year"),
+            (
+                "--anonymous-job-ttl",
+                |a, v| a.anonymous_job_ttl = v,
+                "1year",
+            ),
+            (
+                "--header-read-timeout",
+                |a, v| a.header_read_timeout = v,
+                "1h",
+            ),
+        ];
+        for (flag, set, limit) in flags {
+            for huge in ["10000y", "18446744073709551615", "99999999999999999999999d"] {
+                let error = config_error(|a| set(a, huge.to_owned()));
+                assert!(error.contains(flag), "{flag} {huge}: {error}");
+                if huge == "10000y" {
+                    assert!(
+                        error.contains(&format!("at most {limit}")),
+                        "{flag}: {error}"
+                    );
+                }
+            }
+        }
+        let error = config_error(|a| a.sweep_interval = "10ms".to_owned());
+        assert!(error.contains("at least 100ms"), "{error}");
+        let error = config_error(|a| a.idle_timeout = "0".to_owned());
+        assert!(error.contains("--idle-timeout"), "{error}");
+    }
+
+    #[test]
+    fn connection_limits_have_sane_defaults_and_bounds() {
+        let defaults = config(|_| {}).expect("valid");
+        assert_eq!(defaults.connections, ConnectionLimits::default());
+        assert_eq!(defaults.connections.max_connections, 1024);
+        for bad in ["0", "-1", "65537", "many", ""] {
+            let error = config_error(|a| a.max_connections = bad.to_owned());
+            assert!(error.contains("--max-connections"), "{bad}: {error}");
+        }
+        let chosen = config(|a| {
+            a.max_connections = "8".to_owned();
+            a.header_read_timeout = "2s".to_owned();
+            a.idle_timeout = "5s".to_owned();
+        })
+        .expect("valid");
+        assert_eq!(chosen.connections.max_connections, 8);
+        assert_eq!(
+            chosen.connections.header_read_timeout,
+            Duration::from_secs(2)
+        );
+        assert_eq!(chosen.connections.idle_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
     fn go_durations_are_accepted() {
-        for (text, expected) in [("1s", 1), ("2m", 120), ("3h", 10800), ("1m30s", 90)] {
+        for (text, expected) in [("1s", 1), ("2m", 120), ("1h", 3600), ("1m30s", 90)] {
             let config = config(|a| a.kube_request_timeout = text.to_owned()).expect(text);
             assert_eq!(
                 config.request_timeout,

@@ -14,6 +14,20 @@ pub enum Error {
     #[error("{0}")]
     Config(String),
 
+    /// The tracker hit a bug (a panic) while answering; the request's outcome is named in the
+    /// message.
+    #[error("internal error: {0}")]
+    Internal(String),
+
+    /// The request target (path and query) is longer than the tracker reads.
+    #[error("the request target is {length} bytes long; at most {max} are read")]
+    TargetTooLong {
+        /// Its length in bytes.
+        length: usize,
+        /// The most accepted.
+        max: usize,
+    },
+
     /// The webhook request itself is malformed (missing or invalid parameter).
     #[error("{0}")]
     BadRequest(String),

@@ -9,6 +9,7 @@ use http::header::{ALLOW, CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 
+use crate::durations::{self, Bounds, MAX_JOB_LIFETIME, MAX_WAIT_IDLE};
 use crate::error::Error;
 use crate::jobs::{self, Action, JobCall};
 use crate::listen::InFlight;
@@ -115,8 +116,11 @@ struct Received {
     query: String,
     /// `Accept: application/json`: answer in JSON rather than plain text.
     wants_json: bool,
-    /// The `Idempotency-Key` header, another way to name a job.
-    idempotency_key: Option<String>,
+    /// The `Idempotency-Key` headers, another way to name a job (more than one is refused).
+    idempotency_keys: Vec<String>,
+    /// The length of the request target (path and query), checked against
+    /// [`MAX_REQUEST_TARGET`].
+    target_length: usize,
 }
 
 impl Received {
@@ -131,15 +135,20 @@ impl Received {
                 .iter()
                 .filter_map(|v| v.to_str().ok())
                 .any(|v| v.contains("application/json")),
-            idempotency_key: headers
-                .get("Idempotency-Key")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned),
+            idempotency_keys: headers
+                .get_all("Idempotency-Key")
+                .iter()
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .collect(),
+            target_length: request
+                .uri()
+                .path_and_query()
+                .map_or(0, |target| target.as_str().len()),
         }
     }
 }
 
-/// The query parameters of a counting call.
+/// The query parameters of a counting call or `/wait-idle`.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Query {
     pod_name: Option<String>,
@@ -149,56 +158,87 @@ struct Query {
     timeout: Option<String>,
 }
 
-fn parse_query(query: &str) -> Query {
+/// The parameters the counting routes read.
+const COUNTING_PARAMETERS: &[&str] = &["pod_name", "namespace", "job", "ttl"];
+/// The parameters `/wait-idle` reads.
+const WAIT_IDLE_PARAMETERS: &[&str] = &["pod_name", "namespace", "timeout"];
+
+/// Reads the query of a route that takes the parameters `known`. A parameter given twice,
+/// or one the route does not know (a typo such as `jobid=` must not become an anonymous
+/// call), is refused: ambiguous input is never guessed at.
+fn parse_query(query: &str, known: &[&str]) -> Result<Query, Error> {
     let mut parsed = Query::default();
     for (key, value) in form_urlencoded::parse(query.as_bytes()) {
-        match key.as_ref() {
-            "pod_name" => parsed.pod_name = Some(value.into_owned()),
-            "namespace" => parsed.namespace = Some(value.into_owned()),
-            "job" => parsed.job = Some(value.into_owned()),
-            "ttl" => parsed.ttl = Some(value.into_owned()),
-            "timeout" => parsed.timeout = Some(value.into_owned()),
-            _ => {}
+        let slot = match key.as_ref() {
+            "pod_name" => &mut parsed.pod_name,
+            "namespace" => &mut parsed.namespace,
+            "job" => &mut parsed.job,
+            "ttl" => &mut parsed.ttl,
+            "timeout" => &mut parsed.timeout,
+            _ => &mut None,
+        };
+        if !known.contains(&key.as_ref()) {
+            return Err(Error::BadRequest(format!(
+                "unknown parameter {}: this route takes {}",
+                quoted(&key),
+                known.join(", ")
+            )));
         }
+        if slot.is_some() {
+            return Err(Error::BadRequest(format!(
+                "parameter {key} is given more than once; give it once"
+            )));
+        }
+        *slot = Some(value.into_owned());
     }
-    parsed
+    Ok(parsed)
+}
+
+/// Untrusted text quoted for an error message, cut to a readable length.
+fn quoted(text: &str) -> String {
+    const MAX: usize = 64;
+    match text.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{:?}…", text.get(..cut).unwrap_or_default()),
+        None => format!("{text:?}"),
+    }
 }
 
 /// `/wait-idle` waits this long when the caller names no `timeout`.
 pub const DEFAULT_WAIT_IDLE: Duration = Duration::from_secs(30);
-/// The longest `/wait-idle` waits (a `preStop` hook is bounded by the pod's grace period).
-pub const MAX_WAIT_IDLE: Duration = Duration::from_secs(24 * 3600);
 
-/// A duration parameter: `30`, `30s`, `5m`, `1h30m`.
-fn parse_duration_parameter(name: &str, text: &str) -> Result<Duration, Error> {
-    let text = text.trim();
-    let parsed = match text.parse::<u64>() {
-        Ok(seconds) => Ok(Duration::from_secs(seconds)),
-        Err(_) => humantime::parse_duration(text),
-    };
-    parsed.map_err(|_| {
-        Error::BadRequest(format!(
-            "invalid {name} {text:?}: expected a duration such as 30s, 5m, 1h30m"
-        ))
-    })
+/// A duration parameter (`30`, `30s`, `5m`, `1h30m`) within `bounds`; the error names the
+/// parameter and the bound.
+fn parse_duration_parameter(name: &str, text: &str, bounds: Bounds) -> Result<Duration, Error> {
+    durations::parse_bounded(text, bounds)
+        .map_err(|why| Error::BadRequest(format!("invalid {name} {}: {why}", quoted(text.trim()))))
 }
 
 /// The job call a request asks for: its key comes from `?job=` or the `Idempotency-Key`
-/// header (the query wins), its lifetime from `?ttl=`.
-fn job_call(
-    action: Action,
-    query: &Query,
-    idempotency_key: Option<&str>,
-) -> Result<JobCall, Error> {
-    let job = query
-        .job
-        .as_deref()
-        .or(idempotency_key)
-        .map(str::trim)
-        .filter(|job| !job.is_empty());
+/// header (both may be given only if they agree), its lifetime from `?ttl=`.
+fn job_call(action: Action, query: &Query, idempotency_keys: &[String]) -> Result<JobCall, Error> {
+    let header = match idempotency_keys {
+        [] => None,
+        [key] => Some(key.trim()),
+        _ => {
+            return Err(Error::BadRequest(
+                "the Idempotency-Key header is given more than once; give it once".to_owned(),
+            ));
+        }
+    };
+    let from_query = query.job.as_deref().map(str::trim);
+    let job = match (from_query, header) {
+        (Some(job), Some(key)) if job != key => {
+            return Err(Error::BadRequest(format!(
+                "job {} and Idempotency-Key {} name different jobs; give one of them",
+                quoted(job),
+                quoted(key)
+            )));
+        }
+        (job, key) => job.or(key),
+    };
     if let Some(job) = job {
         jobs::validate_job_id(job)
-            .map_err(|why| Error::BadRequest(format!("invalid job {job:?}: {why}")))?;
+            .map_err(|why| Error::BadRequest(format!("invalid job {}: {why}", quoted(job))))?;
     }
     if action == Action::Renew && job.is_none() {
         return Err(Error::BadRequest(
@@ -208,15 +248,17 @@ fn job_call(
     let ttl = match query.ttl.as_deref() {
         Some(text) if job.is_none() => {
             return Err(Error::BadRequest(format!(
-                "ttl={text} needs a job id (?job=ID): only keyed jobs have deadlines"
+                "ttl={} needs a job id (?job=ID): only keyed jobs have deadlines",
+                quoted(text)
             )));
         }
-        Some(text) => Some(parse_duration_parameter("ttl", text)?),
+        Some(text) => Some(parse_duration_parameter(
+            "ttl",
+            text,
+            Bounds::new(Duration::from_secs(1), MAX_JOB_LIFETIME),
+        )?),
         None => None,
     };
-    if ttl.is_some_and(|ttl| ttl.is_zero()) {
-        return Err(Error::BadRequest("ttl must be above zero".to_owned()));
-    }
     Ok(JobCall {
         action,
         job: job.map(str::to_owned),
@@ -234,6 +276,9 @@ pub async fn handle<B>(
     let received = Received::of(&request);
     drop(request);
     let refuse = |error| finish(&received, None, Err(error), started, Some(&app.metrics));
+    if let Err(error) = check_target(&received) {
+        return refuse(error);
+    }
     let route = match route(&received.method, &received.path) {
         Ok(route) => route,
         Err(error) => return refuse(error),
@@ -243,14 +288,13 @@ pub async fn handle<B>(
         Route::WaitIdle => return wait_idle(&app, Some(&in_flight), &received).await,
         other => return serve_admin_route(&app, other),
     };
-    let query = parse_query(&received.query);
-    let resolved = app
-        .targeting
-        .resolve(query.pod_name.as_deref(), query.namespace.as_deref())
-        .and_then(|pod| {
-            let call = job_call(action, &query, received.idempotency_key.as_deref())?;
-            Ok((pod, call))
-        });
+    let resolved = parse_query(&received.query, COUNTING_PARAMETERS).and_then(|query| {
+        let pod = app
+            .targeting
+            .resolve(query.pod_name.as_deref(), query.namespace.as_deref())?;
+        let call = job_call(action, &query, &received.idempotency_keys)?;
+        Ok((pod, call))
+    });
     let (pod, call) = match resolved {
         Ok(resolved) => resolved,
         Err(error) => return refuse(error),
@@ -264,18 +308,41 @@ pub async fn handle<B>(
     // but the task still logs and counts the outcome, and a stop still waits for it.
     let answering = tokio::spawn(async move {
         let _in_flight = in_flight;
-        let outcome = answer.await.unwrap_or(Err(Error::ShuttingDown));
+        // The writer answers every call it takes; a dropped answer means it panicked.
+        let outcome = answer.await.unwrap_or_else(|_| Err(writer_failed()));
         finish(&received, Some(&pod), outcome, started, Some(&metrics))
     });
-    answering.await.unwrap_or_else(|_| {
-        finish(
-            &stopping,
-            None,
-            Err(Error::ShuttingDown),
-            started,
-            Some(&app.metrics),
-        )
+    answering.await.unwrap_or_else(|joined| {
+        let error = if joined.is_panic() {
+            writer_failed()
+        } else {
+            Error::ShuttingDown
+        };
+        finish(&stopping, None, Err(error), started, Some(&app.metrics))
     })
+}
+
+/// A call whose answer was lost to a panic: it may have been stored (its write id settles that
+/// on the pod's next call, but not for this caller).
+fn writer_failed() -> Error {
+    Error::Internal(
+        "the pod's writer failed while handling this call (see the tracker's log); it may or may not have been stored"
+            .to_owned(),
+    )
+}
+
+/// The longest request target (path and query) read; longer answers 414. hyper refuses a
+/// request line and headers above [`crate::config::ConnectionLimits::max_head`] with 431.
+pub const MAX_REQUEST_TARGET: usize = 8 * 1024;
+
+fn check_target(received: &Received) -> Result<(), Error> {
+    if received.target_length > MAX_REQUEST_TARGET {
+        return Err(Error::TargetTooLong {
+            length: received.target_length,
+            max: MAX_REQUEST_TARGET,
+        });
+    }
+    Ok(())
 }
 
 /// `GET /wait-idle[?timeout=30s&pod_name=…]`: answers once the pod's count is zero (200, the
@@ -287,14 +354,11 @@ async fn wait_idle(
     received: &Received,
 ) -> Response<Body> {
     let started = Instant::now();
-    let query = parse_query(&received.query);
-    let timeout = query
-        .timeout
-        .as_deref()
-        .map(|text| parse_duration_parameter("timeout", text))
-        .transpose()
-        .map(|timeout| timeout.unwrap_or(DEFAULT_WAIT_IDLE).min(MAX_WAIT_IDLE));
-    let target = timeout.and_then(|timeout| {
+    let target = parse_query(&received.query, WAIT_IDLE_PARAMETERS).and_then(|query| {
+        let timeout = match query.timeout.as_deref() {
+            Some(text) => parse_duration_parameter("timeout", text, Bounds::up_to(MAX_WAIT_IDLE))?,
+            None => DEFAULT_WAIT_IDLE,
+        };
         let pod = app
             .targeting
             .resolve(query.pod_name.as_deref(), query.namespace.as_deref())?;
@@ -314,6 +378,9 @@ async fn wait_idle(
 pub async fn handle_admin<B>(app: Arc<App>, request: Request<B>) -> Response<Body> {
     let received = Received::of(&request);
     drop(request);
+    if let Err(error) = check_target(&received) {
+        return finish(&received, None, Err(error), Instant::now(), None);
+    }
     match route(&received.method, &received.path) {
         Ok(Route::WaitIdle) => wait_idle(&app, None, &received).await,
         Ok(Route::Count(_)) | Err(_) => {
@@ -348,13 +415,8 @@ fn serve_admin_route(app: &App, route: Route) -> Response<Body> {
 fn job_status(
     jobs: &std::collections::BTreeMap<String, crate::jobs::Job>,
 ) -> Vec<serde_json::Value> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs());
-    let time = |seconds: u64| {
-        humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(seconds))
-            .to_string()
-    };
+    let now = durations::unix_seconds(std::time::SystemTime::now());
+    let time = durations::rfc3339;
     jobs.iter()
         .map(|(id, job)| {
             serde_json::json!({
@@ -369,7 +431,7 @@ fn job_status(
 
 /// `GET /status`: what is tracked, the counts last stored, readiness and the last API error.
 fn status_json(app: &App) -> serde_json::Value {
-    let time = |at: std::time::SystemTime| humantime::format_rfc3339_seconds(at).to_string();
+    let time = durations::rfc3339_of;
     let pods: Vec<_> = app
         .tracker
         .status()
@@ -424,7 +486,8 @@ pub fn status_of(error: &Error) -> u16 {
         Error::ApiRefused { .. } | Error::ApiRejected { .. } => 502,
         Error::ApiUnavailable { .. } | Error::ShuttingDown => 503,
         Error::OutcomeUnknown { .. } => 504,
-        Error::Config(_) => 500,
+        Error::TargetTooLong { .. } => 414,
+        Error::Config(_) | Error::Internal(_) => 500,
     }
 }
 
@@ -499,6 +562,15 @@ fn finish(
     answer(status, kind, body, headers)
 }
 
+/// The answer to a request whose handler panicked (see [`crate::listen`]).
+pub fn internal_error() -> Response<Body> {
+    let error = Error::Internal(
+        "the tracker failed while answering this request (see its log); a counting call may or may not have been stored"
+            .to_owned(),
+    );
+    plain(status_of(&error), format!("{error}\n"))
+}
+
 /// A plain-text answer.
 fn plain(status: u16, body: String) -> Response<Body> {
     answer(status, "text/plain; charset=utf-8", body, Vec::new())
@@ -567,24 +639,135 @@ mod tests {
         assert!(route(&Method::POST, "/healthz").is_err());
     }
 
+    fn counting(query: &str) -> Result<Query, Error> {
+        parse_query(query, COUNTING_PARAMETERS)
+    }
+
     #[test]
     fn query_parameters_are_percent_decoded() {
         assert_eq!(
-            parse_query("pod_name=worker%2D1&namespace=jobs&other=1"),
-            Query {
+            counting("pod_name=worker%2D1&namespace=jobs").ok(),
+            Some(Query {
                 pod_name: Some("worker-1".into()),
                 namespace: Some("jobs".into()),
                 ..Query::default()
-            }
+            })
         );
-        assert_eq!(parse_query(""), Query::default());
+        assert_eq!(counting("").ok(), Some(Query::default()));
         assert_eq!(
-            parse_query("pod_name="),
-            Query {
+            counting("pod_name=").ok(),
+            Some(Query {
                 pod_name: Some(String::new()),
                 ..Query::default()
-            }
+            })
         );
+    }
+
+    #[test]
+    fn a_repeated_parameter_is_refused_naming_it() {
+        for (query, name) in [
+            ("pod_name=a&pod_name=b", "pod_name"),
+            ("namespace=a&namespace=a", "namespace"),
+            ("job=a&job=b", "job"),
+            ("job=a&ttl=1m&ttl=2m", "ttl"),
+        ] {
+            let error = counting(query).expect_err(query);
+            assert_eq!(status_of(&error), 400);
+            assert!(error.to_string().contains(name), "{query}: {error}");
+        }
+        let error = parse_query("timeout=1s&timeout=2s", WAIT_IDLE_PARAMETERS).expect_err("twice");
+        assert!(error.to_string().contains("timeout"), "{error}");
+    }
+
+    #[test]
+    fn an_unknown_parameter_is_refused_so_a_typo_never_becomes_an_anonymous_call() {
+        let error = counting("jobid=build-7").expect_err("typo");
+        assert_eq!(status_of(&error), 400);
+        assert!(error.to_string().contains("\"jobid\""), "{error}");
+        assert!(
+            error.to_string().contains("pod_name, namespace, job, ttl"),
+            "{error}"
+        );
+        assert!(counting("timeout=5s").is_err(), "timeout is for /wait-idle");
+        assert!(
+            parse_query("job=a", WAIT_IDLE_PARAMETERS).is_err(),
+            "job is for counting"
+        );
+        let long = format!("{}=1", "k".repeat(5000));
+        let error = counting(&long).expect_err("unknown");
+        assert!(error.to_string().len() < 300, "quoted short: {error}");
+    }
+
+    #[test]
+    fn a_ttl_beyond_a_year_is_refused_naming_the_limit() {
+        let query = counting("job=x&ttl=10000y").expect("parses");
+        let error = job_call(Action::Increment, &query, &[]).expect_err("refused");
+        assert_eq!(status_of(&error), 400);
+        assert!(
+            error.to_string().contains("ttl") && error.to_string().contains("1year"),
+            "{error}"
+        );
+        let query = counting("job=x&ttl=1y").expect("parses");
+        assert_eq!(
+            job_call(Action::Renew, &query, &[]).expect("valid").ttl,
+            Some(MAX_JOB_LIFETIME)
+        );
+    }
+
+    #[test]
+    fn the_job_of_the_query_and_of_the_header_must_agree() {
+        let query = counting("job=a").expect("parses");
+        let same = job_call(Action::Increment, &query, &["a".to_owned()]).expect("agree");
+        assert_eq!(same.job.as_deref(), Some("a"));
+        let error = job_call(Action::Increment, &query, &["b".to_owned()]).expect_err("differ");
+        assert_eq!(status_of(&error), 400);
+        let twice = ["a".to_owned(), "a".to_owned()];
+        let error = job_call(Action::Increment, &Query::default(), &twice).expect_err("twice");
+        assert!(error.to_string().contains("Idempotency-Key"), "{error}");
+    }
+
+    #[test]
+    fn a_request_target_past_the_limit_is_414() {
+        let error = Error::TargetTooLong {
+            length: MAX_REQUEST_TARGET + 1,
+            max: MAX_REQUEST_TARGET,
+        };
+        assert_eq!(status_of(&error), 414);
+        assert_eq!(status_of(&Error::Internal("x".into())), 500);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_query_parses_or_is_refused_with_400(query in "[a-z_%0-9=&+.:-]{0,60}|\\PC{0,60}") {
+            match counting(&query) {
+                Ok(parsed) => {
+                    if let Some(job) = parsed.job {
+                        let _ = job_call(Action::Increment, &counting(&format!("job={job}")).unwrap_or_default(), &[]);
+                    }
+                }
+                Err(error) => proptest::prop_assert_eq!(status_of(&error), 400),
+            }
+        }
+
+        #[test]
+        fn any_job_ttl_and_header_give_a_call_or_400(
+            job in proptest::option::of("\\PC{0,80}"),
+            ttl in proptest::option::of("[0-9]{0,25}[a-z]{0,6}|\\PC{0,10}"),
+            header in proptest::collection::vec("\\PC{0,80}", 0..3),
+        ) {
+            let query = Query { job, ttl, ..Query::default() };
+            match job_call(Action::Increment, &query, &header) {
+                Ok(call) => {
+                    if let Some(job) = &call.job {
+                        proptest::prop_assert!(jobs::validate_job_id(job).is_ok());
+                    }
+                    if let Some(ttl) = call.ttl {
+                        proptest::prop_assert!(ttl >= Duration::from_secs(1) && ttl <= MAX_JOB_LIFETIME);
+                    }
+                }
+                Err(error) => proptest::prop_assert_eq!(status_of(&error), 400),
+            }
+        }
     }
 
     #[test]
@@ -647,14 +830,18 @@ mod tests {
 
     #[test]
     fn a_job_key_comes_from_the_query_or_the_idempotency_key_header() {
-        let query = parse_query("job=build-7&ttl=30m");
-        let call = job_call(Action::Increment, &query, Some("ignored")).expect("valid");
+        let query = counting("job=build-7&ttl=30m").expect("parses");
+        let call = job_call(Action::Increment, &query, &[]).expect("valid");
         assert_eq!(call.job.as_deref(), Some("build-7"));
         assert_eq!(call.ttl, Some(Duration::from_secs(1800)));
-        let call =
-            job_call(Action::Decrement, &Query::default(), Some("from-header")).expect("valid");
+        let call = job_call(
+            Action::Decrement,
+            &Query::default(),
+            &["from-header".to_owned()],
+        )
+        .expect("valid");
         assert_eq!(call.job.as_deref(), Some("from-header"));
-        let call = job_call(Action::Increment, &Query::default(), None).expect("valid");
+        let call = job_call(Action::Increment, &Query::default(), &[]).expect("valid");
         assert_eq!(call, JobCall::anonymous(Action::Increment));
     }
 
@@ -664,12 +851,16 @@ mod tests {
         for (action, query) in [
             (Action::Increment, long.as_str()),
             (Action::Increment, "job=a%20b"),
+            (Action::Increment, "job="),
             (Action::Increment, "job=a&ttl=soon"),
             (Action::Increment, "job=a&ttl=0s"),
+            (Action::Increment, "job=a&ttl=18446744073709551616"),
             (Action::Increment, "ttl=5m"),
             (Action::Renew, ""),
         ] {
-            let error = job_call(action, &parse_query(query), None).expect_err(query);
+            let error = counting(query)
+                .and_then(|parsed| job_call(action, &parsed, &[]))
+                .expect_err(query);
             assert_eq!(status_of(&error), 400, "{query}: {error}");
         }
     }

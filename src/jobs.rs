@@ -20,6 +20,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::count::{self, Delta, Policy};
+use crate::durations::MAX_UNIX_SECONDS;
 
 /// The longest job id accepted.
 pub const MAX_JOB_ID_LEN: usize = 64;
@@ -135,10 +136,38 @@ pub fn decode(value: Option<&str>) -> Result<JobState, NotJobs> {
             stored.v
         )));
     }
+    check_stored(&stored.jobs)?;
     Ok(JobState {
         jobs: stored.jobs,
         saved: stored.saved,
     })
+}
+
+/// Anyone with `patch` on the pod can write the annotation, so what it holds is checked like a
+/// caller's input: ids a caller could send (or generated ones), at most [`MAX_ACTIVE_JOBS`],
+/// and times a timestamp can be written for.
+fn check_stored(jobs: &BTreeMap<String, Job>) -> Result<(), NotJobs> {
+    if jobs.len() > MAX_ACTIVE_JOBS {
+        return Err(NotJobs(format!(
+            "{} jobs recorded; at most {MAX_ACTIVE_JOBS} can run at once",
+            jobs.len()
+        )));
+    }
+    for (id, job) in jobs {
+        let generated = id.strip_prefix(ANONYMOUS_PREFIX).is_some_and(|rest| {
+            !rest.is_empty() && rest.chars().all(|c| c.is_ascii_digit() || c == '-')
+        });
+        if !generated {
+            validate_job_id(id).map_err(|why| NotJobs(format!("job id {id:?}: {why}")))?;
+        }
+        let times = [Some(job.started), job.deadline];
+        if let Some(time) = times.into_iter().flatten().find(|t| *t > MAX_UNIX_SECONDS) {
+            return Err(NotJobs(format!(
+                "job {id:?} has the time {time}, past the year 9999 (Unix seconds at most {MAX_UNIX_SECONDS})"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Writes the jobs annotation; `None` when there is nothing to keep (the annotation is removed).
@@ -211,7 +240,12 @@ impl Limits {
             (None, Some(max)) => max,
             (None, None) => return None,
         };
-        Some(now.saturating_add(lifetime.as_secs().max(1)))
+        // Lifetimes are bounded at parse time; the cap keeps a deadline writable as a
+        // timestamp whatever the clock says.
+        Some(
+            now.saturating_add(lifetime.as_secs().max(1))
+                .min(MAX_UNIX_SECONDS),
+        )
     }
 }
 

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod count;
 pub mod doctor;
+pub mod durations;
 pub mod error;
 pub mod guard;
 pub mod http;
@@ -20,5 +21,6 @@ pub mod run;
 pub mod serve;
 pub mod target;
 pub mod tracker;
+pub mod watchdog;
 
 pub use error::{Error, Result};

@@ -3,21 +3,34 @@
 //!
 //! A stop closes the listeners at once, lets every connection finish the request it is serving
 //! (idle kept-alive connections close), and waits for calls in flight up to the grace period.
+//!
+//! Each listener bounds what clients can hold: a cap on open connections (beyond it a new one
+//! is answered 503 and closed), a header-read and an idle timeout ([`crate::watchdog`]), and a
+//! bound on the request head (hyper answers 431). A handler that panics costs its request a
+//! 500, not the process.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use std::panic::AssertUnwindSafe;
+
+use futures_util::FutureExt;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
+use crate::config::ConnectionLimits;
+use crate::durations;
 use crate::http::{self, App};
+use crate::metrics::Metrics;
+use crate::watchdog::{Activity, Watched};
 
 /// Counts calls still being answered, so that a stop can wait for them.
 #[derive(Debug)]
@@ -77,6 +90,7 @@ pub struct Server {
     app: Arc<App>,
     in_flight: Arc<InFlight>,
     stop: Arc<watch::Sender<bool>>,
+    limits: ConnectionLimits,
 }
 
 /// Stops a running [`Server`] from any thread (the signal handler, a test, the demo).
@@ -102,6 +116,7 @@ impl Server {
         address: SocketAddr,
         admin: Option<SocketAddr>,
         app: App,
+        limits: ConnectionLimits,
     ) -> Result<Server, String> {
         let listen = |address: SocketAddr| {
             std::net::TcpListener::bind(address)
@@ -117,6 +132,7 @@ impl Server {
             app: Arc::new(app),
             in_flight: Arc::new(InFlight::default()),
             stop: Arc::new(watch::Sender::new(false)),
+            limits,
         })
     }
 
@@ -146,23 +162,41 @@ impl Server {
         let (app, in_flight) = (Arc::clone(&self.app), Arc::clone(&self.in_flight));
         let webhook_handler =
             move |request| http::handle(Arc::clone(&app), Arc::clone(&in_flight), request);
+        let limits = self.limits;
+        let metrics = Arc::clone(&self.app.metrics);
         let serve_webhook = accept(
             &webhook,
             self.stop.subscribe(),
             &connections,
+            Listener::new(
+                "webhook",
+                limits.max_connections,
+                limits,
+                Arc::clone(&metrics),
+            ),
             webhook_handler,
         );
         let app = Arc::clone(&self.app);
         let admin_handler = move |request| http::handle_admin(Arc::clone(&app), request);
         let serve_admin = async {
             if let Some(admin) = &admin {
-                accept(admin, self.stop.subscribe(), &connections, admin_handler).await;
+                let listener =
+                    Listener::new("admin", limits.max_admin_connections, limits, metrics);
+                accept(
+                    admin,
+                    self.stop.subscribe(),
+                    &connections,
+                    listener,
+                    admin_handler,
+                )
+                .await;
             }
         };
         tokio::join!(serve_webhook, serve_admin);
         // No new connections from here on.
         drop((webhook, admin));
-        let deadline = tokio::time::Instant::now() + grace;
+        let deadline =
+            tokio::time::Instant::from_std(durations::instant_after(Instant::now(), grace));
         // Each connection finishes the request it is serving; idle ones close at once.
         let _ = tokio::time::timeout_at(deadline, connections.shutdown()).await;
         // A call whose caller hung up is still in flight after its connection has ended.
@@ -178,11 +212,52 @@ impl Server {
     }
 }
 
+/// One listener's name (for metrics and logs) and its share of the connection limits.
+#[derive(Clone)]
+struct Listener {
+    name: &'static str,
+    limits: ConnectionLimits,
+    /// One permit per open connection.
+    open: Arc<Semaphore>,
+    /// One permit per connection being refused (answered 503 and closed).
+    refusing: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
+}
+
+impl Listener {
+    fn new(
+        name: &'static str,
+        max_connections: usize,
+        limits: ConnectionLimits,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Listener {
+            name,
+            limits,
+            open: Arc::new(Semaphore::new(max_connections)),
+            refusing: Arc::new(Semaphore::new(MAX_REFUSING)),
+            metrics,
+        }
+    }
+}
+
+/// At most this many full-listener refusals are written at once; beyond that a new
+/// connection is closed without an answer.
+const MAX_REFUSING: usize = 64;
+/// How long a refusal may take to be written and its caller's request drained.
+const REFUSAL_TIME: Duration = Duration::from_secs(1);
+/// The answer to a connection beyond `--max-connections`.
+const FULL: &[u8] =
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n\
+retry-after: 1\r\nconnection: close\r\ncontent-length: 67\r\n\r\n\
+too many open connections (--max-connections): try again in a moment\n";
+
 /// Accepts connections until `stop` turns true, serving each on its own task with `handler`.
 async fn accept<H, F>(
-    listener: &TcpListener,
+    tcp_listener: &TcpListener,
     mut stop: watch::Receiver<bool>,
     connections: &GracefulShutdown,
+    listener: Listener,
     handler: H,
 ) where
     H: Fn(hyper::Request<hyper::body::Incoming>) -> F + Clone + Send + 'static,
@@ -191,25 +266,11 @@ async fn accept<H, F>(
     loop {
         tokio::select! {
             _ = stop.wait_for(|stopping| *stopping) => return,
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => {
-                    // Answers are small and written at once: do not let Nagle hold them back.
-                    let _ = tcp.set_nodelay(true);
-                    let handler = handler.clone();
-                    let service = service_fn(move |request| {
-                        let answer = handler(request);
-                        async move { Ok::<_, Infallible>(answer.await) }
-                    });
-                    let connection = http1::Builder::new()
-                        .keep_alive(true)
-                        .serve_connection(TokioIo::new(tcp), service);
-                    let connection = connections.watch(connection);
-                    tokio::spawn(async move {
-                        if let Err(e) = connection.await {
-                            log::debug!("connection ended with an error: {e}");
-                        }
-                    });
-                }
+            accepted = tcp_listener.accept() => match accepted {
+                Ok((tcp, _)) => match Arc::clone(&listener.open).try_acquire_owned() {
+                    Ok(permit) => serve(tcp, permit, connections, &listener, handler.clone()),
+                    Err(_) => refuse_full(tcp, &listener),
+                },
                 // Out of file descriptors or similar: give the system a moment, keep serving.
                 Err(e) => {
                     log::warn!("accepting a connection failed: {e}");
@@ -218,6 +279,95 @@ async fn accept<H, F>(
             },
         }
     }
+}
+
+/// Serves one connection on its own task, within the listener's time and size limits; a
+/// handler that panics answers 500 and the connection goes on.
+fn serve<H, F>(
+    tcp: TcpStream,
+    permit: OwnedSemaphorePermit,
+    connections: &GracefulShutdown,
+    listener: &Listener,
+    handler: H,
+) where
+    H: Fn(hyper::Request<hyper::body::Incoming>) -> F + Clone + Send + 'static,
+    F: Future<Output = hyper::Response<http::Body>> + Send + 'static,
+{
+    // Answers are small and written at once: do not let Nagle hold them back.
+    let _ = tcp.set_nodelay(true);
+    let activity = Activity::new();
+    let io = TokioIo::new(Watched::new(tcp, Arc::clone(&activity)));
+    let (name, metrics) = (listener.name, Arc::clone(&listener.metrics));
+    let service_activity = Arc::clone(&activity);
+    let service = service_fn(move |request| {
+        let serving = service_activity.serving();
+        let answer = AssertUnwindSafe(handler(request)).catch_unwind();
+        let metrics = Arc::clone(&metrics);
+        async move {
+            let response = answer.await.unwrap_or_else(|panic| {
+                log::error!(
+                    "answering a request on the {name} address panicked ({}); it is answered 500 and the tracker goes on",
+                    panic_message(panic.as_ref())
+                );
+                metrics.connection_closed(name, "panic");
+                http::internal_error()
+            });
+            drop(serving);
+            Ok::<_, Infallible>(response)
+        }
+    });
+    let limits = listener.limits;
+    let connection = http1::Builder::new()
+        .keep_alive(true)
+        .max_buf_size(limits.max_head.max(MIN_BUFFER))
+        .max_header_size(limits.max_head)
+        .serve_connection(io, service);
+    let connection = connections.watch(connection);
+    let metrics = Arc::clone(&listener.metrics);
+    tokio::spawn(async move {
+        let _permit = permit;
+        tokio::select! {
+            ended = connection => if let Err(e) = ended {
+                log::debug!("connection ended with an error: {e}");
+            },
+            expired = activity.expired(limits.header_read_timeout, limits.idle_timeout) => {
+                log::debug!("connection closed: {}", expired.reason());
+                metrics.connection_closed(name, expired.reason());
+            }
+        }
+    });
+}
+
+/// hyper's smallest accepted read buffer.
+const MIN_BUFFER: usize = 8192;
+
+/// Answers a connection beyond the limit with 503 and closes it, without reading a request
+/// beyond draining what the caller sent (so that the answer is not lost to a reset).
+fn refuse_full(mut tcp: TcpStream, listener: &Listener) {
+    listener.metrics.connection_closed(listener.name, "full");
+    let Ok(permit) = Arc::clone(&listener.refusing).try_acquire_owned() else {
+        return;
+    };
+    tokio::spawn(async move {
+        let _permit = permit;
+        let _ = tokio::time::timeout(REFUSAL_TIME, async {
+            tcp.write_all(FULL).await?;
+            tcp.shutdown().await?;
+            let mut sink = [0u8; 1024];
+            while tcp.read(&mut sink).await? > 0 {}
+            Ok::<_, std::io::Error>(())
+        })
+        .await;
+    });
+}
+
+/// What a panic said, for the log.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("no message")
 }
 
 #[cfg(test)]

@@ -52,6 +52,15 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
+/// A listener and why it closed a connection.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectionLabels {
+    /// `webhook` or `admin`.
+    pub listener: String,
+    /// `full` (refused at `--max-connections`), `header-timeout`, `idle-timeout` or `panic`.
+    pub reason: String,
+}
+
 /// A pod.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PodLabels {
@@ -91,6 +100,9 @@ pub struct Metrics {
     pub active_jobs: Family<PodLabels, Gauge>,
     /// Jobs released without a decrement, by reason.
     pub jobs_released: Family<ReasonLabels, Counter>,
+    /// Connections the tracker refused or cut (`full`, `header-timeout`, `idle-timeout`) and
+    /// requests answered 500 after a panic (`panic`).
+    pub connections_closed: Family<ConnectionLabels, Counter>,
     last_error: Mutex<Option<LastError>>,
 }
 
@@ -126,6 +138,7 @@ impl Metrics {
             lost_answers: Family::default(),
             active_jobs: Family::default(),
             jobs_released: Family::default(),
+            connections_closed: Family::default(),
             last_error: Mutex::new(None),
             registry: Registry::default(),
         };
@@ -168,6 +181,11 @@ impl Metrics {
             "jobs_released",
             "Jobs released without a decrement: expired (past their deadline) or restart (their container restarted)",
             metrics.jobs_released.clone(),
+        );
+        registry.register(
+            "connections_closed",
+            "Connections refused when full or cut after a header or idle timeout, and requests answered 500 after a panic",
+            metrics.connections_closed.clone(),
         );
         registry.register(
             "active_jobs",
@@ -240,6 +258,16 @@ impl Metrics {
     pub fn job_released(&self, reason: &str) {
         self.jobs_released
             .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a connection the listener refused or cut, or a request that panicked.
+    pub fn connection_closed(&self, listener: &str, reason: &str) {
+        self.connections_closed
+            .get_or_create(&ConnectionLabels {
+                listener: listener.to_owned(),
                 reason: reason.to_owned(),
             })
             .inc();

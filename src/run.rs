@@ -14,6 +14,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
 use crate::cli::RunArgs;
+use crate::durations::{self, Bounds, MAX_RUN_REQUEST, MAX_RUN_RETRY};
 use crate::error::{Error, Result};
 
 /// Exit status when the job could not be counted, so the command was not started (EX_TEMPFAIL).
@@ -51,8 +52,9 @@ impl Options {
     pub fn from_args(args: &RunArgs) -> Result<Options> {
         let tracker =
             Endpoint::parse(&args.url).map_err(|why| invalid("--url", &args.url, &why))?;
-        let retry_timeout = duration("--retry-timeout", &args.retry_timeout)?;
-        let request_timeout = duration("--request-timeout", &args.request_timeout)?;
+        let retry_timeout = duration("--retry-timeout", &args.retry_timeout, MAX_RUN_RETRY)?;
+        let request_timeout =
+            duration("--request-timeout", &args.request_timeout, MAX_RUN_REQUEST)?;
         if request_timeout.is_zero() {
             return Err(invalid(
                 "--request-timeout",
@@ -80,18 +82,17 @@ fn invalid(flag: &str, value: &str, why: &str) -> Error {
     Error::Config(format!("invalid value {value:?} for {flag}: {why}"))
 }
 
-/// `0` or a duration such as `500ms`, `30s`, `2m`.
-fn duration(flag: &str, text: &str) -> Result<Duration> {
-    if text.trim() == "0" {
-        return Ok(Duration::ZERO);
-    }
-    humantime::parse_duration(text.trim()).map_err(|e| {
-        invalid(
-            flag,
-            text,
-            &format!("{e}; expected 0 or a duration such as 30s, 2m"),
-        )
-    })
+/// `0` or a duration such as `500ms`, `30s`, `2m`, at most `max`.
+fn duration(flag: &str, text: &str, max: Duration) -> Result<Duration> {
+    durations::parse_flag(text, Bounds::up_to(max))
+        .map(Option::unwrap_or_default)
+        .map_err(|why| {
+            invalid(
+                flag,
+                text,
+                &format!("{why}; expected 0 or a duration such as 30s, 2m"),
+            )
+        })
 }
 
 /// The tracker's address, from `--url http://host:port`.
@@ -265,7 +266,7 @@ impl Tracker {
     /// Makes the call, repeating it while the tracker has not taken it, up to the retry
     /// timeout. With `signals`, a signal that comes while waiting to repeat ends the wait.
     pub fn call(&self, call: Call, signals: Option<&Receiver<Event>>) -> Outcome {
-        let deadline = Instant::now() + self.retry_timeout;
+        let deadline = durations::instant_after(Instant::now(), self.retry_timeout);
         let mut pause = FIRST_PAUSE;
         let mut attempts = 0;
         loop {
@@ -324,7 +325,7 @@ impl Tracker {
         let Some(mut stream) = connection else {
             return Exchange::NotSent(failure);
         };
-        let deadline = Instant::now() + self.request_timeout;
+        let deadline = durations::instant_after(Instant::now(), self.request_timeout);
         let request = format!(
             "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Length: 0\r\nAccept: text/plain\r\n\
              Connection: close\r\nUser-Agent: pod-webhook-tracker-run/{}\r\n\r\n",

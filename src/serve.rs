@@ -173,8 +173,13 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     };
     let server = {
         let _in_runtime = runtime.enter();
-        Server::bind(config.address, config.admin_address, app)
-            .map_err(|e| failure(EXIT_FAILURE, e))?
+        Server::bind(
+            config.address,
+            config.admin_address,
+            app,
+            config.connections,
+        )
+        .map_err(|e| failure(EXIT_FAILURE, e))?
     };
     log::info!("{}", config.mode_reason);
     log::info!(

@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::api::{ApiFailure, PodClient};
 use crate::count::{self, Policy};
+use crate::durations;
 use crate::error::{Error, Result};
 use crate::guard::{PodView, WritePlan, marker_records, next_marker};
 use crate::jobs::{self, Action, Job, JobCall, Limits, PodJobs, Refusal};
@@ -315,7 +316,9 @@ fn until_next_deadline(settings: &Settings, known: Option<&PodView>) -> Option<D
     let state = jobs::decode(view.annotation(&settings.jobs_annotation)).ok()?;
     let deadline = state.jobs.values().filter_map(|job| job.deadline).min()?;
     // One second late, so the deadline has certainly passed by the writer's own clock.
-    Some(Duration::from_secs(deadline.saturating_sub(unix_now()) + 1))
+    Some(Duration::from_secs(
+        deadline.saturating_sub(unix_now()).saturating_add(1),
+    ))
 }
 
 /// How long until the writer should read its pod again, if it should: while the kept view
@@ -399,7 +402,8 @@ async fn run_writer(inner: Arc<Inner>, pod: PodRef, mut calls: mpsc::UnboundedRe
                 if write_batch(&inner, &pod, &mut known, Vec::new()).await {
                     expiry_not_before = None;
                 } else {
-                    expiry_not_before = Some(Instant::now() + EXPIRY_RETRY);
+                    expiry_not_before =
+                        Some(durations::instant_after(Instant::now(), EXPIRY_RETRY));
                 }
                 continue;
             }
@@ -529,9 +533,7 @@ fn stored(inner: &Arc<Inner>, pod: &PodRef, settled: &Settled, jobs: BTreeMap<St
         .unwrap_or_else(PoisonError::into_inner)
         .insert(pod.clone(), status);
     inner.stored_writes.notify_waiters();
-    let time = |seconds: u64| {
-        humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(seconds))
-    };
+    let time = durations::rfc3339;
     for Released { id, job, restart } in &settled.released {
         let started = time(job.started);
         let (reason, message) = match restart {
@@ -829,9 +831,7 @@ fn current_count(settings: &Settings, pod: &PodRef, view: &PodView) -> Result<i6
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs())
+    durations::unix_seconds(SystemTime::now())
 }
 
 /// Every caller's count, computed one after another from the pod's current label and jobs
