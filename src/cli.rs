@@ -412,7 +412,7 @@ pub const BOOLEAN_FLAGS: &[&str] = &[
 /// values take Go's spellings (`1`, `t`, `TRUE`, `False`…); `-n=ns` and `-nns` become `-n ns`.
 /// Everything after `--` is left alone.
 pub fn normalize(args: &[String]) -> Result<Vec<String>, String> {
-    let mut out = Vec::with_capacity(args.len() + 4);
+    let mut out = Vec::with_capacity(args.len().saturating_add(4));
     let mut rest = args.iter().peekable();
     while let Some(arg) = rest.next() {
         if arg == "--" {

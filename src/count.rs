@@ -217,4 +217,21 @@ mod tests {
     fn negative_counts_are_written_in_their_encoding() {
         assert_eq!(label_for(-3, NEGATIVE), Some("neg3".to_owned()));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_label_value_is_a_count_that_round_trips_or_not_a_count(value in "(neg)?[0-9]{0,25}|\\PC{0,30}") {
+            if let Ok(count) = decode(Some(&value)) {
+                proptest::prop_assert_eq!(decode(Some(&encode(count))), Ok(count));
+                proptest::prop_assert!(kube_labels::validate_label_value(&encode(count)).is_ok());
+            }
+        }
+
+        #[test]
+        fn every_count_encodes_to_a_value_the_api_server_accepts(count in proptest::num::i64::ANY) {
+            let value = encode(count);
+            proptest::prop_assert!(kube_labels::validate_label_value(&value).is_ok(), "{value}");
+            proptest::prop_assert_eq!(decode(Some(&value)), Ok(count));
+        }
+    }
 }

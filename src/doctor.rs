@@ -443,7 +443,7 @@ fn overlap(
         }
     }
     if let Some((pod, holding)) = held.first() {
-        let more = match held.len() - 1 {
+        let more = match held.len().saturating_sub(1) {
             0 => String::new(),
             1 => " (and 1 more pod)".to_owned(),
             n => format!(" (and {n} more pods)"),

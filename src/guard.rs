@@ -212,8 +212,10 @@ impl WritePlan<'_> {
 /// beyond [`MARKER_DEPTH`], then `id`.
 pub fn next_marker(current: Option<&str>, id: &str) -> String {
     let previous: Vec<&str> = current.unwrap_or("").split_whitespace().collect();
-    let keep = previous.len().saturating_sub(MARKER_DEPTH - 1);
-    let mut ids = previous[keep..].to_vec();
+    let keep = previous
+        .len()
+        .saturating_sub(MARKER_DEPTH.saturating_sub(1));
+    let mut ids = previous.get(keep..).unwrap_or_default().to_vec();
     ids.push(id);
     ids.join(" ")
 }

@@ -995,4 +995,68 @@ mod tests {
         assert!(has_due_job(&jobs.state, 100));
         assert!(!has_due_job(&JobState::default(), 100));
     }
+
+    /// Jobs annotation documents shaped like ours, with ids, times and versions drawn from
+    /// anywhere in their range, and now and then a stray field or a broken value.
+    fn documents() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let id = prop_oneof!["[A-Za-z0-9._:-]{1,70}", "#anon-[0-9-]{0,12}", "\\PC{0,10}"];
+        let time = prop_oneof![
+            Just(None),
+            any::<u64>().prop_map(Some),
+            (0u64..=MAX_UNIX_SECONDS + 10).prop_map(Some)
+        ];
+        let job = (id, any::<u64>(), time).prop_map(|(id, started, deadline)| {
+            let deadline = deadline.map_or_else(String::new, |d| format!(",\"d\":{d}"));
+            format!(
+                "{}:{{\"s\":{started}{deadline}}}",
+                serde_json::Value::String(id)
+            )
+        });
+        let version = prop_oneof![Just("1".to_owned()), "[0-9]{1,3}", Just("\"1\"".to_owned())];
+        (version, proptest::collection::vec(job, 0..6), "\\PC{0,6}").prop_map(|(v, jobs, tail)| {
+            format!("{{\"v\":{v},\"jobs\":{{{}}}}}{tail}", jobs.join(","))
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_jobs_annotation_is_read_within_range_or_refused(text in documents()) {
+            match decode(Some(&text)) {
+                Ok(state) => {
+                    proptest::prop_assert!(state.jobs.len() <= MAX_ACTIVE_JOBS);
+                    for (id, job) in &state.jobs {
+                        proptest::prop_assert!(job.started <= MAX_UNIX_SECONDS);
+                        proptest::prop_assert!(job.deadline.is_none_or(|d| d <= MAX_UNIX_SECONDS));
+                        proptest::prop_assert!(validate_job_id(id).is_ok() || id.starts_with(ANONYMOUS_PREFIX));
+                    }
+                    // What was read is written back the same way.
+                    proptest::prop_assert_eq!(decode(encode(&state).as_deref()), Ok(state));
+                }
+                Err(NotJobs(why)) => proptest::prop_assert!(!why.is_empty()),
+            }
+        }
+
+        #[test]
+        fn any_call_at_any_time_keeps_the_jobs_readable(
+            text in documents(),
+            now in proptest::prelude::any::<u64>(),
+            ttl in proptest::option::of(1u64..=31_557_600),
+            keyed in proptest::prelude::any::<bool>(),
+            action in proptest::sample::select(vec![Action::Increment, Action::Decrement, Action::Renew]),
+        ) {
+            let Ok(state) = decode(Some(&text)) else { return Ok(()) };
+            let mut jobs = PodJobs::from_count(state.jobs.len() as i64, state, DEFAULT);
+            let call = JobCall {
+                action,
+                job: keyed.then(|| "job-1".to_owned()),
+                ttl: ttl.map(Duration::from_secs),
+            };
+            let limits = Limits { max_duration: Some(Duration::from_secs(3600)), ..Limits::default() };
+            if jobs.apply(&call, now, &limits, DEFAULT, false).is_ok() {
+                let written = encode(&jobs.state);
+                proptest::prop_assert_eq!(decode(written.as_deref()).map(|s| s.jobs.len()), Ok(jobs.state.jobs.len()));
+            }
+        }
+    }
 }

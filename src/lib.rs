@@ -5,6 +5,19 @@
 //! the pod's single writer, which computes every caller's count with [`count`], writes once with
 //! a [`guard`]ed JSON patch through [`api`], and answers each caller.
 
+// No panic is reachable from input: outside tests, these are denied (see the README's
+// architecture section); an `#[allow]` beside its invariant marks each exception.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects
+    )
+)]
+
 pub mod api;
 pub mod cli;
 pub mod config;

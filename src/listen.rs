@@ -63,7 +63,8 @@ impl Drop for InFlightGuard {
 impl InFlight {
     /// Counts one more call until the guard is dropped.
     pub fn enter(self: &Arc<Self>) -> InFlightGuard {
-        self.count.send_modify(|count| *count += 1);
+        self.count
+            .send_modify(|count| *count = count.saturating_add(1));
         InFlightGuard {
             in_flight: Arc::clone(self),
         }
@@ -373,6 +374,84 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Serves `handler` on a loopback port with `limits`, on a runtime of its own; returns
+    /// the address.
+    fn serving<H, F>(limits: ConnectionLimits, handler: H) -> SocketAddr
+    where
+        H: Fn(hyper::Request<hyper::body::Incoming>) -> F + Clone + Send + 'static,
+        F: Future<Output = hyper::Response<http::Body>> + Send + 'static,
+    {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
+        tcp.set_nonblocking(true).expect("non-blocking");
+        let address = tcp.local_addr().expect("an address");
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            runtime.block_on(async move {
+                let tcp = TcpListener::from_std(tcp).expect("registered");
+                let (_stop, stopped) = watch::channel(false);
+                let connections = GracefulShutdown::new();
+                let listener =
+                    Listener::new("webhook", limits.max_connections, limits, Arc::default());
+                accept(&tcp, stopped, &connections, listener, handler).await;
+            });
+        });
+        address
+    }
+
+    /// Sends one request and reads its answer (head and `content-length` body).
+    async fn exchange(stream: &mut TcpStream, request: &str) -> String {
+        stream.write_all(request.as_bytes()).await.expect("written");
+        let mut answer = Vec::new();
+        let mut chunk = [0u8; 1024];
+        loop {
+            let text = String::from_utf8_lossy(&answer).into_owned();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let length = head
+                    .lines()
+                    .find_map(|line| line.strip_prefix("content-length: "))
+                    .and_then(|n| n.trim().parse::<usize>().ok())
+                    .expect("a content-length");
+                if body.len() >= length {
+                    return text;
+                }
+            }
+            let read = stream.read(&mut chunk).await.expect("read");
+            assert!(read > 0, "closed after {text:?}");
+            answer.extend_from_slice(chunk.get(..read).unwrap_or_default());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_handler_that_panics_costs_its_request_a_500_and_the_connection_goes_on() {
+        let handler = |request: hyper::Request<hyper::body::Incoming>| async move {
+            assert_ne!(request.uri().path(), "/boom", "a bug in a handler");
+            http::internal_error().map(|_| http::Body::from("fine\n"))
+        };
+        let address = serving(ConnectionLimits::default(), handler);
+        let mut stream = TcpStream::connect(address).await.expect("connects");
+        let answer = exchange(&mut stream, "GET /boom HTTP/1.1\r\nHost: t\r\n\r\n").await;
+        assert!(answer.starts_with("HTTP/1.1 500"), "{answer}");
+        assert!(answer.contains("internal error"), "{answer}");
+        let answer = exchange(&mut stream, "GET /fine HTTP/1.1\r\nHost: t\r\n\r\n").await;
+        assert!(
+            answer.contains("fine"),
+            "the same connection serves the next request: {answer}"
+        );
+    }
+
+    #[test]
+    fn the_release_build_unwinds_so_that_a_panic_is_caught() {
+        let manifest = include_str!("../Cargo.toml");
+        let release = manifest
+            .split("[profile.release]")
+            .nth(1)
+            .expect("a release profile");
+        assert!(release.contains("panic = \"unwind\""), "{release}");
+    }
 
     #[tokio::test]
     async fn in_flight_waits_until_the_last_call_leaves() {

@@ -1,6 +1,19 @@
 //! The `pod-webhook-tracker` binary: parses the command line into a validated configuration
 //! (exit status 2 when it is not valid) and runs the subcommand.
 
+// No panic is reachable from input: outside tests, these are denied (see the README's
+// architecture section); an `#[allow]` beside its invariant marks each exception.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects
+    )
+)]
+
 use std::process::ExitCode;
 
 use pod_webhook_tracker::cli::{self, Command};

@@ -268,9 +268,9 @@ impl Tracker {
     pub fn call(&self, call: Call, signals: Option<&Receiver<Event>>) -> Outcome {
         let deadline = durations::instant_after(Instant::now(), self.retry_timeout);
         let mut pause = FIRST_PAUSE;
-        let mut attempts = 0;
+        let mut attempts: u32 = 0;
         loop {
-            attempts += 1;
+            attempts = attempts.saturating_add(1);
             let (why, wait) = match self.exchange(call) {
                 Exchange::NotSent(why) => (why, pause),
                 Exchange::Lost(why) => {
@@ -301,7 +301,7 @@ impl Tracker {
                 Some(Ok(Event::Exited) | Err(RecvTimeoutError::Timeout)) => {}
                 Some(Err(RecvTimeoutError::Disconnected)) | None => std::thread::sleep(wait),
             }
-            pause = (pause * 2).min(MAX_PAUSE);
+            pause = pause.saturating_mul(2).min(MAX_PAUSE);
         }
     }
 
@@ -363,7 +363,9 @@ fn read_answer(stream: &mut TcpStream, deadline: Instant) -> std::result::Result
             .map_err(|e| e.to_string())?;
         match stream.read(&mut chunk) {
             Ok(0) => return parse_answer(&bytes, true),
-            Ok(n) if bytes.len() + n <= MAX_ANSWER => bytes.extend_from_slice(&chunk[..n]),
+            Ok(n) if bytes.len().saturating_add(n) <= MAX_ANSWER => {
+                bytes.extend_from_slice(chunk.get(..n).unwrap_or_default());
+            }
             Ok(_) => return Err(format!("the answer is longer than {MAX_ANSWER} bytes")),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e.to_string()),
@@ -387,8 +389,8 @@ fn parse_answer(bytes: &[u8], ended: bool) -> std::result::Result<Answer, String
     let Some(head_end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") else {
         return Err(INCOMPLETE.to_owned());
     };
-    let head = std::str::from_utf8(&bytes[..head_end])
-        .map_err(|_| "the answer's head is not text".to_owned())?;
+    let (head, rest) = bytes.split_at_checked(head_end).unwrap_or_default();
+    let head = std::str::from_utf8(head).map_err(|_| "the answer's head is not text".to_owned())?;
     let mut lines = head.split("\r\n");
     let status_line = lines.next().unwrap_or_default();
     let mut parts = status_line.splitn(3, ' ');
@@ -415,9 +417,9 @@ fn parse_answer(bytes: &[u8], ended: bool) -> std::result::Result<Answer, String
             retry_after = value.parse::<u64>().ok().map(Duration::from_secs);
         }
     }
-    let body = &bytes[head_end + 4..];
-    let body = match length {
-        Some(length) if body.len() >= length => &body[..length],
+    let body = rest.get(b"\r\n\r\n".len()..).unwrap_or_default();
+    let body = match length.map(|length| body.get(..length)) {
+        Some(Some(body)) => body,
         Some(_) => return Err(INCOMPLETE.to_owned()),
         None if ended => body,
         None => return Err(INCOMPLETE.to_owned()),
@@ -460,7 +462,7 @@ pub fn run(options: &Options) -> ExitCode {
                 "stopped by {} before the job was counted; not starting it",
                 signal_name(signal)
             ));
-            return exit_with(128 + signal);
+            return exit_with(128_i32.saturating_add(signal));
         }
         Outcome::NotApplied(why) | Outcome::Unknown(why) if options.run_unprotected => {
             say(&format!(
@@ -497,7 +499,7 @@ pub fn run(options: &Options) -> ExitCode {
                 "stopped by {} before the job started",
                 signal_name(signal)
             ));
-            128 + signal
+            128_i32.saturating_add(signal)
         }
         None => match run_command(&options.command, sender, &events) {
             Ok(status) => status_code(status),
@@ -728,7 +730,7 @@ fn watch_signals(events: Sender<Event>) -> std::result::Result<(), String> {
 fn status_code(status: ExitStatus) -> i32 {
     match (status.code(), status.signal()) {
         (Some(code), _) => code,
-        (None, Some(signal)) => 128 + signal,
+        (None, Some(signal)) => 128_i32.saturating_add(signal),
         (None, None) => 1,
     }
 }

@@ -642,7 +642,9 @@ async fn settle(
         }) {
             log::info!(
                 "pod {pod}: write {} was stored although its answer was lost",
-                unanswered[landed].id
+                unanswered
+                    .get(landed)
+                    .map_or("?", |write| write.id.as_str())
             );
             inner.client.metrics().lost_answer(true);
             *known = Some(view);
@@ -1002,14 +1004,16 @@ impl Backoff {
         self.seed ^= self.seed << 13;
         self.seed ^= self.seed >> 7;
         self.seed ^= self.seed << 17;
-        let step = self.next.as_micros() as u64;
-        let jittered = step / 2 + self.seed % (step / 2 + 1);
+        let step = u64::try_from(self.next.as_micros()).unwrap_or(u64::MAX);
+        let half = step / 2;
+        let jittered =
+            half.saturating_add(self.seed.checked_rem(half.saturating_add(1)).unwrap_or(0));
         tokio::time::sleep(Duration::from_micros(jittered)).await;
-        self.next = (self.next * 2).min(self.policy.max_backoff);
+        self.next = self.next.saturating_mul(2).min(self.policy.max_backoff);
     }
 
     /// A conflict means someone else just wrote: retry soon rather than after a long pause.
     fn reset_once_for_conflict(&mut self) {
-        self.next = self.next.min(self.policy.first_backoff * 4);
+        self.next = self.next.min(self.policy.first_backoff.saturating_mul(4));
     }
 }

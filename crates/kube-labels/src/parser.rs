@@ -72,7 +72,8 @@ impl Lexer<'_> {
     fn read(&mut self) -> u8 {
         match self.text.get(self.position) {
             Some(&byte) => {
-                self.position += 1;
+                // Below the text's length, so far from usize::MAX.
+                self.position = self.position.saturating_add(1);
                 byte
             }
             None => 0,
@@ -204,7 +205,7 @@ impl Parser {
 
     fn consume(&mut self, context: Context) -> (Token, String) {
         let item = self.items.get(self.position);
-        self.position += 1;
+        self.position = self.position.saturating_add(1);
         match item {
             Some(item) => (in_context(item.token, context), item.literal.clone()),
             None => (END.0, END.1.to_string()),

@@ -8,7 +8,7 @@
 /// label selector is realistically going to contain (unassigned code points are the only
 /// difference, and Go escapes those).
 pub fn go_quote(text: &str) -> String {
-    let mut quoted = String::with_capacity(text.len() + 2);
+    let mut quoted = String::with_capacity(text.len().saturating_add(2));
     quoted.push('"');
     for c in text.chars() {
         match c {
