@@ -35,6 +35,7 @@ mod load;
 mod report;
 mod scenario;
 mod serial;
+mod slow;
 mod throttle;
 mod tracker;
 
@@ -114,6 +115,10 @@ struct Options {
     /// which baseline variants: both, throttled or unthrottled (default both)
     #[argh(option, default = "String::from(\"both\")")]
     baseline_throttle: String,
+    /// standalone: connections that send half a request's head and then nothing, while a
+    /// normal call is made (default 1000; 0 skips it)
+    #[argh(option, default = "1000")]
+    slow_clients: usize,
     /// small loads, for a smoke run
     #[argh(switch)]
     quick: bool,
@@ -286,8 +291,23 @@ fn run(options: &Options) -> Result<Report, String> {
             tracker.memory().map(Some)
         })
         .map_err(|e| format!("{e}\n--- tracker log ---\n{}", tracker.log_tail()));
+        let slow = match (&side, mode) {
+            (Ok(_), Mode::Standalone) if options.slow_clients > 0 => {
+                eprintln!(
+                    "bench: {name}: {} slow clients (about {} s)",
+                    options.slow_clients,
+                    slow::HEADER_READ_TIMEOUT.as_secs()
+                );
+                Some(
+                    slow::measure(&endpoint, options.slow_clients, &|| tracker.memory())
+                        .map_err(|e| format!("{e}\n--- tracker log ---\n{}", tracker.log_tail()))?,
+                )
+            }
+            _ => None,
+        };
         tracker.stop();
         let mut side = side?;
+        side.slow_clients = slow;
         side.startup_api = Some(startup_api);
         sides.push(side);
     }
@@ -443,6 +463,7 @@ fn measure_side(
         bursts,
         memory: snapshots,
         startups: Vec::new(),
+        slow_clients: None,
     })
 }
 

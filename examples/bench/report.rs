@@ -8,6 +8,7 @@ use kube_double::Verb;
 use crate::cluster::{ApiUsage, Reference};
 use crate::load::Call;
 use crate::scenario::{Phase, percentile};
+use crate::slow::{self, SlowClients};
 use crate::tracker::{BinaryInfo, Memory};
 
 /// Everything measured for one server: ours in one mode, or a baseline variant.
@@ -28,6 +29,8 @@ pub struct Side {
     pub memory: Vec<(String, Memory)>,
     /// Ours only: start-up times (sorted).
     pub startups: Vec<Duration>,
+    /// Ours, standalone: what a crowd of slow clients cost.
+    pub slow_clients: Option<SlowClients>,
 }
 
 /// The whole run.
@@ -99,8 +102,42 @@ impl Report {
         self.print_phases();
         self.print_first_calls();
         self.print_footprint();
+        self.print_slow_clients();
         self.print_ratios();
         self.print_targets();
+    }
+
+    fn print_slow_clients(&self) {
+        let measured: Vec<_> = self
+            .sides
+            .iter()
+            .filter_map(|side| Some((side, side.slow_clients.as_ref()?)))
+            .collect();
+        if measured.is_empty() {
+            return;
+        }
+        println!(
+            "\n## Slow clients (each sends half a request's head, then nothing; the tracker's defaults)\n"
+        );
+        println!(
+            "| tracker | clients | RSS while connected | peak RSS (VmHWM) | normal call meanwhile | all cut off after | RSS after |"
+        );
+        println!("| --- | ---: | ---: | ---: | --- | ---: | ---: |");
+        for (side, slow) in measured {
+            println!(
+                "| {} | {} | {} | {} | {} | {:.1} s | {} |",
+                side.name,
+                slow.clients,
+                mib(slow.during.current_kib),
+                mib(slow.after.peak_kib),
+                match &slow.call {
+                    Ok(latency) => format!("200 in {} ms", ms(*latency)),
+                    Err(e) => format!("FAILED: {e}"),
+                },
+                slow.cut_after.as_secs_f64(),
+                mib(slow.after.current_kib),
+            );
+        }
     }
 
     fn phases(&self) -> impl Iterator<Item = (&Side, &Phase)> {
@@ -359,6 +396,43 @@ impl Report {
                     ),
                     limit: "≤ 8 MiB".into(),
                     met: memory.peak_kib <= 8 * 1024,
+                });
+            }
+            if let Some(slow) = &side.slow_clients {
+                targets.push(Target {
+                    what: format!("{}: {} slow clients: peak RSS", side.name, slow.clients),
+                    measured: mib(slow.after.peak_kib),
+                    limit: "≤ 32 MiB (the sidecar manifests' memory limit)".into(),
+                    met: slow.after.peak_kib <= 32 * 1024,
+                });
+                targets.push(Target {
+                    what: format!(
+                        "{}: a normal call among {} slow clients",
+                        side.name, slow.clients
+                    ),
+                    measured: match &slow.call {
+                        Ok(latency) => format!("200 in {} ms", ms(*latency)),
+                        Err(e) => format!("failed: {e}"),
+                    },
+                    limit: "200 within 100 ms".into(),
+                    met: slow
+                        .call
+                        .as_ref()
+                        .is_ok_and(|l| *l <= Duration::from_millis(100)),
+                });
+                let limit = slow::HEADER_READ_TIMEOUT + Duration::from_secs(2);
+                targets.push(Target {
+                    what: format!("{}: slow clients cut off", side.name),
+                    measured: format!(
+                        "all {} after {:.1} s",
+                        slow.clients,
+                        slow.cut_after.as_secs_f64()
+                    ),
+                    limit: format!(
+                        "within the header-read timeout + 2 s = {} s",
+                        limit.as_secs()
+                    ),
+                    met: slow.cut_after <= limit,
                 });
             }
             if !side.startups.is_empty() {
