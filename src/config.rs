@@ -825,7 +825,7 @@ mod tests {
             (
                 "--kube-request-timeout",
                 |a, v| a.kube_request_timeout = v,
-                "1h",
+                "1day",
             ),
             ("--retry-timeout", |a, v| a.retry_timeout = v, "1h"),
             (
@@ -889,7 +889,7 @@ mod tests {
 
     #[test]
     fn go_durations_are_accepted() {
-        for (text, expected) in [("1s", 1), ("2m", 120), ("1h", 3600), ("1m30s", 90)] {
+        for (text, expected) in [("1s", 1), ("2m", 120), ("3h", 10800), ("1m30s", 90)] {
             let config = config(|a| a.kube_request_timeout = text.to_owned()).expect(text);
             assert_eq!(
                 config.request_timeout,

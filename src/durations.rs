@@ -28,8 +28,9 @@ pub const MAX_SHUTDOWN_GRACE: Duration = Duration::from_secs(DAY);
 pub const MAX_SWEEP_INTERVAL: Duration = Duration::from_secs(DAY);
 /// The shortest non-zero `--sweep-interval` (no busy loop against the API server).
 pub const MIN_SWEEP_INTERVAL: Duration = Duration::from_millis(100);
-/// The longest `--kube-request-timeout`.
-pub const MAX_KUBE_REQUEST_TIMEOUT: Duration = Duration::from_secs(HOUR);
+/// The longest `--kube-request-timeout`: generous, because the original's command line (any
+/// Go duration) must keep working; a day is far past any sane value.
+pub const MAX_KUBE_REQUEST_TIMEOUT: Duration = Duration::from_secs(DAY);
 /// The longest `--header-read-timeout` and `--idle-timeout`.
 pub const MAX_CONNECTION_TIMEOUT: Duration = Duration::from_secs(HOUR);
 /// The shortest `--header-read-timeout` and `--idle-timeout`.

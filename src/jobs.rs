@@ -365,6 +365,8 @@ impl PodJobs {
         policy: Policy,
         deleting: bool,
     ) -> Result<i64, Refusal> {
+        // A clock past what a timestamp can hold must not write a start nobody can read back.
+        let now = now.min(MAX_UNIX_SECONDS);
         let before = self.clone();
         let outcome = self.change(call, now, limits, policy, deleting);
         let counted = outcome.and_then(|()| {
@@ -791,6 +793,23 @@ mod tests {
         assert_eq!(
             jobs.apply(&JobCall::anonymous(Action::Decrement), 0, &l, DEFAULT, true),
             Ok(0)
+        );
+    }
+
+    #[test]
+    fn a_clock_past_the_year_9999_still_writes_jobs_that_read_back() {
+        let mut jobs = fresh();
+        let l = limits(Some(60));
+        let now = MAX_UNIX_SECONDS + 1000;
+        assert_eq!(
+            jobs.apply(&call(Action::Increment, "a"), now, &l, DEFAULT, false),
+            Ok(1)
+        );
+        assert_eq!(jobs.state.jobs["a"].started, MAX_UNIX_SECONDS);
+        assert_eq!(jobs.state.jobs["a"].deadline, Some(MAX_UNIX_SECONDS));
+        assert_eq!(
+            decode(encode(&jobs.state).as_deref()),
+            Ok(jobs.state.clone())
         );
     }
 

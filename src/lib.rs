@@ -26,6 +26,7 @@ pub mod doctor;
 pub mod durations;
 pub mod error;
 pub mod guard;
+pub mod head;
 pub mod http;
 pub mod jobs;
 pub mod listen;

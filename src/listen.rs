@@ -12,10 +12,9 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use std::panic::AssertUnwindSafe;
 
 use futures_util::FutureExt;
 use hyper::server::conn::http1;
@@ -28,6 +27,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::config::ConnectionLimits;
 use crate::durations;
+use crate::head;
 use crate::http::{self, App};
 use crate::metrics::Metrics;
 use crate::watchdog::{Activity, Watched};
@@ -297,7 +297,6 @@ fn serve<H, F>(
     // Answers are small and written at once: do not let Nagle hold them back.
     let _ = tcp.set_nodelay(true);
     let activity = Activity::new();
-    let io = TokioIo::new(Watched::new(tcp, Arc::clone(&activity)));
     let (name, metrics) = (listener.name, Arc::clone(&listener.metrics));
     let service_activity = Arc::clone(&activity);
     let service = service_fn(move |request| {
@@ -318,19 +317,30 @@ fn serve<H, F>(
         }
     });
     let limits = listener.limits;
-    let connection = http1::Builder::new()
-        .keep_alive(true)
-        .max_buf_size(limits.max_head.max(MIN_BUFFER))
-        .max_header_size(limits.max_head)
-        .serve_connection(io, service);
-    let connection = connections.watch(connection);
+    let watcher = connections.watcher();
     let metrics = Arc::clone(&listener.metrics);
     tokio::spawn(async move {
         let _permit = permit;
-        tokio::select! {
-            ended = connection => if let Err(e) = ended {
+        let mut tcp = tcp;
+        let serving = async {
+            // hyper's buffers only once the first request's head is here (see `head`).
+            let already_read = match head::read(&mut tcp, &activity, limits.max_head).await {
+                Ok(Some(bytes)) => bytes,
+                Ok(None) => return,
+                Err(e) => return log::debug!("connection ended while reading a head: {e}"),
+            };
+            let io = TokioIo::new(Watched::new(tcp, Arc::clone(&activity), already_read));
+            let connection = http1::Builder::new()
+                .keep_alive(true)
+                .max_buf_size(limits.max_head.max(MIN_BUFFER))
+                .max_header_size(limits.max_head)
+                .serve_connection(io, service);
+            if let Err(e) = watcher.watch(connection).await {
                 log::debug!("connection ended with an error: {e}");
-            },
+            }
+        };
+        tokio::select! {
+            () = serving => {}
             expired = activity.expired(limits.header_read_timeout, limits.idle_timeout) => {
                 log::debug!("connection closed: {}", expired.reason());
                 metrics.connection_closed(name, expired.reason());

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 
@@ -66,7 +67,9 @@ impl Activity {
         }
     }
 
-    fn bytes_arrived(&self) {
+    /// A request's bytes have begun to arrive (if the connection was idle, its header clock
+    /// starts).
+    pub fn bytes_arrived(&self) {
         self.phase.send_if_modified(|phase| {
             let begins = *phase == Phase::Idle;
             if begins {
@@ -113,17 +116,23 @@ impl Drop for Serving {
     }
 }
 
-/// A socket that tells its connection's [`Activity`] when a request's bytes begin to arrive.
+/// A socket that tells its connection's [`Activity`] when a request's bytes begin to arrive,
+/// and first gives back the bytes already read from it (see [`crate::head`]).
 #[derive(Debug)]
 pub struct Watched<T> {
     io: T,
     activity: Arc<Activity>,
+    already_read: Bytes,
 }
 
 impl<T> Watched<T> {
-    /// Watches `io` for `activity`.
-    pub fn new(io: T, activity: Arc<Activity>) -> Self {
-        Watched { io, activity }
+    /// Watches `io` for `activity`; reads begin with `already_read`.
+    pub fn new(io: T, activity: Arc<Activity>, already_read: Bytes) -> Self {
+        Watched {
+            io,
+            activity,
+            already_read,
+        }
     }
 }
 
@@ -133,6 +142,12 @@ impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
+        if !self.already_read.is_empty() {
+            let n = self.already_read.len().min(buf.remaining());
+            let first = self.already_read.split_to(n);
+            buf.put_slice(&first);
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.io).poll_read(cx, buf);
         if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
@@ -192,7 +207,7 @@ mod tests {
     async fn the_first_byte_of_a_request_starts_the_header_clock() {
         let activity = Activity::new();
         let (client, server) = tokio::io::duplex(64);
-        let mut watched = Watched::new(server, Arc::clone(&activity));
+        let mut watched = Watched::new(server, Arc::clone(&activity), Bytes::new());
         let mut client = client;
         client.write_all(b"GET").await.expect("written");
         let mut buf = [0u8; 8];
@@ -201,6 +216,18 @@ mod tests {
         let started = tokio::time::Instant::now();
         assert_eq!(activity.expired(HEADER, IDLE).await, Expired::Header);
         assert_eq!(started.elapsed(), HEADER);
+    }
+
+    #[tokio::test]
+    async fn the_bytes_read_before_come_first() {
+        let activity = Activity::new();
+        let (mut client, server) = tokio::io::duplex(64);
+        let mut watched = Watched::new(server, activity, Bytes::from_static(b"GET "));
+        client.write_all(b"/ HTTP/1.1").await.expect("written");
+        drop(client);
+        let mut all = String::new();
+        watched.read_to_string(&mut all).await.expect("read");
+        assert_eq!(all, "GET / HTTP/1.1");
     }
 
     #[tokio::test(start_paused = true)]

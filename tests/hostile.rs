@@ -285,6 +285,7 @@ fn beyond_max_connections_a_new_connection_gets_503_and_the_admin_probes_still_a
     let tracker = standalone(&api)
         .args(["--max-connections=4", "--admin-address=127.0.0.1:0"])
         .start();
+    tracker.wait_ready();
     let admin = tracker.admin.expect("an admin address");
     let held: Vec<Connection> = (0..4)
         .map(|_| {
