@@ -170,20 +170,20 @@ fn parse_query(query: &str, known: &[&str]) -> Result<Query, Error> {
     let mut parsed = Query::default();
     for (key, value) in form_urlencoded::parse(query.as_bytes()) {
         let slot = match key.as_ref() {
-            "pod_name" => &mut parsed.pod_name,
-            "namespace" => &mut parsed.namespace,
-            "job" => &mut parsed.job,
-            "ttl" => &mut parsed.ttl,
-            "timeout" => &mut parsed.timeout,
-            _ => &mut None,
+            "pod_name" => Some(&mut parsed.pod_name),
+            "namespace" => Some(&mut parsed.namespace),
+            "job" => Some(&mut parsed.job),
+            "ttl" => Some(&mut parsed.ttl),
+            "timeout" => Some(&mut parsed.timeout),
+            _ => None,
         };
-        if !known.contains(&key.as_ref()) {
+        let Some(slot) = slot.filter(|_| known.contains(&key.as_ref())) else {
             return Err(Error::BadRequest(format!(
                 "unknown parameter {}: this route takes {}",
                 quoted(&key),
                 known.join(", ")
             )));
-        }
+        };
         if slot.is_some() {
             return Err(Error::BadRequest(format!(
                 "parameter {key} is given more than once; give it once"

@@ -348,3 +348,35 @@ fn an_idle_kept_alive_connection_is_closed_after_the_idle_timeout() {
     let text = String::from_utf8_lossy(&everything);
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
 }
+
+#[test]
+fn a_duration_past_its_bound_stops_the_start_with_exit_status_2_naming_the_flag_and_the_limit() {
+    for (flag, limit) in [
+        ("--retry-timeout=10000y", "at most 1h"),
+        ("--max-job-duration=10000y", "at most 1year"),
+        ("--sweep-interval=1ms", "at least 100ms"),
+        (
+            "--header-read-timeout=99999999999999999999s",
+            "--header-read-timeout",
+        ),
+        ("--max-connections=0", "from 1 to 65536"),
+    ] {
+        let (status, output) = Tracker::builder().args([flag]).run_to_exit();
+        assert_eq!(status.code(), Some(2), "{flag}: {output}");
+        let name = flag.split('=').next().unwrap_or(flag);
+        assert!(
+            output.contains(name) && output.contains(limit),
+            "{flag}: {output}"
+        );
+    }
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_pod-webhook-tracker"))
+        .args(["run", "--retry-timeout=10000y", "--", "true"])
+        .output()
+        .expect("runs");
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("--retry-timeout") && text.contains("at most 1day"),
+        "{text}"
+    );
+}
