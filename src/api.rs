@@ -16,10 +16,10 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use secrecy::SecretString;
 
 use crate::config::KubeOverrides;
+use crate::core::guard::{ContainerRestarts, PodView};
+use crate::core::pod::PodRef;
 use crate::error::{Error, Result};
-use crate::guard::{ContainerRestarts, PodView};
 use crate::metrics::Metrics;
-use crate::target::PodRef;
 
 /// Why an API call failed, in the terms the tracker acts on.
 #[derive(Debug, Clone, PartialEq, Eq)]

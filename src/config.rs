@@ -10,14 +10,15 @@ use std::time::Duration;
 use kube_labels::Selector;
 
 use crate::cli::ServeArgs;
-use crate::count::Policy;
-use crate::durations::{
+use crate::core::count::Policy;
+use crate::core::durations::{
     self, Bounds, MAX_CONNECTION_TIMEOUT, MAX_JOB_LIFETIME, MAX_KUBE_REQUEST_TIMEOUT,
     MAX_RETRY_TIMEOUT, MAX_SHUTDOWN_GRACE, MAX_SWEEP_INTERVAL, MIN_CONNECTION_TIMEOUT,
     MIN_SWEEP_INTERVAL,
 };
+use crate::core::pod::PodRef;
+use crate::core::target::Targeting;
 use crate::error::{Error, Result};
-use crate::target::{PodRef, Targeting};
 
 /// The annotation ReplicaSets read to choose which pods to delete first on scale-in.
 pub const POD_DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
@@ -142,7 +143,7 @@ pub struct Config {
     pub admin_address: Option<SocketAddr>,
     /// The label that holds the count.
     pub label: String,
-    /// The annotation that records recent write ids (see [`crate::guard::next_marker`]).
+    /// The annotation that records recent write ids (see [`crate::core::guard::next_marker`]).
     pub marker_annotation: String,
     /// Pods must match this selector to be counted.
     pub selector: Option<Selector>,
@@ -162,7 +163,7 @@ pub struct Config {
     pub retry_timeout: Duration,
     /// How long in-flight calls may take after SIGTERM.
     pub shutdown_grace: Duration,
-    /// The annotation that holds the keyed jobs (`<label>-jobs`, see [`crate::jobs`]).
+    /// The annotation that holds the keyed jobs (`<label>-jobs`, see [`crate::core::jobs`]).
     pub jobs_annotation: String,
     /// The longest a keyed job may run without a renewal; `None`: no limit.
     pub max_job_duration: Option<Duration>,
@@ -518,7 +519,7 @@ fn parse_address(text: &str) -> std::result::Result<SocketAddr, String> {
 }
 
 /// `0` is "off" (no limit); otherwise a duration such as `500ms`, `30s`, `2m`, `1h30m` within
-/// `bounds` (see [`crate::durations`] for each flag's limits).
+/// `bounds` (see [`crate::core::durations`] for each flag's limits).
 fn parse_timeout(flag: &str, text: &str, bounds: Bounds) -> Result<Option<Duration>> {
     durations::parse_flag(text, bounds).map_err(|why| {
         invalid(

@@ -1,11 +1,11 @@
 //! The one error type of the program, and its `Result` alias.
 //!
-//! Variants say what went wrong in the caller's terms; [`crate::http`] alone turns them into
+//! Variants say what went wrong in the caller's terms; [`crate::serve::http`] alone turns them into
 //! status codes.
 
 use std::time::Duration;
 
-use crate::target::PodRef;
+use crate::core::pod::PodRef;
 
 /// Everything that can go wrong, from start-up to one webhook call.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -64,7 +64,7 @@ pub enum Error {
         /// The label key.
         label: String,
         /// The change that overflowed.
-        delta: crate::count::Delta,
+        delta: crate::core::count::Delta,
     },
 
     /// The jobs annotation holds something this tracker cannot read; nothing was written.

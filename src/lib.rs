@@ -1,9 +1,14 @@
 //! pod-webhook-tracker: keeps the number of running jobs of a pod in a label of that pod, so that
 //! a PodDisruptionBudget selecting the label keeps busy pods from being evicted.
 //!
-//! The path of one call: [`listen`] accepts it, [`http`] routes it, [`target`] finds the pod, [`tracker`] queues it on
-//! the pod's single writer, which computes every caller's count with [`count`], writes once with
-//! a [`guard`]ed JSON patch through [`api`], and answers each caller.
+//! The tree: three subcommands ([`serve`], [`run`], [`doctor`]) above a pure [`core`] (counting,
+//! guarded patch plans, keyed jobs, targeting, bounded durations), the Kubernetes client
+//! ([`api`]) and the settings ([`cli`] → [`config`]) they share.
+//!
+//! The path of one call: [`serve::listen`] accepts it, [`serve::http`] routes it,
+//! [`core::target`] finds the pod, [`serve::tracker`] queues it on the pod's single writer, which
+//! computes every caller's count with [`core::count`], writes once with a [`core::guard`]ed JSON
+//! patch through [`api`], and answers each caller.
 
 // No panic is reachable from input: outside tests, these are denied (see the README's
 // architecture section); an `#[allow]` beside its invariant marks each exception.
@@ -21,20 +26,12 @@
 pub mod api;
 pub mod cli;
 pub mod config;
-pub mod count;
+pub mod core;
 pub mod doctor;
-pub mod durations;
 pub mod error;
-pub mod guard;
-pub mod head;
-pub mod http;
-pub mod jobs;
-pub mod listen;
+pub mod exit;
 pub mod metrics;
 pub mod run;
 pub mod serve;
-pub mod target;
-pub mod tracker;
-pub mod watchdog;
 
 pub use error::{Error, Result};

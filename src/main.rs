@@ -18,7 +18,8 @@ use std::process::ExitCode;
 
 use pod_webhook_tracker::cli::{self, Command};
 use pod_webhook_tracker::config::{Config, Environment};
-use pod_webhook_tracker::serve::{self, EXIT_BAD_CONFIG};
+use pod_webhook_tracker::exit::EXIT_BAD_CONFIG;
+use pod_webhook_tracker::serve;
 use pod_webhook_tracker::{doctor, run};
 
 fn main() -> ExitCode {

@@ -11,7 +11,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::target::PodRef;
+use crate::core::pod::PodRef;
 
 /// A webhook call's endpoint and answer.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -12,7 +12,8 @@ use std::time::Duration;
 use kube_double::ApiServer;
 use pod_webhook_tracker::cli::{self, Command};
 use pod_webhook_tracker::config::{Config, Environment};
-use pod_webhook_tracker::{count, durations, jobs, serve};
+use pod_webhook_tracker::core::{count, durations, jobs};
+use pod_webhook_tracker::serve;
 use proptest::prelude::*;
 use support::{Connection, NS, TOKEN, api};
 

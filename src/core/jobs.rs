@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::count::{self, Delta, Policy};
-use crate::durations::MAX_UNIX_SECONDS;
+use crate::core::count::{self, Delta, Policy};
+use crate::core::durations::MAX_UNIX_SECONDS;
 
 /// The longest job id accepted.
 pub const MAX_JOB_ID_LEN: usize = 64;

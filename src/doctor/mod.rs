@@ -19,8 +19,8 @@ use serde::Serialize;
 
 use crate::cli::Output;
 use crate::config::Config;
-use crate::serve::{EXIT_BAD_CONFIG, EXIT_FAILURE};
-use crate::target::Targeting;
+use crate::core::target::Targeting;
+use crate::exit::{EXIT_BAD_CONFIG, EXIT_FAILURE};
 
 /// The limit of one API request when `--kube-request-timeout` sets none: a preflight check
 /// should not hang.

@@ -14,15 +14,9 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
 use crate::cli::RunArgs;
-use crate::durations::{self, Bounds, MAX_RUN_REQUEST, MAX_RUN_RETRY};
+use crate::core::durations::{self, Bounds, MAX_RUN_REQUEST, MAX_RUN_RETRY};
 use crate::error::{Error, Result};
-
-/// Exit status when the job could not be counted, so the command was not started (EX_TEMPFAIL).
-pub const EXIT_NOT_COUNTED: u8 = 75;
-/// Exit status when the command exists but could not be started (as a shell's).
-pub const EXIT_CANNOT_EXECUTE: u8 = 126;
-/// Exit status when the command was not found (as a shell's).
-pub const EXIT_NOT_FOUND: u8 = 127;
+use crate::exit::{EXIT_CANNOT_EXECUTE, EXIT_NOT_COUNTED, EXIT_NOT_FOUND};
 
 /// The first pause before a call is repeated; it doubles up to [`MAX_PAUSE`].
 const FIRST_PAUSE: Duration = Duration::from_millis(100);

@@ -1,5 +1,5 @@
 //! The webhook's HTTP side: routes, query parameters, the one place where errors become status
-//! codes, and one log line per call. The sockets and the graceful stop are in [`crate::listen`].
+//! codes, and one log line per call. The sockets and the graceful stop are in [`crate::serve::listen`].
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -9,13 +9,14 @@ use http::header::{ALLOW, CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 
-use crate::durations::{self, Bounds, MAX_JOB_LIFETIME, MAX_WAIT_IDLE};
+use crate::core::durations::{self, Bounds, MAX_JOB_LIFETIME, MAX_WAIT_IDLE};
+use crate::core::jobs::{self, Action, JobCall};
+use crate::core::pod::PodRef;
+use crate::core::target::Targeting;
 use crate::error::Error;
-use crate::jobs::{self, Action, JobCall};
-use crate::listen::InFlight;
 use crate::metrics::Metrics;
-use crate::target::{PodRef, Targeting};
-use crate::tracker::Tracker;
+use crate::serve::in_flight::InFlight;
+use crate::serve::tracker::Tracker;
 
 /// The body of every answer: small, and complete before it is sent.
 pub type Body = Full<Bytes>;
@@ -413,7 +414,7 @@ fn serve_admin_route(app: &App, route: Route) -> Response<Body> {
 
 /// The keyed jobs of a pod for `/status`: id, start, deadline, age in seconds.
 fn job_status(
-    jobs: &std::collections::BTreeMap<String, crate::jobs::Job>,
+    jobs: &std::collections::BTreeMap<String, crate::core::jobs::Job>,
 ) -> Vec<serde_json::Value> {
     let now = durations::unix_seconds(std::time::SystemTime::now());
     let time = durations::rfc3339;
@@ -562,7 +563,7 @@ fn finish(
     answer(status, kind, body, headers)
 }
 
-/// The answer to a request whose handler panicked (see [`crate::listen`]).
+/// The answer to a request whose handler panicked (see [`crate::serve::listen`]).
 pub fn internal_error() -> Response<Body> {
     let error = Error::Internal(
         "the tracker failed while answering this request (see its log); a counting call may or may not have been stored"
@@ -789,7 +790,7 @@ mod tests {
                 Error::Overflow {
                     pod: pod.clone(),
                     label: "l".into(),
-                    delta: crate::count::Delta::Increment,
+                    delta: crate::core::count::Delta::Increment,
                 },
                 409,
             ),

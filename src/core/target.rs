@@ -2,34 +2,8 @@
 //!
 //! Pure logic: validates query parameters against the mode, never calls the API.
 
-use std::fmt;
-
+use crate::core::pod::PodRef;
 use crate::error::{Error, Result};
-
-/// A pod by namespace and name.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PodRef {
-    /// The namespace.
-    pub namespace: String,
-    /// The pod's name.
-    pub name: String,
-}
-
-impl PodRef {
-    /// A pod reference from its parts.
-    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        PodRef {
-            namespace: namespace.into(),
-            name: name.into(),
-        }
-    }
-}
-
-impl fmt::Display for PodRef {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
-    }
-}
 
 /// How the tracker finds the pod of a call.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -21,12 +21,12 @@ use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::api::{ApiFailure, PodClient};
-use crate::count::{self, Policy};
-use crate::durations;
+use crate::core::count::{self, Policy};
+use crate::core::durations;
+use crate::core::guard::{PodView, WritePlan, marker_records, next_marker};
+use crate::core::jobs::{self, Action, Job, JobCall, Limits, PodJobs, Refusal};
+use crate::core::pod::PodRef;
 use crate::error::{Error, Result};
-use crate::guard::{PodView, WritePlan, marker_records, next_marker};
-use crate::jobs::{self, Action, Job, JobCall, Limits, PodJobs, Refusal};
-use crate::target::PodRef;
 
 /// How hard the writer tries before it answers 503 (or 504 when a write's fate is unknown).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,7 +70,7 @@ pub struct Settings {
     /// Record Kubernetes Events when a pod becomes busy (0 → 1) or idle (→ 0), and when a job
     /// is released at its deadline.
     pub events: bool,
-    /// The annotation that holds the keyed jobs (see [`crate::jobs`]).
+    /// The annotation that holds the keyed jobs (see [`crate::core::jobs`]).
     pub jobs_annotation: String,
     /// Job id and lifetime limits.
     pub limits: Limits,

@@ -1,6 +1,13 @@
 //! `serve`: wires the runtime, the API client, the tracker and the webhook server together, runs
 //! the sidecar's start-up check, and stops gracefully on SIGTERM or SIGINT.
 
+pub mod head;
+pub mod http;
+pub mod in_flight;
+pub mod listen;
+pub mod tracker;
+pub mod watchdog;
+
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -10,17 +17,14 @@ use k8s_openapi::api::core::v1::Pod;
 
 use crate::api::{self, ApiFailure, PodClient};
 use crate::config::Config;
-use crate::http::{App, Readiness};
-use crate::jobs::Limits;
-use crate::listen::{Server, StopHandle};
+use crate::core::jobs::Limits;
+use crate::core::pod::PodRef;
+use crate::core::target::Targeting;
+use crate::exit::{EXIT_BAD_CONFIG, EXIT_FAILURE};
 use crate::metrics::Metrics;
-use crate::target::{PodRef, Targeting};
-use crate::tracker::{RetryPolicy, Settings, Tracker};
-
-/// Exit status for invalid flags or settings (also used by `main` for argument errors).
-pub const EXIT_BAD_CONFIG: u8 = 2;
-/// Exit status when the server cannot start or stops with calls unanswered.
-pub const EXIT_FAILURE: u8 = 1;
+use crate::serve::http::{App, Readiness};
+use crate::serve::listen::{Server, StopHandle};
+use crate::serve::tracker::{RetryPolicy, Settings, Tracker};
 
 /// How long a standalone writer keeps a pod it has not heard of.
 const IDLE_WRITER: Duration = Duration::from_secs(300);
@@ -286,8 +290,8 @@ impl Sweep {
                 }
             };
             for (name, view) in listed {
-                let due = crate::jobs::decode(view.annotation(&self.jobs_annotation))
-                    .is_ok_and(|state| crate::jobs::has_due_job(&state, now));
+                let due = crate::core::jobs::decode(view.annotation(&self.jobs_annotation))
+                    .is_ok_and(|state| crate::core::jobs::has_due_job(&state, now));
                 let selected = self
                     .selector
                     .as_ref()

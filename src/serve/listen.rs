@@ -5,7 +5,7 @@
 //! (idle kept-alive connections close), and waits for calls in flight up to the grace period.
 //!
 //! Each listener bounds what clients can hold: a cap on open connections (beyond it a new one
-//! is answered 503 and closed), a header-read and an idle timeout ([`crate::watchdog`]), and a
+//! is answered 503 and closed), a header-read and an idle timeout ([`crate::serve::watchdog`]), and a
 //! bound on the request head (hyper answers 431). A handler that panics costs its request a
 //! 500, not the process.
 
@@ -26,63 +26,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::config::ConnectionLimits;
-use crate::durations;
-use crate::head;
-use crate::http::{self, App};
+use crate::core::durations;
 use crate::metrics::Metrics;
-use crate::watchdog::{Activity, Watched};
-
-/// Counts calls still being answered, so that a stop can wait for them.
-#[derive(Debug)]
-pub struct InFlight {
-    count: watch::Sender<usize>,
-}
-
-impl Default for InFlight {
-    fn default() -> Self {
-        InFlight {
-            count: watch::Sender::new(0),
-        }
-    }
-}
-
-/// One call in flight; it leaves when dropped.
-#[derive(Debug)]
-pub struct InFlightGuard {
-    in_flight: Arc<InFlight>,
-}
-
-impl Drop for InFlightGuard {
-    fn drop(&mut self) {
-        self.in_flight
-            .count
-            .send_modify(|count| *count = count.saturating_sub(1));
-    }
-}
-
-impl InFlight {
-    /// Counts one more call until the guard is dropped.
-    pub fn enter(self: &Arc<Self>) -> InFlightGuard {
-        self.count
-            .send_modify(|count| *count = count.saturating_add(1));
-        InFlightGuard {
-            in_flight: Arc::clone(self),
-        }
-    }
-
-    /// How many calls are in flight.
-    pub fn count(&self) -> usize {
-        *self.count.borrow()
-    }
-
-    /// Waits until no call is in flight or `grace` has passed; returns how many are left.
-    pub async fn wait_idle(&self, grace: Duration) -> usize {
-        let mut count = self.count.subscribe();
-        // The sender lives in `self`, so the wait ends only by reaching zero or by the timeout.
-        let _ = tokio::time::timeout(grace, count.wait_for(|count| *count == 0)).await;
-        self.count()
-    }
-}
+use crate::serve::head;
+use crate::serve::http::{self, App};
+use crate::serve::in_flight::InFlight;
+use crate::serve::watchdog::{Activity, Watched};
 
 /// The bound webhook server, not yet serving.
 pub struct Server {
@@ -455,32 +404,11 @@ mod tests {
 
     #[test]
     fn the_release_build_unwinds_so_that_a_panic_is_caught() {
-        let manifest = include_str!("../Cargo.toml");
+        let manifest = include_str!("../../Cargo.toml");
         let release = manifest
             .split("[profile.release]")
             .nth(1)
             .expect("a release profile");
         assert!(release.contains("panic = \"unwind\""), "{release}");
-    }
-
-    #[tokio::test]
-    async fn in_flight_waits_until_the_last_call_leaves() {
-        let in_flight = Arc::new(InFlight::default());
-        let first = in_flight.enter();
-        let second = in_flight.enter();
-        assert_eq!(in_flight.count(), 2);
-        let leaver = tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            drop(first);
-            drop(second);
-        });
-        assert_eq!(in_flight.wait_idle(Duration::from_secs(10)).await, 0);
-        leaver.await.expect("joined");
-        let _third = in_flight.enter();
-        assert_eq!(
-            in_flight.wait_idle(Duration::from_millis(10)).await,
-            1,
-            "gives up after the grace period"
-        );
     }
 }

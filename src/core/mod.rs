@@ -1,0 +1,9 @@
+//! The pure core: counting, guarded patch plans, keyed jobs, which pod a call is about, and
+//! bounded durations. No I/O and no clock here: every subcommand builds on these.
+
+pub mod count;
+pub mod durations;
+pub mod guard;
+pub mod jobs;
+pub mod pod;
+pub mod target;
