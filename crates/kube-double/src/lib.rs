@@ -32,6 +32,7 @@
 mod faults;
 mod ids;
 mod kubeconfig;
+mod objects;
 mod patch;
 mod pods;
 mod policy;
@@ -63,7 +64,7 @@ pub use pods::NewPod;
 pub use rbac::{MASTERS, Rule, Subject, User};
 pub use record::{Outcome, RecordedRequest, Verb};
 
-use resources::Options;
+use objects::Options;
 use server::{Shared, State};
 
 /// Configures an [`ApiServer`] before it starts.

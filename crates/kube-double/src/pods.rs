@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 
 use crate::ids;
+use crate::objects::{assign_name, claim_namespace, decode_body, key, list, stamp_new};
 use crate::patch::{self, PatchType};
-use crate::resources::{assign_name, claim_namespace, decode_body, key, list, stamp_new};
 use crate::routes::Query;
 use crate::status::{ApiError, GroupResource};
 use crate::store::{self, Store, meta_str, metadata_mut, string_map};

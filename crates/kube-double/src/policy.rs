@@ -4,8 +4,8 @@
 use kube_labels::{Operator, Requirement, Selector};
 use serde_json::{Value, json};
 
+use crate::objects::{Options, assign_name, claim_namespace, key, list, stamp_new};
 use crate::pods::{DeleteOptions, delete_pod, get_pod};
-use crate::resources::{Options, assign_name, claim_namespace, key, list, stamp_new};
 use crate::routes::{PolicyVersion, Query};
 use crate::status::{self, ApiError, Cause, GroupResource};
 use crate::store::{Store, meta_str, metadata_mut, string_map};

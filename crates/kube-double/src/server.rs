@@ -25,9 +25,10 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 use crate::faults::{FaultKind, Faults};
+use crate::objects::Options;
 use crate::rbac::{Impersonation, Rbac};
 use crate::record::{Outcome, RecordedRequest, Records, Verb};
-use crate::resources::{self, Call, Options};
+use crate::resources::{self, Call};
 use crate::routes::{Query, Route};
 use crate::status::ApiError;
 use crate::store::Store;

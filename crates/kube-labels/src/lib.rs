@@ -19,11 +19,13 @@
 
 mod parser;
 mod quote;
+mod requirement;
 mod selector;
 mod validation;
 
 pub use quote::go_quote;
-pub use selector::{Operator, Requirement, Selector, SelectorError};
+pub use requirement::{Operator, Requirement, SelectorError};
+pub use selector::Selector;
 pub use validation::{
     DNS1123_LABEL_MAX_LENGTH, DNS1123_SUBDOMAIN_MAX_LENGTH, LABEL_KEY_NAME_MAX_LENGTH,
     LABEL_VALUE_MAX_LENGTH, validate_dns1123_label, validate_dns1123_subdomain, validate_label_key,

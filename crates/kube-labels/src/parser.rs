@@ -6,7 +6,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::selector::{Operator, Requirement, SelectorError};
+use crate::requirement::{Operator, Requirement, SelectorError};
 
 /// A lexer token, as in apimachinery's `Token`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -278,7 +278,7 @@ impl Parser {
         if token != Token::Identifier {
             return Err(format!("found '{literal}', expected: identifier"));
         }
-        crate::selector::check_key(&literal)?;
+        crate::requirement::check_key(&literal)?;
         let (next, _) = self.lookahead(Context::Values);
         if (next == Token::EndOfString || next == Token::Comma) && operator.is_none() {
             operator = Some(Operator::Exists);
