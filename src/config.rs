@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use kube_labels::Selector;
 
+use crate::api::KubeOverrides;
 use crate::cli::ServeArgs;
 use crate::core::count::Policy;
 use crate::core::durations::{
@@ -16,12 +17,19 @@ use crate::core::durations::{
     MAX_RETRY_TIMEOUT, MAX_SHUTDOWN_GRACE, MAX_SWEEP_INTERVAL, MIN_CONNECTION_TIMEOUT,
     MIN_SWEEP_INTERVAL,
 };
+use crate::core::jobs::Limits;
+use crate::core::keys::TrackerKeys;
 use crate::core::pod::PodRef;
 use crate::core::target::Targeting;
 use crate::error::{Error, Result};
+use crate::serve::listen::{ConnectionLimits, MAX_CONNECTIONS_LIMIT};
+use crate::serve::tracker::{RetryPolicy, Settings};
 
 /// The annotation ReplicaSets read to choose which pods to delete first on scale-in.
 pub const POD_DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
+
+/// How long a standalone writer keeps a pod it has not heard of.
+const IDLE_WRITER: Duration = Duration::from_secs(300);
 
 /// How often a sidecar with `--release-on-restart` reads its pod again while it has jobs,
 /// unless `--sweep-interval` says otherwise.
@@ -62,78 +70,6 @@ impl Environment {
     }
 }
 
-/// Connection settings from the `--kube-*` flags, applied on top of the kubeconfig or
-/// in-cluster configuration (see [`crate::api::connect`]).
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct KubeOverrides {
-    /// `--kubeconfig`.
-    pub kubeconfig: Option<String>,
-    /// `--kube-context`.
-    pub context: Option<String>,
-    /// `--kube-cluster`.
-    pub cluster: Option<String>,
-    /// `--kube-user`.
-    pub user: Option<String>,
-    /// `--kube-server`.
-    pub server: Option<http::Uri>,
-    /// `--kube-certificate-authority`, read: DER certificates.
-    pub certificate_authority: Option<Vec<Vec<u8>>>,
-    /// `--kube-client-certificate`: a path, checked readable.
-    pub client_certificate: Option<String>,
-    /// `--kube-client-key`: a path, checked readable.
-    pub client_key: Option<String>,
-    /// `--kube-token`.
-    pub token: Option<String>,
-    /// `--kube-username`.
-    pub username: Option<String>,
-    /// `--kube-password`.
-    pub password: Option<String>,
-    /// `--kube-as`.
-    pub impersonate_user: Option<String>,
-    /// `--kube-as-group` (repeated).
-    pub impersonate_groups: Vec<String>,
-    /// `--kube-as-uid`.
-    pub impersonate_uid: Option<String>,
-    /// `--kube-tls-server-name`.
-    pub tls_server_name: Option<String>,
-    /// `--kube-insecure-skip-tls-verify`.
-    pub insecure_skip_tls_verify: bool,
-    /// `--kube-proxy-url`.
-    pub proxy_url: Option<http::Uri>,
-    /// `--kube-disable-compression`.
-    pub disable_compression: bool,
-}
-
-// Secrets never reach a log line, not even through `{:?}`.
-impl std::fmt::Debug for KubeOverrides {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let hidden = |set: bool| if set { "<hidden>" } else { "<none>" };
-        f.debug_struct("KubeOverrides")
-            .field("kubeconfig", &self.kubeconfig)
-            .field("context", &self.context)
-            .field("cluster", &self.cluster)
-            .field("user", &self.user)
-            .field("server", &self.server)
-            .field(
-                "certificate_authority",
-                &self.certificate_authority.as_ref().map(Vec::len),
-            )
-            .field("client_certificate", &self.client_certificate)
-            .field("client_key", &self.client_key)
-            .field("token", &hidden(self.token.is_some()))
-            .field("username", &self.username)
-            .field("password", &hidden(self.password.is_some()))
-            .field("impersonate_user", &self.impersonate_user)
-            .field("impersonate_groups", &self.impersonate_groups)
-            .field("impersonate_uid", &self.impersonate_uid)
-            .field("tls_server_name", &self.tls_server_name)
-            .field("insecure_skip_tls_verify", &self.insecure_skip_tls_verify)
-            .field("proxy_url", &self.proxy_url)
-            .field("disable_compression", &self.disable_compression)
-            .finish()
-    }
-}
-
 /// Every validated setting of `serve`.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -141,10 +77,8 @@ pub struct Config {
     pub address: SocketAddr,
     /// Where the probes are served too, if set.
     pub admin_address: Option<SocketAddr>,
-    /// The label that holds the count.
-    pub label: String,
-    /// The annotation that records recent write ids (see [`crate::core::guard::next_marker`]).
-    pub marker_annotation: String,
+    /// The counting label and the annotations named after it.
+    pub keys: TrackerKeys,
     /// Pods must match this selector to be counted.
     pub selector: Option<Selector>,
     /// Counting rules.
@@ -163,8 +97,6 @@ pub struct Config {
     pub retry_timeout: Duration,
     /// How long in-flight calls may take after SIGTERM.
     pub shutdown_grace: Duration,
-    /// The annotation that holds the keyed jobs (`<label>-jobs`, see [`crate::core::jobs`]).
-    pub jobs_annotation: String,
     /// The longest a keyed job may run without a renewal; `None`: no limit.
     pub max_job_duration: Option<Duration>,
     /// Annotations set while the count is above zero (`--active-annotation KEY=VALUE`, and
@@ -181,93 +113,48 @@ pub struct Config {
     pub connections: ConnectionLimits,
 }
 
-/// The bounds that keep slow, idle or numerous clients from exhausting the listeners.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConnectionLimits {
-    /// Connections open at once on the webhook address (`--max-connections`).
-    pub max_connections: usize,
-    /// Connections open at once on the admin address: its own budget, so probes still answer
-    /// while the webhook address is full.
-    pub max_admin_connections: usize,
-    /// From a request's first byte to the end of its headers (`--header-read-timeout`).
-    pub header_read_timeout: Duration,
-    /// A kept-alive connection with no request in progress (`--idle-timeout`); also the time
-    /// a fresh connection has to send its first byte.
-    pub idle_timeout: Duration,
-    /// The longest request target (path and query) in bytes; longer answers 414.
-    pub max_request_target: usize,
-    /// The largest request line and headers in bytes; larger answers 431.
-    pub max_head: usize,
-}
-
-/// The most `--max-connections` accepts (the default is 1024).
-pub const MAX_CONNECTIONS_LIMIT: usize = 65_536;
-
-impl Default for ConnectionLimits {
-    fn default() -> Self {
-        ConnectionLimits {
-            max_connections: 1024,
-            max_admin_connections: 64,
-            header_read_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(60),
-            max_request_target: 8 * 1024,
-            max_head: 32 * 1024,
-        }
-    }
-}
-
-impl ConnectionLimits {
-    fn from_args(args: &ServeArgs) -> Result<Self> {
-        let flag = "--max-connections";
-        let max_connections = args
-            .max_connections
-            .trim()
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=MAX_CONNECTIONS_LIMIT).contains(n))
-            .ok_or_else(|| {
-                invalid(
-                    flag,
-                    &args.max_connections,
-                    &format!("expected a number of connections from 1 to {MAX_CONNECTIONS_LIMIT}"),
-                )
-            })?;
-        let timeout = |flag: &str, text: &str| {
-            durations::parse_bounded(
-                text,
-                Bounds::new(MIN_CONNECTION_TIMEOUT, MAX_CONNECTION_TIMEOUT),
+/// `--max-connections`, `--header-read-timeout` and `--idle-timeout`, validated.
+fn connection_limits(args: &ServeArgs) -> Result<ConnectionLimits> {
+    let flag = "--max-connections";
+    let max_connections = args
+        .max_connections
+        .trim()
+        .parse::<usize>()
+        .ok()
+        .filter(|n| (1..=MAX_CONNECTIONS_LIMIT).contains(n))
+        .ok_or_else(|| {
+            invalid(
+                flag,
+                &args.max_connections,
+                &format!("expected a number of connections from 1 to {MAX_CONNECTIONS_LIMIT}"),
             )
-            .map_err(|why| {
-                invalid(
-                    flag,
-                    text,
-                    &format!("{why}; expected a duration such as 10s"),
-                )
-            })
-        };
-        Ok(ConnectionLimits {
-            max_connections,
-            header_read_timeout: timeout("--header-read-timeout", &args.header_read_timeout)?,
-            idle_timeout: timeout("--idle-timeout", &args.idle_timeout)?,
-            ..ConnectionLimits::default()
+        })?;
+    let timeout = |flag: &str, text: &str| {
+        durations::parse_bounded(
+            text,
+            Bounds::new(MIN_CONNECTION_TIMEOUT, MAX_CONNECTION_TIMEOUT),
+        )
+        .map_err(|why| {
+            invalid(
+                flag,
+                text,
+                &format!("{why}; expected a duration such as 10s"),
+            )
         })
-    }
+    };
+    Ok(ConnectionLimits {
+        max_connections,
+        header_read_timeout: timeout("--header-read-timeout", &args.header_read_timeout)?,
+        idle_timeout: timeout("--idle-timeout", &args.idle_timeout)?,
+        ..ConnectionLimits::default()
+    })
 }
 
 impl Config {
     /// Validates the `serve` flags against the environment; every error names its flag.
     pub fn from_args(args: &ServeArgs, env: &Environment) -> Result<Config> {
-        if let Err(problems) = kube_labels::validate_label_key(&args.label) {
-            return Err(invalid("--label", &args.label, &problems.join("; ")));
-        }
-        let marker_annotation = format!("{}-writes", args.label);
-        if kube_labels::validate_label_key(&marker_annotation).is_err() {
-            return Err(invalid(
-                "--label",
-                &args.label,
-                "its name part must leave room for the \"-writes\" suffix of the marker annotation (at most 56 characters)",
-            ));
-        }
+        let keys =
+            TrackerKeys::new(&args.label).map_err(|why| invalid("--label", &args.label, &why))?;
         let selector = match args
             .label_selector
             .as_deref()
@@ -279,8 +166,7 @@ impl Config {
             ),
             None => None,
         };
-        let jobs_annotation = format!("{}-jobs", args.label);
-        let mut active_annotations = active_annotations(&args.active_annotation, &args.label)?;
+        let mut active_annotations = active_annotations(&args.active_annotation, &keys)?;
         if let Some(text) = &args.pod_deletion_cost {
             active_annotations.push(pod_deletion_cost(text, &active_annotations)?);
         }
@@ -334,8 +220,7 @@ impl Config {
                     parse_address(text).map_err(|why| invalid("--admin-address", text, &why))
                 })
                 .transpose()?,
-            label: args.label.clone(),
-            marker_annotation,
+            keys,
             selector,
             policy: Policy {
                 allow_negative: args.allow_negative,
@@ -362,22 +247,48 @@ impl Config {
                 Bounds::up_to(MAX_SHUTDOWN_GRACE),
             )?
             .unwrap_or(Duration::ZERO),
-            jobs_annotation,
             max_job_duration,
             active_annotations,
             anonymous_job_ttl,
             release_on_restart,
             sweep_interval,
-            connections: ConnectionLimits::from_args(args)?,
+            connections: connection_limits(args)?,
         })
+    }
+
+    /// The settings of the pods' writers ([`crate::serve::tracker`]), built from the validated
+    /// flags: the one place that knows how flags become writer behaviour.
+    pub fn tracker_settings(&self) -> Settings {
+        let sidecar = matches!(self.targeting, Targeting::Sidecar { .. });
+        Settings {
+            keys: self.keys.clone(),
+            selector: self.selector.clone(),
+            policy: self.policy,
+            retry: RetryPolicy {
+                deadline: self.retry_timeout,
+                ..RetryPolicy::default()
+            },
+            // A sidecar's one writer lives as long as the process; a standalone service
+            // forgets pods it has not heard of.
+            idle_writer: (!sidecar).then_some(IDLE_WRITER),
+            events: self.events,
+            limits: Limits {
+                max_duration: self.max_job_duration,
+                anonymous_ttl: self.anonymous_job_ttl,
+                ..Limits::default()
+            },
+            active_annotations: self.active_annotations.clone(),
+            release_on_restart: self.release_on_restart.clone(),
+            // The standalone service sweeps by listing instead (see `crate::serve`).
+            recheck: if sidecar { self.sweep_interval } else { None },
+        }
     }
 }
 
 /// Parses the `--active-annotation KEY=VALUE` flags: valid annotation keys (the label-key
 /// syntax), each at most once, none of them the tracker's own annotations.
-fn active_annotations(flags: &[String], label: &str) -> Result<Vec<(String, String)>> {
+fn active_annotations(flags: &[String], keys: &TrackerKeys) -> Result<Vec<(String, String)>> {
     let flag = "--active-annotation";
-    let own = [format!("{label}-writes"), format!("{label}-jobs")];
     let mut parsed: Vec<(String, String)> = Vec::new();
     for text in flags {
         let Some((key, value)) = text.split_once('=') else {
@@ -390,7 +301,7 @@ fn active_annotations(flags: &[String], label: &str) -> Result<Vec<(String, Stri
         if let Err(problems) = kube_labels::validate_label_key(key) {
             return Err(invalid(flag, text, &problems.join("; ")));
         }
-        if own.iter().any(|own| own == key) {
+        if keys.is_own_annotation(key) {
             return Err(invalid(
                 flag,
                 text,
@@ -749,7 +660,7 @@ mod tests {
     fn defaults_match_the_original() {
         let config = config(|_| {}).expect("valid");
         assert_eq!(config.address, "0.0.0.0:8080".parse().expect("address"));
-        assert_eq!(config.label, "active-jobs");
+        assert_eq!(config.keys.label, "active-jobs");
         assert_eq!(
             config.policy,
             Policy {
@@ -777,7 +688,10 @@ mod tests {
     #[test]
     fn a_prefixed_label_key_is_accepted() {
         let config = config(|a| a.label = "example.com/active-jobs".to_owned()).expect("valid");
-        assert_eq!(config.marker_annotation, "example.com/active-jobs-writes");
+        assert_eq!(
+            config.keys.marker_annotation,
+            "example.com/active-jobs-writes"
+        );
     }
 
     #[test]

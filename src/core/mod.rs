@@ -5,5 +5,6 @@ pub mod count;
 pub mod durations;
 pub mod guard;
 pub mod jobs;
+pub mod keys;
 pub mod pod;
 pub mod target;

@@ -651,7 +651,7 @@ pub async fn gather(client: &kube::Client, config: &Config) -> Facts {
         .map(|list| {
             list.items
                 .iter()
-                .map(|pdb| Budget::new(pdb, &config.label))
+                .map(|pdb| Budget::new(pdb, &config.keys.label))
                 .collect()
         });
     let pods_api: Api<Pod> = Api::namespaced(client.clone(), &namespace);
@@ -693,7 +693,7 @@ pub async fn gather(client: &kube::Client, config: &Config) -> Facts {
     };
     Facts {
         namespace,
-        label: config.label.clone(),
+        label: config.keys.label.clone(),
         selector: config.selector.clone(),
         budgets,
         pods,

@@ -25,13 +25,47 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
-use crate::config::ConnectionLimits;
 use crate::core::durations;
 use crate::metrics::Metrics;
 use crate::serve::head;
 use crate::serve::http::{self, App};
 use crate::serve::in_flight::InFlight;
 use crate::serve::watchdog::{Activity, Watched};
+
+/// The bounds that keep slow, idle or numerous clients from exhausting the listeners.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Connections open at once on the webhook address (`--max-connections`).
+    pub max_connections: usize,
+    /// Connections open at once on the admin address: its own budget, so probes still answer
+    /// while the webhook address is full.
+    pub max_admin_connections: usize,
+    /// From a request's first byte to the end of its headers (`--header-read-timeout`).
+    pub header_read_timeout: Duration,
+    /// A kept-alive connection with no request in progress (`--idle-timeout`); also the time
+    /// a fresh connection has to send its first byte.
+    pub idle_timeout: Duration,
+    /// The longest request target (path and query) in bytes; longer answers 414.
+    pub max_request_target: usize,
+    /// The largest request line and headers in bytes; larger answers 431.
+    pub max_head: usize,
+}
+
+/// The most `--max-connections` accepts (the default is 1024).
+pub const MAX_CONNECTIONS_LIMIT: usize = 65_536;
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            max_connections: 1024,
+            max_admin_connections: 64,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_request_target: 8 * 1024,
+            max_head: 32 * 1024,
+        }
+    }
+}
 
 /// The bound webhook server, not yet serving.
 pub struct Server {

@@ -17,17 +17,14 @@ use k8s_openapi::api::core::v1::Pod;
 
 use crate::api::{self, ApiFailure, PodClient};
 use crate::config::Config;
-use crate::core::jobs::Limits;
 use crate::core::pod::PodRef;
 use crate::core::target::Targeting;
 use crate::exit::{EXIT_BAD_CONFIG, EXIT_FAILURE};
 use crate::metrics::Metrics;
 use crate::serve::http::{App, Readiness};
 use crate::serve::listen::{Server, StopHandle};
-use crate::serve::tracker::{RetryPolicy, Settings, Tracker};
+use crate::serve::tracker::Tracker;
 
-/// How long a standalone writer keeps a pod it has not heard of.
-const IDLE_WRITER: Duration = Duration::from_secs(300);
 /// How often the sidecar repeats a failed start-up check.
 const RECHECK: Duration = Duration::from_secs(10);
 
@@ -93,34 +90,11 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         .map_err(|e| failure(EXIT_BAD_CONFIG, e.to_string()))?;
     let metrics = Arc::new(Metrics::new());
     let pods = PodClient::new(client, config.request_timeout, Arc::clone(&metrics));
-    let settings = Settings {
-        label: config.label.clone(),
-        marker_annotation: config.marker_annotation.clone(),
-        selector: config.selector.clone(),
-        policy: config.policy,
-        retry: RetryPolicy {
-            deadline: config.retry_timeout,
-            ..RetryPolicy::default()
-        },
-        idle_writer: match config.targeting {
-            Targeting::Sidecar { .. } => None,
-            Targeting::Standalone { .. } => Some(IDLE_WRITER),
-        },
-        events: config.events,
-        jobs_annotation: config.jobs_annotation.clone(),
-        limits: Limits {
-            max_duration: config.max_job_duration,
-            anonymous_ttl: config.anonymous_job_ttl,
-            ..Limits::default()
-        },
-        active_annotations: config.active_annotations.clone(),
-        release_on_restart: config.release_on_restart.clone(),
-        recheck: match config.targeting {
-            Targeting::Sidecar { .. } => config.sweep_interval,
-            Targeting::Standalone { .. } => None,
-        },
-    };
-    let tracker = Tracker::new(pods.clone(), settings, runtime.handle().clone());
+    let tracker = Tracker::new(
+        pods.clone(),
+        config.tracker_settings(),
+        runtime.handle().clone(),
+    );
     if let (
         Targeting::Standalone {
             default_namespace,
@@ -136,7 +110,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
                 .clone()
                 .unwrap_or_else(|| vec![default_namespace.clone()]),
             selector: config.selector.clone(),
-            jobs_annotation: config.jobs_annotation.clone(),
+            jobs_annotation: config.keys.jobs_annotation.clone(),
         };
         log::info!(
             "sweeping pods in {} every {} for expired jobs",
@@ -173,7 +147,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         targeting: config.targeting.clone(),
         readiness,
         metrics,
-        label: config.label.clone(),
+        label: config.keys.label.clone(),
     };
     let server = {
         let _in_runtime = runtime.enter();
@@ -188,7 +162,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     log::info!("{}", config.mode_reason);
     log::info!(
         "counting in label {} (policy: allow-negative={}, remove-on-zero={}){}",
-        config.label,
+        config.keys.label,
         config.policy.allow_negative,
         config.policy.remove_on_zero,
         config

@@ -1,0 +1,306 @@
+//! One writer per pod: it takes every queued call, folds them into one guarded write, retries
+//! when the pod changed underneath, and answers each caller exactly once with its own count.
+//!
+//! Correctness rests on three rules:
+//! - every write is a JSON patch whose `test` operations pin the values the counts were
+//!   computed from, so a write based on stale data is refused by the API server, never applied;
+//! - every write that changes the count also records its id in the marker annotation, so a
+//!   write whose answer was lost (timeout, dropped connection, 5xx) is recognised on the next
+//!   read, and its callers get the counts it stored instead of a second application;
+//! - a caller gets 200 only after the API server answered that it stored the value (or a
+//!   re-read shows the marker), so every acknowledged call is in the label exactly once.
+//!
+//! The writer's parts: [`writer`] (what wakes it, batching queued calls), [`rounds`] (rounds of
+//! read → compute → guarded write, and settling a lost answer), [`batch`] (every caller's count
+//! and what to store), [`bookkeeping`] (status, metrics and events after a stored batch).
+
+mod batch;
+mod bookkeeping;
+mod rounds;
+mod writer;
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
+
+use kube_labels::Selector;
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::api::PodClient;
+use crate::core::count::Policy;
+use crate::core::guard::PodView;
+use crate::core::jobs::{Job, JobCall, Limits};
+use crate::core::keys::TrackerKeys;
+use crate::core::pod::PodRef;
+use crate::error::{Error, Result};
+
+use batch::current_count;
+use rounds::final_or_retry;
+use writer::run_writer;
+
+/// How hard the writer tries before it answers 503 (or 504 when a write's fate is unknown).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// At most this many rounds (read and/or write) for one batch.
+    pub attempts: u32,
+    /// Give up after this long (checked between rounds).
+    pub deadline: Duration,
+    /// First pause between rounds; doubles up to `max_backoff`, with jitter.
+    pub first_backoff: Duration,
+    /// Longest pause between rounds.
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 40,
+            deadline: Duration::from_secs(10),
+            first_backoff: Duration::from_millis(5),
+            max_backoff: Duration::from_millis(500),
+        }
+    }
+}
+
+/// What the writers need to know, shared by all of them.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The counting label and the annotations named after it.
+    pub keys: TrackerKeys,
+    /// Pods must match this to be counted (checked on every read, guarded on every write).
+    pub selector: Option<Selector>,
+    /// Counting rules.
+    pub policy: Policy,
+    /// Retry budget.
+    pub retry: RetryPolicy,
+    /// A writer with no calls for this long stops and forgets its pod (`None`: never).
+    pub idle_writer: Option<Duration>,
+    /// Record Kubernetes Events when a pod becomes busy (0 → 1) or idle (→ 0), and when a job
+    /// is released at its deadline.
+    pub events: bool,
+    /// Job id and lifetime limits.
+    pub limits: Limits,
+    /// Annotations set while the count is above zero (`--active-annotation KEY=VALUE`, and
+    /// `--pod-deletion-cost`).
+    pub active_annotations: Vec<(String, String)>,
+    /// Release the jobs started before this container's latest restart
+    /// (`--release-on-restart`).
+    pub release_on_restart: Option<String>,
+    /// While its pod has jobs, a writer reads the pod again this often (sidecar: to see
+    /// restarts and jobs stored by other writers); `None`: never.
+    pub recheck: Option<Duration>,
+}
+
+/// What the tracker last stored for a pod, for `/status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodStatus {
+    /// The pod.
+    pub pod: PodRef,
+    /// Its count after the last call.
+    pub count: i64,
+    /// The label's value then (`None`: no label).
+    pub label: Option<String>,
+    /// When the last call was stored.
+    pub updated: SystemTime,
+    /// The keyed jobs running then, by id.
+    pub jobs: BTreeMap<String, Job>,
+}
+
+struct Call {
+    call: JobCall,
+    reply: oneshot::Sender<Result<i64>>,
+}
+
+/// What a pod's writer is sent.
+enum Message {
+    /// A webhook call.
+    Call(Call),
+    /// The standalone sweep saw a job past its deadline on this pod (as listed): release it.
+    Sweep(Box<PodView>),
+}
+
+struct Inner {
+    client: PodClient,
+    settings: Settings,
+    writers: Mutex<HashMap<PodRef, mpsc::UnboundedSender<Message>>>,
+    runtime: Handle,
+    instance: String,
+    next_write: AtomicU64,
+    status: Mutex<BTreeMap<PodRef, PodStatus>>,
+    /// Cleared for good when the API server refuses to create events (no rights).
+    events_allowed: AtomicBool,
+    /// Woken after every stored write, for `/wait-idle`.
+    stored_writes: tokio::sync::Notify,
+    /// Pods already read elsewhere (the sidecar's start-up check): a new writer starts from
+    /// that view instead of reading the pod again.
+    primed: Mutex<HashMap<PodRef, PodView>>,
+}
+
+/// Hands each call to its pod's writer. Cheap to clone; safe to use from any thread.
+#[derive(Clone)]
+pub struct Tracker {
+    inner: Arc<Inner>,
+}
+
+impl Tracker {
+    /// A tracker whose writers run on `runtime`.
+    pub fn new(client: PodClient, settings: Settings, runtime: Handle) -> Self {
+        // Write ids must differ between replicas and restarts; a random 32-bit prefix does that.
+        let instance = format!(
+            "{:08x}",
+            RandomState::new().hash_one(std::process::id()) as u32
+        );
+        Tracker {
+            inner: Arc::new(Inner {
+                client,
+                settings,
+                writers: Mutex::new(HashMap::new()),
+                runtime,
+                instance,
+                next_write: AtomicU64::new(1),
+                status: Mutex::new(BTreeMap::new()),
+                events_allowed: AtomicBool::new(true),
+                primed: Mutex::new(HashMap::new()),
+                stored_writes: tokio::sync::Notify::new(),
+            }),
+        }
+    }
+
+    /// Queues one call; the receiver gets exactly one answer: the count right after this call,
+    /// or why it was not applied.
+    ///
+    /// Never blocks, so it can be called from the HTTP threads.
+    pub fn submit(&self, pod: PodRef, call: JobCall) -> oneshot::Receiver<Result<i64>> {
+        let (reply, answer) = oneshot::channel();
+        self.send(pod, Message::Call(Call { call, reply }));
+        answer
+    }
+
+    /// Has the pod's writer release its jobs past their deadline, in an ordinary guarded
+    /// round (the standalone sweep; `listed` is the pod as the list showed it).
+    pub fn sweep(&self, pod: PodRef, listed: PodView) {
+        self.send(pod, Message::Sweep(Box::new(listed)));
+    }
+
+    /// Hands a message to the pod's writer, starting one if there is none.
+    fn send(&self, pod: PodRef, message: Message) {
+        let mut message = message;
+        let mut writers = self
+            .inner
+            .writers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(writer) = writers.get(&pod) {
+            match writer.send(message) {
+                Ok(()) => return,
+                // The writer stopped; start a new one below.
+                Err(mpsc::error::SendError(returned)) => message = returned,
+            }
+        }
+        let (writer, calls) = mpsc::unbounded_channel();
+        // The receiver is alive: it was made on the line above.
+        let _ = writer.send(message);
+        writers.insert(pod.clone(), writer);
+        drop(writers);
+        self.inner
+            .runtime
+            .spawn(run_writer(Arc::clone(&self.inner), pod, calls));
+    }
+
+    /// Waits until the pod's count is zero (or below) and returns it, or answers
+    /// [`Error::StillBusy`] once `timeout` has passed (for a `preStop` hook).
+    ///
+    /// Reads the pod rather than trusting this tracker's last write, because other replicas
+    /// and other writers change the count too; it reads again after every write stored here
+    /// and at least every [`IDLE_POLL`].
+    pub async fn wait_idle(&self, pod: &PodRef, timeout: Duration) -> Result<i64> {
+        let started = Instant::now();
+        loop {
+            // Registered before the read, so a write stored during the read is not missed.
+            let stored = self.inner.stored_writes.notified();
+            tokio::pin!(stored);
+            stored.as_mut().enable();
+            let count = match self.inner.client.get(pod).await {
+                Ok(view) => Some(current_count(&self.inner.settings, pod, &view)?),
+                Err(failure) => {
+                    let problem = final_or_retry(pod, "get", failure)?;
+                    log::debug!("pod {pod}: /wait-idle could not read the pod: {problem}");
+                    None
+                }
+            };
+            let left = timeout.saturating_sub(started.elapsed());
+            match count {
+                Some(count) if count <= 0 => return Ok(count),
+                Some(count) if left.is_zero() => {
+                    return Err(Error::StillBusy {
+                        pod: pod.clone(),
+                        count,
+                        waited: started.elapsed(),
+                    });
+                }
+                None if left.is_zero() => {
+                    return Err(Error::ApiUnavailable {
+                        pod: pod.clone(),
+                        reason: "the pod could not be read while waiting for it to be idle"
+                            .to_owned(),
+                        retry_after: Duration::from_secs(1),
+                    });
+                }
+                _ => {}
+            }
+            tokio::select! {
+                () = &mut stored => {}
+                () = tokio::time::sleep(left.min(IDLE_POLL)) => {}
+            }
+        }
+    }
+
+    /// Hands a freshly read view of a pod to its future writer, saving the first call's read.
+    /// Ignored when the pod already has a writer (it knows better).
+    pub fn prime(&self, pod: PodRef, view: PodView) {
+        let writers = self
+            .inner
+            .writers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if !writers.contains_key(&pod) {
+            self.inner
+                .primed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(pod, view);
+        }
+    }
+
+    /// What was last stored for each tracked pod.
+    pub fn status(&self) -> Vec<PodStatus> {
+        let status = self
+            .inner
+            .status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        status.values().cloned().collect()
+    }
+
+    /// How many pods currently have a writer.
+    pub fn tracked_pods(&self) -> usize {
+        self.inner
+            .writers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+}
+
+/// The most calls folded into one write; bounds the work a single round repeats on a conflict.
+const MAX_BATCH: usize = 4096;
+
+/// How often `/wait-idle` reads the pod when no write of this tracker wakes it.
+const IDLE_POLL: Duration = Duration::from_secs(2);
+
+/// After a failed expiry round, the next one waits at least this long (no busy loop when the
+/// pod cannot be written, e.g. its label is not a count).
+const EXPIRY_RETRY: Duration = Duration::from_secs(5);
