@@ -5,6 +5,8 @@ pub mod head;
 pub mod http;
 pub mod in_flight;
 pub mod listen;
+pub mod query;
+pub mod status;
 pub mod tracker;
 pub mod watchdog;
 
