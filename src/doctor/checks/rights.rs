@@ -1,0 +1,113 @@
+//! The rights checks: the tracker may get and patch pods (and create events with `--events`),
+//! and no more than that.
+
+use super::*;
+use crate::doctor::facts::*;
+
+/// The verbs on pods the tracker needs.
+pub(crate) const NEEDED: [&str; 2] = ["get", "patch"];
+/// Verbs on pods it never uses (`*`: every verb).
+pub(crate) const NOT_NEEDED: [&str; 7] = [
+    "list",
+    "watch",
+    "create",
+    "update",
+    "delete",
+    "deletecollection",
+    "*",
+];
+
+/// With `--events`, the tracker records busy/idle events on pods; without the right it still
+/// counts (it turns events off with one warning), so a missing right is a warning.
+pub(crate) fn events(facts: &Facts) -> Option<Check> {
+    let ns = &facts.namespace;
+    let check = match facts.create_events.as_ref()? {
+        Ok(true) => check(
+            EVENTS,
+            Status::Ok,
+            format!("may create events in namespace {ns}, as --events needs"),
+        ),
+        Ok(false) => check(
+            EVENTS,
+            Status::Warning,
+            format!(
+                "may not create events in namespace {ns}: with --events the tracker counts but records \
+                 no busy/idle events (grant verbs [create] on events to its service account)"
+            ),
+        ),
+        Err(why) => check(
+            EVENTS,
+            Status::Warning,
+            format!(
+                "not checked: cannot ask the API server whether this identity may create events: {why}"
+            ),
+        ),
+    };
+    Some(check)
+}
+
+pub(crate) fn rights(facts: &Facts) -> [Check; 2] {
+    let ns = &facts.namespace;
+    let access = match &facts.access {
+        Ok(access) => access,
+        Err(why) => {
+            let message = format!("cannot ask the API server what this identity may do: {why}");
+            return [
+                check(RIGHTS, Status::Problem, message.clone()),
+                check(
+                    LEAST_PRIVILEGE,
+                    Status::Warning,
+                    format!("not checked: {message}"),
+                ),
+            ];
+        }
+    };
+    let allowed = |verb: &str| access.get(verb).copied().unwrap_or(false);
+    let missing: Vec<&str> = NEEDED.into_iter().filter(|v| !allowed(v)).collect();
+    let rights = if missing.is_empty() {
+        check(
+            RIGHTS,
+            Status::Ok,
+            format!("may get and patch pods in namespace {ns}, as the tracker needs"),
+        )
+    } else {
+        check(
+            RIGHTS,
+            Status::Problem,
+            format!(
+                "may not {} pods in namespace {ns}: the tracker needs get and patch on pods (a Role with \
+                 verbs [get, patch] on pods, bound to its service account); run doctor as the tracker \
+                 (its credentials, or --kube-as=system:serviceaccount:{ns}:ACCOUNT)",
+                missing.join(" or ")
+            ),
+        )
+    };
+    let extra: Vec<&str> = if allowed("*") {
+        vec!["*"]
+    } else {
+        NOT_NEEDED.into_iter().filter(|v| allowed(v)).collect()
+    };
+    let least = if extra.is_empty() {
+        check(
+            LEAST_PRIVILEGE,
+            Status::Ok,
+            "no rights on pods beyond get and patch".to_owned(),
+        )
+    } else {
+        let what = if extra == ["*"] {
+            "do anything (*) with".to_owned()
+        } else {
+            extra.join(", ")
+        };
+        check(
+            LEAST_PRIVILEGE,
+            Status::Warning,
+            format!(
+                "may also {what} pods in namespace {ns}: the tracker needs only get and patch, and whoever \
+                 holds its token could do the rest; if this is not the tracker's identity, run doctor as it \
+                 (--kube-as=system:serviceaccount:{ns}:ACCOUNT)"
+            ),
+        )
+    };
+    [rights, least]
+}
