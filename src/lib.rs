@@ -23,14 +23,14 @@
     )
 )]
 
-pub mod api;
+pub(crate) mod api;
 pub mod cli;
 pub mod config;
 pub mod core;
 pub mod doctor;
 pub mod error;
 pub mod exit;
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod run;
 pub mod serve;
 

@@ -39,10 +39,10 @@ use crate::throttle::TokenBucket;
 const ATTEMPTS: u32 = 5;
 const RETRY_DELAY: Duration = Duration::from_millis(10);
 /// Request threads: more than the largest concurrency the benchmark uses.
-pub const THREADS: usize = 64;
+pub(crate) const THREADS: usize = 64;
 
 /// A running baseline server.
-pub struct Baseline {
+pub(crate) struct Baseline {
     runtime: tokio::runtime::Runtime,
     stop: oneshot::Sender<()>,
     pub address: SocketAddr,
@@ -88,7 +88,10 @@ impl Baseline {
     ///
     /// Connections are served by hyper on a small runtime, and each request runs the
     /// original's blocking algorithm on a thread of its own (up to [`THREADS`]).
-    pub fn start(api: SocketAddr, throttle: Option<TokenBucket>) -> Result<Baseline, String> {
+    pub(crate) fn start(
+        api: SocketAddr,
+        throttle: Option<TokenBucket>,
+    ) -> Result<Baseline, String> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .max_blocking_threads(THREADS)
@@ -133,7 +136,7 @@ impl Baseline {
     }
 
     /// Stops the listener and the request threads.
-    pub fn stop(self) {
+    pub(crate) fn stop(self) {
         let _ = self.stop.send(());
         self.runtime.shutdown_timeout(Duration::from_secs(1));
     }

@@ -13,26 +13,26 @@ const IO_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// A status code and a body.
 #[derive(Debug, Clone)]
-pub struct Response {
+pub(crate) struct Response {
     pub status: u16,
     pub body: Vec<u8>,
 }
 
 impl Response {
     /// The body as text (lossy).
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 }
 
 /// One connection, opened on first use and again after the server closed it.
-pub struct Conn {
+pub(crate) struct Conn {
     address: SocketAddr,
     stream: Option<BufReader<TcpStream>>,
 }
 
 impl Conn {
-    pub fn new(address: SocketAddr) -> Conn {
+    pub(crate) fn new(address: SocketAddr) -> Conn {
         Conn {
             address,
             stream: None,
@@ -41,7 +41,7 @@ impl Conn {
 
     /// Sends one request and reads its answer. `headers` are `(name, value)` pairs added to
     /// `Host` and `Content-Length`.
-    pub fn request(
+    pub(crate) fn request(
         &mut self,
         method: &str,
         path: &str,

@@ -8,20 +8,20 @@ use std::time::Duration;
 use kube_double::{ApiServer, Outcome, Rule, Subject, User, Verb};
 
 /// The namespace of every pod in the benchmark.
-pub const NAMESPACE: &str = "jobs";
+pub(crate) const NAMESPACE: &str = "jobs";
 /// The label every pod carries; the baseline's label selector asks for it.
-pub const APP_LABEL: (&str, &str) = ("app", "worker");
+pub(crate) const APP_LABEL: (&str, &str) = ("app", "worker");
 /// The label that holds the count (the tracker's default).
-pub const COUNT_LABEL: &str = "active-jobs";
+pub(crate) const COUNT_LABEL: &str = "active-jobs";
 
 /// Who may do what. Each caller has its own token and only the rights it needs.
-pub const TRACKER_TOKEN: &str = "tracker-token";
-pub const SIDECAR_TOKEN: &str = "sidecar-token";
-pub const BASELINE_TOKEN: &str = "baseline-token";
-pub const ADMIN_TOKEN: &str = "admin-token";
+pub(crate) const TRACKER_TOKEN: &str = "tracker-token";
+pub(crate) const SIDECAR_TOKEN: &str = "sidecar-token";
+pub(crate) const BASELINE_TOKEN: &str = "baseline-token";
+pub(crate) const ADMIN_TOKEN: &str = "admin-token";
 
 /// The double, set up.
-pub struct Cluster {
+pub(crate) struct Cluster {
     pub api: ApiServer,
 }
 
@@ -31,7 +31,11 @@ impl Cluster {
     /// - the sidecar: get and patch on its own pod only (`resourceNames`);
     /// - the baseline: list and update on pods in the namespace (the original's needs);
     /// - an admin, for the reference requests the harness sends itself.
-    pub fn start(write_latency: Duration, read_latency: Duration, sidecar_pod: &str) -> Cluster {
+    pub(crate) fn start(
+        write_latency: Duration,
+        read_latency: Duration,
+        sidecar_pod: &str,
+    ) -> Cluster {
         let api = ApiServer::builder()
             .write_latency(write_latency)
             .read_latency(read_latency)
@@ -58,25 +62,25 @@ impl Cluster {
     }
 
     /// The double's address (it listens on loopback).
-    pub fn address(&self) -> SocketAddr {
+    pub(crate) fn address(&self) -> SocketAddr {
         let port = self.api.port();
         SocketAddr::from(([127, 0, 0, 1], port))
     }
 
     /// Creates a pod that carries the app label.
-    pub fn create_pod(&self, name: &str) {
+    pub(crate) fn create_pod(&self, name: &str) {
         self.api.create_pod(NAMESPACE, name, &[APP_LABEL]);
     }
 
     /// The count label of a pod, as stored (`None`: absent).
-    pub fn count_label(&self, pod: &str) -> Option<String> {
+    pub(crate) fn count_label(&self, pod: &str) -> Option<String> {
         self.api
             .labels(NAMESPACE, pod)
             .and_then(|labels| labels.get(COUNT_LABEL).cloned())
     }
 
     /// The API requests made since the last reset, by verb.
-    pub fn usage(&self) -> ApiUsage {
+    pub(crate) fn usage(&self) -> ApiUsage {
         let mut by_verb: BTreeMap<Verb, VerbUsage> = BTreeMap::new();
         for ((verb, outcome), count) in self.api.counts() {
             let entry = by_verb.entry(verb).or_default();
@@ -89,7 +93,7 @@ impl Cluster {
     }
 
     /// Forgets the counted requests: the next phase is measured alone.
-    pub fn reset_usage(&self) {
+    pub(crate) fn reset_usage(&self) {
         self.api.reset_counts();
     }
 }
@@ -104,7 +108,7 @@ fn outcome_text(outcome: Outcome) -> String {
 
 /// Requests of one verb.
 #[derive(Debug, Clone, Default)]
-pub struct VerbUsage {
+pub(crate) struct VerbUsage {
     pub requests: u64,
     /// Answers other than 2xx, by status.
     pub failures: BTreeMap<String, u64>,
@@ -112,21 +116,21 @@ pub struct VerbUsage {
 
 /// API requests of one phase.
 #[derive(Debug, Clone, Default)]
-pub struct ApiUsage {
+pub(crate) struct ApiUsage {
     pub by_verb: BTreeMap<Verb, VerbUsage>,
 }
 
 impl ApiUsage {
-    pub fn total(&self) -> u64 {
+    pub(crate) fn total(&self) -> u64 {
         self.by_verb.values().map(|v| v.requests).sum()
     }
 
-    pub fn requests(&self, verb: Verb) -> u64 {
+    pub(crate) fn requests(&self, verb: Verb) -> u64 {
         self.by_verb.get(&verb).map_or(0, |v| v.requests)
     }
 
     /// `PATCH 1.000` or `LIST 1.00 + UPDATE 1.00`: requests per call, by verb.
-    pub fn per_call(&self, calls: usize) -> String {
+    pub(crate) fn per_call(&self, calls: usize) -> String {
         if self.by_verb.is_empty() {
             return "none".into();
         }
@@ -144,7 +148,7 @@ impl ApiUsage {
     }
 
     /// `PUT 409×12` style summary of the non-2xx API answers, or `-`.
-    pub fn failures(&self) -> String {
+    pub(crate) fn failures(&self) -> String {
         let parts: Vec<String> =
             self.by_verb
                 .iter()
@@ -162,7 +166,7 @@ impl ApiUsage {
     }
 
     /// `GET 1 + PATCH 1`: absolute counts (for a single call).
-    pub fn counts(&self) -> String {
+    pub(crate) fn counts(&self) -> String {
         if self.by_verb.is_empty() {
             return "none".into();
         }
@@ -177,7 +181,7 @@ impl ApiUsage {
 /// What the API server itself takes, measured from the harness on one kept-alive connection:
 /// the floor under every webhook call.
 #[derive(Debug, Clone)]
-pub struct Reference {
+pub(crate) struct Reference {
     pub requests: usize,
     pub patch_p50: Duration,
     pub patch_p99: Duration,
@@ -186,7 +190,7 @@ pub struct Reference {
 
 impl Cluster {
     /// `requests` label merge PATCHes of `pod`, one after another, then as many GETs.
-    pub fn reference(&self, pod: &str, requests: usize) -> Result<Reference, String> {
+    pub(crate) fn reference(&self, pod: &str, requests: usize) -> Result<Reference, String> {
         let mut conn = crate::client::Conn::new(self.address());
         let auth = format!("Bearer {ADMIN_TOKEN}");
         let path = format!("/api/v1/namespaces/{NAMESPACE}/pods/{pod}");

@@ -12,14 +12,14 @@ use crate::client::Conn;
 
 /// Where calls go: the server and the query every call carries (`?pod_name=P`, or none).
 #[derive(Debug, Clone)]
-pub struct Endpoint {
+pub(crate) struct Endpoint {
     pub address: SocketAddr,
     pub query: String,
 }
 
 /// How callers connect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Connections {
+pub(crate) enum Connections {
     /// One kept-alive connection per caller, opened by its first call: all callers connect
     /// at the same moment, when the burst starts.
     OpenedTogether,
@@ -33,7 +33,7 @@ pub enum Connections {
 
 impl Connections {
     /// How a phase's name describes it (empty for the usual kept-alive connections).
-    pub fn describe(self) -> &'static str {
+    pub(crate) fn describe(self) -> &'static str {
         match self {
             Connections::OpenedTogether => "",
             Connections::OpenedBeforehand => ", connections opened beforehand",
@@ -44,7 +44,7 @@ impl Connections {
 
 /// One call and how it went.
 #[derive(Debug, Clone)]
-pub struct Call {
+pub(crate) struct Call {
     /// +1 (increment) or -1 (decrement).
     pub delta: i64,
     pub latency: Duration,
@@ -58,13 +58,13 @@ pub struct Call {
 
 /// Every call of one phase and how long the phase took.
 #[derive(Debug, Clone)]
-pub struct Run {
+pub(crate) struct Run {
     pub calls: Vec<Call>,
     pub elapsed: Duration,
 }
 
 /// Makes one call on `conn` (`close`: asks the server to close the connection after it).
-pub fn call(conn: &mut Conn, endpoint: &Endpoint, delta: i64, close: bool) -> Call {
+pub(crate) fn call(conn: &mut Conn, endpoint: &Endpoint, delta: i64, close: bool) -> Call {
     let path = if delta > 0 {
         "/increment"
     } else {
@@ -127,7 +127,7 @@ fn caller(endpoint: &Endpoint, mut conn: Conn, jobs: usize, connections: Connect
 
 /// Runs `jobs` jobs (an increment, then a decrement if the increment got 200) spread over
 /// `concurrency` callers started together; returns once every caller is done.
-pub fn run(
+pub(crate) fn run(
     endpoint: &Endpoint,
     jobs: usize,
     concurrency: usize,

@@ -12,7 +12,7 @@ use crate::slow::{self, SlowClients};
 use crate::tracker::{BinaryInfo, Memory};
 
 /// Everything measured for one server: ours in one mode, or a baseline variant.
-pub struct Side {
+pub(crate) struct Side {
     pub name: String,
     /// Whether this is our tracker (a child process) or the in-harness baseline.
     pub ours: bool,
@@ -34,7 +34,7 @@ pub struct Side {
 }
 
 /// The whole run.
-pub struct Report {
+pub(crate) struct Report {
     pub machine: Vec<(String, String)>,
     pub settings: Vec<(String, String)>,
     pub nominal_write: Duration,
@@ -71,7 +71,7 @@ fn ratio_text(ratio: f64) -> String {
 }
 
 /// One of the targets.
-pub struct Target {
+pub(crate) struct Target {
     pub what: String,
     pub measured: String,
     pub limit: String,
@@ -79,7 +79,7 @@ pub struct Target {
 }
 
 impl Report {
-    pub fn print(&self) {
+    pub(crate) fn print(&self) {
         println!("## Machine\n");
         for (key, value) in &self.machine {
             println!("- {key}: {value}");
@@ -320,7 +320,7 @@ impl Report {
     }
 
     /// The targets, evaluated on this run.
-    pub fn targets(&self) -> Vec<Target> {
+    pub(crate) fn targets(&self) -> Vec<Target> {
         let mut targets = Vec::new();
         let write_floor = self.reference.patch_p50;
         for side in self.sides.iter().filter(|s| s.ours) {

@@ -11,7 +11,7 @@ use crate::serial;
 
 /// A phase's results.
 #[derive(Debug, Clone)]
-pub struct Phase {
+pub(crate) struct Phase {
     pub name: String,
     pub run: Run,
     pub api: ApiUsage,
@@ -23,27 +23,27 @@ pub struct Phase {
 }
 
 impl Phase {
-    pub fn calls(&self) -> usize {
+    pub(crate) fn calls(&self) -> usize {
         self.run.calls.len()
     }
 
-    pub fn rate(&self) -> f64 {
+    pub(crate) fn rate(&self) -> f64 {
         self.calls() as f64 / self.run.elapsed.as_secs_f64().max(f64::EPSILON)
     }
 
     /// Latencies, sorted.
-    pub fn latencies(&self) -> Vec<Duration> {
+    pub(crate) fn latencies(&self) -> Vec<Duration> {
         let mut latencies: Vec<Duration> = self.run.calls.iter().map(|c| c.latency).collect();
         latencies.sort();
         latencies
     }
 
-    pub fn percentile(&self, p: f64) -> Duration {
+    pub(crate) fn percentile(&self, p: f64) -> Duration {
         percentile(&self.latencies(), p)
     }
 
     /// Calls not answered 2xx (failures on the wire included).
-    pub fn non_2xx(&self) -> usize {
+    pub(crate) fn non_2xx(&self) -> usize {
         self.run
             .calls
             .iter()
@@ -52,7 +52,7 @@ impl Phase {
     }
 
     /// `500×197` style summary of the non-2xx answers, or `-`.
-    pub fn failures(&self) -> String {
+    pub(crate) fn failures(&self) -> String {
         let mut by_status = std::collections::BTreeMap::<String, usize>::new();
         for call in &self.run.calls {
             match call.status {
@@ -72,21 +72,21 @@ impl Phase {
     }
 
     /// The first failure's text, for the report.
-    pub fn first_error(&self) -> Option<&str> {
+    pub(crate) fn first_error(&self) -> Option<&str> {
         self.run.calls.iter().find_map(|c| c.error.as_deref())
     }
 
-    pub fn api_per_call(&self) -> f64 {
+    pub(crate) fn api_per_call(&self) -> f64 {
         self.api.total() as f64 / self.calls().max(1) as f64
     }
 
-    pub fn label_exact(&self) -> bool {
+    pub(crate) fn label_exact(&self) -> bool {
         self.expected_label == self.final_label
     }
 }
 
 /// The nearest-rank percentile of sorted samples (zero when there are none).
-pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
@@ -109,7 +109,7 @@ fn label_of(count: i64) -> Option<String> {
 
 /// The first call for a pod (which may cost an extra read), then `extra` more calls that are
 /// not measured either; returns the first call and what it cost the API.
-pub fn warm_up(cluster: &Cluster, endpoint: &Endpoint, extra: usize) -> (Call, ApiUsage) {
+pub(crate) fn warm_up(cluster: &Cluster, endpoint: &Endpoint, extra: usize) -> (Call, ApiUsage) {
     cluster.reset_usage();
     let mut conn = Conn::new(endpoint.address);
     let first = load::call(&mut conn, endpoint, 1, false);
@@ -121,7 +121,7 @@ pub fn warm_up(cluster: &Cluster, endpoint: &Endpoint, extra: usize) -> (Call, A
 }
 
 /// Runs `jobs` jobs at `concurrency` against `endpoint`, which counts `pod`.
-pub fn measure(
+pub(crate) fn measure(
     cluster: &Cluster,
     name: String,
     endpoint: &Endpoint,

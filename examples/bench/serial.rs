@@ -13,10 +13,10 @@
 use std::collections::BTreeMap;
 
 /// One answered call: `+1` or `-1`, and the count it answered.
-pub type Answer = (i64, i64);
+pub(crate) type Answer = (i64, i64);
 
 /// Checks the answers; returns the final count (start + the sum of the steps) or what is wrong.
-pub fn check(start: i64, answers: &[Answer]) -> Result<i64, String> {
+pub(crate) fn check(start: i64, answers: &[Answer]) -> Result<i64, String> {
     let end = start + answers.iter().map(|(delta, _)| delta).sum::<i64>();
     // edge v joins v-1 and v: (up steps, down steps).
     let mut edges: BTreeMap<i64, (i64, i64)> = BTreeMap::new();

@@ -12,12 +12,12 @@ use crate::load::{self, Endpoint};
 use crate::tracker::Memory;
 
 /// The tracker's default `--header-read-timeout`, which the benchmark does not change.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long past the timeout a slow client may still be connected before the run gives up.
 const MARGIN: Duration = Duration::from_secs(20);
 
 /// What a crowd of slow clients did to the tracker.
-pub struct SlowClients {
+pub(crate) struct SlowClients {
     pub clients: usize,
     /// Resident memory while every slow client was connected.
     pub during: Memory,
@@ -31,7 +31,7 @@ pub struct SlowClients {
 
 /// Opens `clients` slow connections to `endpoint`, makes one normal call, waits until the
 /// tracker has closed every slow connection, and reads `memory` along the way.
-pub fn measure(
+pub(crate) fn measure(
     endpoint: &Endpoint,
     clients: usize,
     memory: &dyn Fn() -> Result<Memory, String>,

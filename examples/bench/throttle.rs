@@ -7,13 +7,13 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// client-go's `rest.DefaultQPS`.
-pub const CLIENT_GO_QPS: f64 = 5.0;
+pub(crate) const CLIENT_GO_QPS: f64 = 5.0;
 /// client-go's `rest.DefaultBurst`.
-pub const CLIENT_GO_BURST: f64 = 10.0;
+pub(crate) const CLIENT_GO_BURST: f64 = 10.0;
 
 /// A token bucket shared by every request of one client.
 #[derive(Debug)]
-pub struct TokenBucket {
+pub(crate) struct TokenBucket {
     rate: f64,
     burst: f64,
     state: Mutex<Bucket>,
@@ -28,7 +28,7 @@ struct Bucket {
 
 impl TokenBucket {
     /// A full bucket of `burst` tokens, refilled at `rate` per second.
-    pub fn new(rate: f64, burst: f64) -> TokenBucket {
+    pub(crate) fn new(rate: f64, burst: f64) -> TokenBucket {
         TokenBucket {
             rate,
             burst,
@@ -40,7 +40,7 @@ impl TokenBucket {
     }
 
     /// client-go's default: 5 requests per second, burst 10.
-    pub fn client_go_default() -> TokenBucket {
+    pub(crate) fn client_go_default() -> TokenBucket {
         TokenBucket::new(CLIENT_GO_QPS, CLIENT_GO_BURST)
     }
 
@@ -59,7 +59,7 @@ impl TokenBucket {
     }
 
     /// Blocks until the caller may send one request.
-    pub fn wait(&self) {
+    pub(crate) fn wait(&self) {
         let delay = self.reserve(Instant::now());
         if !delay.is_zero() {
             std::thread::sleep(delay);

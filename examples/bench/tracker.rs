@@ -22,7 +22,7 @@ const LOG_TAIL: usize = 40;
 
 /// How the tracker runs.
 #[derive(Debug, Clone)]
-pub enum Mode {
+pub(crate) enum Mode {
     /// `POD_NAME`/`POD_NAMESPACE` set: counts its own pod.
     Sidecar { pod: String },
     /// `--standalone=true`: callers name the pod.
@@ -31,7 +31,7 @@ pub enum Mode {
 
 /// The default binary: `<target>/release/pod-webhook-tracker`, beside this example's own
 /// `<target>/<profile>/examples/bench`.
-pub fn default_binary() -> PathBuf {
+pub(crate) fn default_binary() -> PathBuf {
     let target_dir = std::env::current_exe()
         .ok()
         .and_then(|exe| Some(exe.parent()?.parent()?.parent()?.to_path_buf()))
@@ -40,7 +40,7 @@ pub fn default_binary() -> PathBuf {
 }
 
 /// A running tracker.
-pub struct Tracker {
+pub(crate) struct Tracker {
     child: Child,
     pub address: SocketAddr,
     /// From spawning the process to its `listening on` log line.
@@ -50,7 +50,7 @@ pub struct Tracker {
 
 impl Tracker {
     /// Starts the binary and waits for its `listening on http://ADDR` line.
-    pub fn spawn(binary: &Path, mode: &Mode, api_url: &str) -> Result<Tracker, String> {
+    pub(crate) fn spawn(binary: &Path, mode: &Mode, api_url: &str) -> Result<Tracker, String> {
         let mut command = Command::new(binary);
         command.arg("serve").arg("--address=127.0.0.1:0");
         command.arg(format!("--kube-server={api_url}"));
@@ -135,7 +135,7 @@ impl Tracker {
     }
 
     /// Waits until `/readyz` answers 200 (the sidecar checks its pod and its rights first).
-    pub fn wait_ready(&self) -> Result<(), String> {
+    pub(crate) fn wait_ready(&self) -> Result<(), String> {
         let deadline = Instant::now() + START_LIMIT;
         let mut conn = Conn::new(self.address);
         loop {
@@ -156,13 +156,13 @@ impl Tracker {
     }
 
     /// The last lines it logged.
-    pub fn log_tail(&self) -> String {
+    pub(crate) fn log_tail(&self) -> String {
         let tail = self.log.lock().unwrap_or_else(PoisonError::into_inner);
         tail.iter().cloned().collect::<Vec<_>>().join("\n")
     }
 
     /// Resident memory now and at its peak (`VmRSS`, `VmHWM` from `/proc/<pid>/status`).
-    pub fn memory(&self) -> Result<Memory, String> {
+    pub(crate) fn memory(&self) -> Result<Memory, String> {
         let path = format!("/proc/{}/status", self.child.id());
         let status =
             std::fs::read_to_string(&path).map_err(|e| format!("cannot read {path}: {e}"))?;
@@ -185,7 +185,7 @@ impl Tracker {
     }
 
     /// Stops the process (it was started here; nothing else is touched).
-    pub fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -254,7 +254,7 @@ fn thread_names(pid: u32) -> String {
 
 /// Resident memory of a process, in KiB, and its threads.
 #[derive(Debug, Clone)]
-pub struct Memory {
+pub(crate) struct Memory {
     /// `VmRSS`: resident now.
     pub current_kib: u64,
     /// `VmHWM`: the peak of `VmRSS` so far.
@@ -272,7 +272,7 @@ pub struct Memory {
 
 /// The binary's size and whether it still has a symbol table.
 #[derive(Debug, Clone)]
-pub struct BinaryInfo {
+pub(crate) struct BinaryInfo {
     pub bytes: u64,
     pub stripped: bool,
     /// The program interpreter (`ld-linux…`) of a dynamically linked binary; `None` if static.
@@ -306,7 +306,7 @@ fn elf_interpreter(elf: &[u8]) -> Option<String> {
 }
 
 /// Size, strip state (an ELF file without `.symtab`), linking and `version` output of the binary.
-pub fn binary_info(binary: &Path) -> Result<BinaryInfo, String> {
+pub(crate) fn binary_info(binary: &Path) -> Result<BinaryInfo, String> {
     let content =
         std::fs::read(binary).map_err(|e| format!("cannot read {}: {e}", binary.display()))?;
     let stripped = !content.windows(8).any(|w| w == b".symtab\0");
@@ -324,7 +324,7 @@ pub fn binary_info(binary: &Path) -> Result<BinaryInfo, String> {
 }
 
 /// Starts the binary `times` times in `mode`; the start-up times (spawn → listening), sorted.
-pub fn startup_times(
+pub(crate) fn startup_times(
     binary: &Path,
     mode: &Mode,
     api_url: &str,

@@ -81,7 +81,7 @@ impl std::fmt::Debug for KubeOverrides {
 
 /// Builds the API client: `--kubeconfig`, else `KUBECONFIG` / `~/.kube/config`, else the
 /// in-cluster service account; then every `--kube-*` flag on top.
-pub async fn connect(overrides: &KubeOverrides) -> Result<kube::Client> {
+pub(crate) async fn connect(overrides: &KubeOverrides) -> Result<kube::Client> {
     let mut config = load(overrides).await?;
     apply_overrides(&mut config, overrides);
     kube::Client::try_from(config)
@@ -142,7 +142,7 @@ async fn load(overrides: &KubeOverrides) -> Result<kube::Config> {
 /// Applies the `--kube-*` flags to a loaded configuration, the way kubectl's flags override a
 /// kubeconfig. Also turns off kube's own retries: the tracker retries itself, knowing which
 /// writes are safe to repeat.
-pub fn apply_overrides(config: &mut kube::Config, o: &KubeOverrides) {
+pub(crate) fn apply_overrides(config: &mut kube::Config, o: &KubeOverrides) {
     if let Some(server) = &o.server {
         config.cluster_url = server.clone();
     }

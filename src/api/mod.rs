@@ -4,9 +4,9 @@
 //! an [`ApiFailure`]. How the client is built from the kubeconfig and the `--kube-*` flags is in
 //! [`connect`].
 
-pub mod connect;
+pub(crate) mod connect;
 
-pub use connect::{KubeOverrides, connect};
+pub(crate) use connect::{KubeOverrides, connect};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -254,7 +254,7 @@ fn unix_seconds(time: &Time) -> u64 {
 
 /// A SelfSubjectAccessReview asking whether the caller may `verb` pods in `namespace` (one pod
 /// when `name` is given).
-pub fn pod_access_review(
+pub(crate) fn pod_access_review(
     verb: &str,
     namespace: &str,
     name: Option<&str>,
@@ -263,7 +263,7 @@ pub fn pod_access_review(
 }
 
 /// "May I `verb` the core-group `resource` (named `name`, if given) in `namespace`?"
-pub fn access_review(
+pub(crate) fn access_review(
     verb: &str,
     resource: &str,
     namespace: &str,
@@ -285,7 +285,7 @@ pub fn access_review(
 }
 
 /// The parts of a pod that counting depends on.
-pub fn view(pod: Pod) -> PodView {
+pub(crate) fn view(pod: Pod) -> PodView {
     let containers = pod
         .status
         .and_then(|status| status.container_statuses)
@@ -319,7 +319,7 @@ pub fn view(pod: Pod) -> PodView {
 }
 
 /// Sorts a kube error into what the tracker does next.
-pub fn classify(error: kube::Error) -> ApiFailure {
+pub(crate) fn classify(error: kube::Error) -> ApiFailure {
     match error {
         kube::Error::Api(status) => {
             let message = if status.message.is_empty() {
@@ -361,7 +361,7 @@ fn refused_connection(error: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 /// An error and its sources in one line (`outer: inner: root cause`), without repeats.
-pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(err) = source {

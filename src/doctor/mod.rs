@@ -5,10 +5,10 @@
 //! [`gather`] reads the cluster (budgets, pods, access reviews) into [`facts`]; [`checks`] is
 //! pure; [`report`] prints them.
 
-pub mod checks;
-pub mod facts;
-pub mod gather;
-pub mod report;
+pub(crate) mod checks;
+pub(crate) mod facts;
+pub(crate) mod gather;
+pub(crate) mod report;
 
 use std::process::ExitCode;
 

@@ -70,6 +70,7 @@ pub(super) fn run_command(
 /// `tini -s`), so that it reaps them as an init would; as PID 1 it already is. Without this, a
 /// command that leaves background processes behind in a container fills it with zombies.
 #[cfg(target_os = "linux")]
+#[allow(unsafe_code)] // the libc calls below, each with its SAFETY note
 pub(super) fn become_subreaper() {
     // SAFETY: prctl(PR_SET_CHILD_SUBREAPER, 1) only sets a flag on this process.
     let result = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
@@ -87,6 +88,7 @@ pub(super) fn become_subreaper() {}
 
 /// Blocks until the command has exited, leaving it to be reaped by `Child::wait`, and meanwhile
 /// reaps every other child that exits: orphaned descendants the wrapper adopted.
+#[allow(unsafe_code)] // the libc calls below, each with its SAFETY note
 pub(super) fn wait_reaping_orphans(pid: u32) {
     loop {
         // SAFETY: `info` is a valid, writable siginfo_t; WNOWAIT leaves the child unreaped.
@@ -122,6 +124,7 @@ pub(super) fn wait_reaping_orphans(pid: u32) {
 }
 
 /// Sends `signal` to the child (still unreaped, see [`run_command`]).
+#[allow(unsafe_code)] // the libc calls below, each with its SAFETY note
 pub(super) fn pass_on(pid: u32, signal: i32) {
     if let Ok(pid) = libc::pid_t::try_from(pid) {
         // SAFETY: kill has no memory effects; the pid is our unreaped child's.

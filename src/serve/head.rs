@@ -17,12 +17,12 @@ use crate::serve::watchdog::Activity;
 const FIRST_BUFFER: usize = 512;
 
 /// The most headers a request may have (hyper's default, which it answers 431 beyond).
-pub const MAX_HEADERS: usize = 100;
+pub(crate) const MAX_HEADERS: usize = 100;
 
 /// Reads from `io` until the bytes so far hold a whole request head, or cannot be the start of
 /// one, or fill `max_head`; returns them for hyper to parse. `None`: the client closed the
 /// connection before that (nothing to answer).
-pub async fn read<T: AsyncRead + Unpin>(
+pub(crate) async fn read<T: AsyncRead + Unpin>(
     io: &mut T,
     activity: &Activity,
     max_head: usize,

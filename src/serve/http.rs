@@ -24,7 +24,7 @@ use crate::serve::status::status_json;
 use crate::serve::tracker::Tracker;
 
 /// The body of every answer: small, and complete before it is sent.
-pub type Body = Full<Bytes>;
+pub(crate) type Body = Full<Bytes>;
 
 /// Whether the tracker can do its job right now, and if not, why (for `/readyz`).
 #[derive(Debug, Default)]
@@ -33,13 +33,6 @@ pub struct Readiness {
 }
 
 impl Readiness {
-    /// Ready from the start.
-    pub fn ready() -> Self {
-        Readiness {
-            problem: Mutex::new(None),
-        }
-    }
-
     /// Not ready until [`Readiness::set_ready`].
     pub fn not_ready(problem: impl Into<String>) -> Self {
         Readiness {
@@ -155,7 +148,7 @@ impl Received {
 }
 
 /// Answers one request on the webhook address.
-pub async fn handle<B>(
+pub(crate) async fn handle<B>(
     app: Arc<App>,
     in_flight: Arc<InFlight>,
     request: Request<B>,
@@ -221,7 +214,7 @@ fn writer_failed() -> Error {
 
 /// The longest request target (path and query) read; longer answers 414. hyper refuses a
 /// request line and headers above [`crate::config::ConnectionLimits::max_head`] with 431.
-pub const MAX_REQUEST_TARGET: usize = 8 * 1024;
+pub(crate) const MAX_REQUEST_TARGET: usize = 8 * 1024;
 
 fn check_target(received: &Received) -> Result<(), Error> {
     if received.target_length > MAX_REQUEST_TARGET {
@@ -263,7 +256,7 @@ async fn wait_idle(
 
 /// Answers one request on the admin address: probes, metrics, status and `/wait-idle`. The
 /// counting routes stay on the webhook address.
-pub async fn handle_admin<B>(app: Arc<App>, request: Request<B>) -> Response<Body> {
+pub(crate) async fn handle_admin<B>(app: Arc<App>, request: Request<B>) -> Response<Body> {
     let received = Received::of(&request);
     drop(request);
     if let Err(error) = check_target(&received) {
@@ -308,7 +301,7 @@ fn probe(problem: Option<String>) -> Response<Body> {
 }
 
 /// The HTTP status of every error: the only place that knows.
-pub fn status_of(error: &Error) -> u16 {
+pub(crate) fn status_of(error: &Error) -> u16 {
     match error {
         Error::BadRequest(_) => 400,
         Error::NotAllowed(_) => 403,
@@ -401,7 +394,7 @@ fn finish(
 }
 
 /// The answer to a request whose handler panicked (see [`crate::serve::listen`]).
-pub fn internal_error() -> Response<Body> {
+pub(crate) fn internal_error() -> Response<Body> {
     let error = Error::Internal(
         "the tracker failed while answering this request (see its log); a counting call may or may not have been stored"
             .to_owned(),

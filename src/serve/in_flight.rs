@@ -8,7 +8,7 @@ use tokio::sync::watch;
 
 /// Counts calls still being answered, so that a stop can wait for them.
 #[derive(Debug)]
-pub struct InFlight {
+pub(crate) struct InFlight {
     count: watch::Sender<usize>,
 }
 
@@ -22,7 +22,7 @@ impl Default for InFlight {
 
 /// One call in flight; it leaves when dropped.
 #[derive(Debug)]
-pub struct InFlightGuard {
+pub(crate) struct InFlightGuard {
     in_flight: Arc<InFlight>,
 }
 
@@ -36,7 +36,7 @@ impl Drop for InFlightGuard {
 
 impl InFlight {
     /// Counts one more call until the guard is dropped.
-    pub fn enter(self: &Arc<Self>) -> InFlightGuard {
+    pub(crate) fn enter(self: &Arc<Self>) -> InFlightGuard {
         self.count
             .send_modify(|count| *count = count.saturating_add(1));
         InFlightGuard {
@@ -45,12 +45,12 @@ impl InFlight {
     }
 
     /// How many calls are in flight.
-    pub fn count(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         *self.count.borrow()
     }
 
     /// Waits until no call is in flight or `grace` has passed; returns how many are left.
-    pub async fn wait_idle(&self, grace: Duration) -> usize {
+    pub(crate) async fn wait_idle(&self, grace: Duration) -> usize {
         let mut count = self.count.subscribe();
         // The sender lives in `self`, so the wait ends only by reaching zero or by the timeout.
         let _ = tokio::time::timeout(grace, count.wait_for(|count| *count == 0)).await;

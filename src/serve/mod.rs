@@ -1,14 +1,14 @@
 //! `serve`: wires the runtime, the API client, the tracker and the webhook server together, runs
 //! the sidecar's start-up check, and stops gracefully on SIGTERM or SIGINT.
 
-pub mod head;
-pub mod http;
-pub mod in_flight;
+pub(crate) mod head;
+pub(crate) mod http;
+pub(crate) mod in_flight;
 pub mod listen;
-pub mod query;
-pub mod status;
-pub mod tracker;
-pub mod watchdog;
+pub(crate) mod query;
+pub(crate) mod status;
+pub(crate) mod tracker;
+pub(crate) mod watchdog;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;

@@ -63,7 +63,7 @@ pub(crate) fn quoted(text: &str) -> String {
 }
 
 /// `/wait-idle` waits this long when the caller names no `timeout`.
-pub const DEFAULT_WAIT_IDLE: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_WAIT_IDLE: Duration = Duration::from_secs(30);
 
 /// A duration parameter (`30`, `30s`, `5m`, `1h30m`) within `bounds`; the error names the
 /// parameter and the bound.

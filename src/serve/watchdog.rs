@@ -28,7 +28,7 @@ enum Phase {
 
 /// Which clock ran out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Expired {
+pub(crate) enum Expired {
     /// The request's line and headers did not arrive in time.
     Header,
     /// No request came in time.
@@ -37,7 +37,7 @@ pub enum Expired {
 
 impl Expired {
     /// The metric's `reason` label.
-    pub fn reason(self) -> &'static str {
+    pub(crate) fn reason(self) -> &'static str {
         match self {
             Expired::Header => "header-timeout",
             Expired::Idle => "idle-timeout",
@@ -47,20 +47,20 @@ impl Expired {
 
 /// What one connection is doing; shared by its socket, its handler and its clock.
 #[derive(Debug)]
-pub struct Activity {
+pub(crate) struct Activity {
     phase: watch::Sender<Phase>,
 }
 
 impl Activity {
     /// A fresh connection: idle until its first byte.
-    pub fn new() -> Arc<Self> {
+    pub(crate) fn new() -> Arc<Self> {
         Arc::new(Activity {
             phase: watch::Sender::new(Phase::Idle),
         })
     }
 
     /// A handler is answering until the guard is dropped; then the connection is idle.
-    pub fn serving(self: &Arc<Self>) -> Serving {
+    pub(crate) fn serving(self: &Arc<Self>) -> Serving {
         self.phase.send_replace(Phase::Serving);
         Serving {
             activity: Arc::clone(self),
@@ -69,7 +69,7 @@ impl Activity {
 
     /// A request's bytes have begun to arrive (if the connection was idle, its header clock
     /// starts).
-    pub fn bytes_arrived(&self) {
+    pub(crate) fn bytes_arrived(&self) {
         self.phase.send_if_modified(|phase| {
             let begins = *phase == Phase::Idle;
             if begins {
@@ -81,7 +81,7 @@ impl Activity {
 
     /// Resolves when the connection has been idle for `idle`, or has spent `header` on one
     /// request's line and headers; never while a handler is answering.
-    pub async fn expired(&self, header: Duration, idle: Duration) -> Expired {
+    pub(crate) async fn expired(&self, header: Duration, idle: Duration) -> Expired {
         let mut phase = self.phase.subscribe();
         loop {
             let clock = match *phase.borrow_and_update() {
@@ -106,7 +106,7 @@ impl Activity {
 
 /// A handler at work on a connection; dropping it makes the connection idle.
 #[derive(Debug)]
-pub struct Serving {
+pub(crate) struct Serving {
     activity: Arc<Activity>,
 }
 
@@ -119,7 +119,7 @@ impl Drop for Serving {
 /// A socket that tells its connection's [`Activity`] when a request's bytes begin to arrive,
 /// and first gives back the bytes already read from it (see [`crate::serve::head`]).
 #[derive(Debug)]
-pub struct Watched<T> {
+pub(crate) struct Watched<T> {
     io: T,
     activity: Arc<Activity>,
     already_read: Bytes,
@@ -127,7 +127,7 @@ pub struct Watched<T> {
 
 impl<T> Watched<T> {
     /// Watches `io` for `activity`; reads begin with `already_read`.
-    pub fn new(io: T, activity: Arc<Activity>, already_read: Bytes) -> Self {
+    pub(crate) fn new(io: T, activity: Arc<Activity>, already_read: Bytes) -> Self {
         Watched {
             io,
             activity,

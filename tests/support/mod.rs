@@ -13,7 +13,7 @@ use std::time::Duration;
 const START_LIMIT: Duration = Duration::from_secs(60);
 
 /// The tracker binary, running.
-pub struct Tracker {
+pub(crate) struct Tracker {
     child: Child,
     /// Where it listens, e.g. `127.0.0.1:43121`.
     pub address: SocketAddr,
@@ -24,32 +24,32 @@ pub struct Tracker {
 }
 
 /// Builds the command line of a tracker.
-pub struct TrackerBuilder {
+pub(crate) struct TrackerBuilder {
     args: Vec<String>,
     env: Vec<(String, String)>,
 }
 
 impl TrackerBuilder {
     /// Adds arguments after `serve`.
-    pub fn args<I: IntoIterator<Item = S>, S: Into<String>>(mut self, args: I) -> Self {
+    pub(crate) fn args<I: IntoIterator<Item = S>, S: Into<String>>(mut self, args: I) -> Self {
         self.args.extend(args.into_iter().map(Into::into));
         self
     }
 
     /// Sets an environment variable.
-    pub fn env(mut self, key: &str, value: &str) -> Self {
+    pub(crate) fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.to_owned(), value.to_owned()));
         self
     }
 
     /// Starts the binary and waits until it logs where it listens.
-    pub fn start(self) -> Tracker {
+    pub(crate) fn start(self) -> Tracker {
         Tracker::spawn(self)
             .unwrap_or_else(|(log, why)| panic!("tracker did not start: {why}\n--- log ---\n{log}"))
     }
 
     /// Starts the binary and waits for it to exit by itself (for start-up errors).
-    pub fn run_to_exit(self) -> (ExitStatus, String) {
+    pub(crate) fn run_to_exit(self) -> (ExitStatus, String) {
         let mut command = self.command();
         let output = command.output().expect("the binary runs");
         let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
@@ -81,7 +81,7 @@ impl TrackerBuilder {
 
 impl Tracker {
     /// A tracker listening on a port the OS picks.
-    pub fn builder() -> TrackerBuilder {
+    pub(crate) fn builder() -> TrackerBuilder {
         TrackerBuilder {
             args: vec!["--address=127.0.0.1:0".to_owned()],
             env: Vec::new(),
@@ -141,12 +141,12 @@ impl Tracker {
     }
 
     /// Everything the process printed so far.
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.log.lock().expect("log lock").clone()
     }
 
     /// Waits until the process prints a line containing `needle` (bounded by `limit`).
-    pub fn wait_for_line(&self, needle: &str, limit: Duration) -> Option<String> {
+    pub(crate) fn wait_for_line(&self, needle: &str, limit: Duration) -> Option<String> {
         if let Some(line) = self.log().lines().find(|line| line.contains(needle)) {
             return Some(line.to_owned());
         }
@@ -162,28 +162,28 @@ impl Tracker {
     }
 
     /// Waits until the tracker reports itself ready (its start-up check passed).
-    pub fn wait_ready(&self) {
+    pub(crate) fn wait_ready(&self) {
         self.wait_for_line(": ready", Duration::from_secs(30))
             .unwrap_or_else(|| panic!("the tracker never became ready:\n{}", self.log()));
     }
 
     /// `POST /increment` with a query string (may be empty).
-    pub fn increment(&self, query: &str) -> Answer {
+    pub(crate) fn increment(&self, query: &str) -> Answer {
         self.request("POST", &with_query("/increment", query), &[])
     }
 
     /// `POST /decrement` with a query string (may be empty).
-    pub fn decrement(&self, query: &str) -> Answer {
+    pub(crate) fn decrement(&self, query: &str) -> Answer {
         self.request("POST", &with_query("/decrement", query), &[])
     }
 
     /// One request on a fresh connection.
-    pub fn request(&self, method: &str, target: &str, headers: &[(&str, &str)]) -> Answer {
+    pub(crate) fn request(&self, method: &str, target: &str, headers: &[(&str, &str)]) -> Answer {
         request(self.address, method, target, headers)
     }
 
     /// Sends a signal to the process.
-    pub fn signal(&self, signal: &str) {
+    pub(crate) fn signal(&self, signal: &str) {
         let status = Command::new("kill")
             .arg(format!("-{signal}"))
             .arg(self.child.id().to_string())
@@ -192,7 +192,7 @@ impl Tracker {
     }
 
     /// Waits for the process to exit (bounded by `limit`).
-    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+    pub(crate) fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
         let deadline = std::time::Instant::now() + limit;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -224,7 +224,7 @@ fn with_query(path: &str, query: &str) -> String {
 
 /// One HTTP answer, parsed strictly.
 #[derive(Debug, Clone)]
-pub struct Answer {
+pub(crate) struct Answer {
     /// The status code.
     pub status: u16,
     /// Headers, names lower-cased.
@@ -235,7 +235,7 @@ pub struct Answer {
 
 impl Answer {
     /// A header's value.
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
@@ -243,7 +243,7 @@ impl Answer {
     }
 
     /// The body of a 200 as a count; panics with the whole answer otherwise.
-    pub fn count(&self) -> i64 {
+    pub(crate) fn count(&self) -> i64 {
         assert_eq!(self.status, 200, "expected 200, got {self:?}");
         self.body
             .trim()
@@ -253,7 +253,7 @@ impl Answer {
 }
 
 /// One request on a fresh connection.
-pub fn request(
+pub(crate) fn request(
     address: SocketAddr,
     method: &str,
     target: &str,
@@ -264,13 +264,13 @@ pub fn request(
 }
 
 /// A kept-alive HTTP/1.1 connection, for load.
-pub struct Connection {
+pub(crate) struct Connection {
     stream: BufReader<TcpStream>,
 }
 
 impl Connection {
     /// Connects.
-    pub fn open(address: SocketAddr) -> std::io::Result<Connection> {
+    pub(crate) fn open(address: SocketAddr) -> std::io::Result<Connection> {
         let stream = TcpStream::connect(address)?;
         stream.set_read_timeout(Some(Duration::from_secs(120)))?;
         stream.set_nodelay(true)?;
@@ -280,12 +280,12 @@ impl Connection {
     }
 
     /// How long a read may wait before the answer counts as missing.
-    pub fn set_read_timeout(&self, limit: Duration) -> std::io::Result<()> {
+    pub(crate) fn set_read_timeout(&self, limit: Duration) -> std::io::Result<()> {
         self.stream.get_ref().set_read_timeout(Some(limit))
     }
 
     /// Sends one request and reads exactly one answer; errors on anything malformed.
-    pub fn send(
+    pub(crate) fn send(
         &mut self,
         method: &str,
         target: &str,
@@ -301,7 +301,7 @@ impl Connection {
     }
 
     /// Sends `request` exactly as given and reads exactly one answer.
-    pub fn send_raw(&mut self, request: &[u8]) -> Result<Answer, String> {
+    pub(crate) fn send_raw(&mut self, request: &[u8]) -> Result<Answer, String> {
         self.stream
             .get_mut()
             .write_all(request)
@@ -351,19 +351,19 @@ impl Connection {
 }
 
 /// The token every black-box test's tracker uses.
-pub const TOKEN: &str = "tracker-token";
+pub(crate) const TOKEN: &str = "tracker-token";
 /// The namespace the tests' pods live in.
-pub const NS: &str = "jobs";
+pub(crate) const NS: &str = "jobs";
 
 /// An API test double over plain HTTP with a `tracker` user that may get and patch pods in [`NS`].
-pub fn api() -> kube_double::ApiServer {
+pub(crate) fn api() -> kube_double::ApiServer {
     let api = kube_double::ApiServer::start();
     grant_tracker(&api);
     api
 }
 
 /// Gives the `tracker` user (token [`TOKEN`]) get and patch on pods in [`NS`].
-pub fn grant_tracker(api: &kube_double::ApiServer) {
+pub(crate) fn grant_tracker(api: &kube_double::ApiServer) {
     api.add_token(TOKEN, kube_double::User::new("tracker"));
     api.allow(
         kube_double::Subject::user("tracker"),
@@ -372,7 +372,7 @@ pub fn grant_tracker(api: &kube_double::ApiServer) {
 }
 
 /// A standalone tracker connected to `api` with flags alone (no kubeconfig).
-pub fn standalone(api: &kube_double::ApiServer) -> TrackerBuilder {
+pub(crate) fn standalone(api: &kube_double::ApiServer) -> TrackerBuilder {
     Tracker::builder().args([
         format!("--kube-server={}", api.url()),
         format!("--kube-token={TOKEN}"),

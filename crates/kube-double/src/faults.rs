@@ -145,23 +145,23 @@ pub(crate) struct Faults {
 }
 
 impl Faults {
-    pub fn new(seed: u64) -> Faults {
+    pub(crate) fn new(seed: u64) -> Faults {
         Faults {
             faults: Vec::new(),
             prng: Prng::new(seed),
         }
     }
 
-    pub fn inject(&mut self, fault: Fault) {
+    pub(crate) fn inject(&mut self, fault: Fault) {
         self.faults.push(fault);
     }
 
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.faults.clear();
     }
 
     /// Decides what happens to a request, and uses up the faults that fire.
-    pub fn decide(&mut self, verb: Verb, pod: Option<&str>) -> Decision {
+    pub(crate) fn decide(&mut self, verb: Verb, pod: Option<&str>) -> Decision {
         let mut decision = Decision::default();
         for fault in self.faults.iter_mut().filter(|f| f.matches(verb, pod)) {
             let is_latency = matches!(fault.kind, FaultKind::Latency(_));

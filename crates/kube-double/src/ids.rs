@@ -8,11 +8,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub(crate) struct Prng(u64);
 
 impl Prng {
-    pub fn new(seed: u64) -> Prng {
+    pub(crate) fn new(seed: u64) -> Prng {
         Prng(seed)
     }
 
-    pub fn next_u64(&mut self) -> u64 {
+    pub(crate) fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -21,12 +21,12 @@ impl Prng {
     }
 
     /// A number in `[0, 1)`.
-    pub fn next_f64(&mut self) -> f64 {
+    pub(crate) fn next_f64(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 
     /// A version-4 UUID, as the API server gives objects.
-    pub fn uuid(&mut self) -> String {
+    pub(crate) fn uuid(&mut self) -> String {
         let high = self.next_u64();
         let low = self.next_u64();
         let high = (high & !0xF000) | 0x4000; // version 4
@@ -42,7 +42,7 @@ impl Prng {
     }
 
     /// Five characters for `generateName`, from the API server's alphabet (no vowels).
-    pub fn name_suffix(&mut self) -> String {
+    pub(crate) fn name_suffix(&mut self) -> String {
         const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
         (0..5)
             .map(|_| ALPHABET[(self.next_u64() % ALPHABET.len() as u64) as usize] as char)

@@ -21,7 +21,7 @@ pub(crate) enum PatchType {
 
 impl PatchType {
     /// The patch type of a `Content-Type` header value, ignoring parameters.
-    pub fn from_content_type(content_type: &str) -> Option<PatchType> {
+    pub(crate) fn from_content_type(content_type: &str) -> Option<PatchType> {
         let media = content_type
             .split(';')
             .next()

@@ -207,7 +207,12 @@ pub(crate) struct Attributes {
 }
 
 impl Attributes {
-    pub fn new(verb: &str, resource: GroupResource, namespace: &str, name: &str) -> Attributes {
+    pub(crate) fn new(
+        verb: &str,
+        resource: GroupResource,
+        namespace: &str,
+        name: &str,
+    ) -> Attributes {
         Attributes {
             verb: verb.into(),
             group: resource.group.into(),
@@ -218,7 +223,7 @@ impl Attributes {
         }
     }
 
-    pub fn subresource(mut self, subresource: &str) -> Attributes {
+    pub(crate) fn subresource(mut self, subresource: &str) -> Attributes {
         self.subresource = subresource.into();
         self
     }
@@ -232,7 +237,7 @@ impl Attributes {
     }
 
     /// The 403 answer for a user refused these attributes, in the API server's words.
-    pub fn forbidden(&self, user: &str) -> ApiError {
+    pub(crate) fn forbidden(&self, user: &str) -> ApiError {
         let scope = if self.namespace.is_empty() {
             "at the cluster scope".to_string()
         } else {
@@ -266,33 +271,33 @@ pub(crate) struct Rbac {
 }
 
 impl Rbac {
-    pub fn add_token(&mut self, token: &str, user: User) {
+    pub(crate) fn add_token(&mut self, token: &str, user: User) {
         self.tokens.insert(token.to_string(), user);
     }
 
-    pub fn add_basic_auth(&mut self, username: &str, password: &str, user: User) {
+    pub(crate) fn add_basic_auth(&mut self, username: &str, password: &str, user: User) {
         self.basic
             .insert((username.to_string(), password.to_string()), user);
     }
 
-    pub fn add_certificate(&mut self, der: Vec<u8>, user: User) {
+    pub(crate) fn add_certificate(&mut self, der: Vec<u8>, user: User) {
         self.certificates.insert(der, user);
     }
 
-    pub fn allow(&mut self, subject: Subject, mut rule: Rule) {
+    pub(crate) fn allow(&mut self, subject: Subject, mut rule: Rule) {
         if rule.name.is_none() {
             rule.name = Some(format!("kube-double-{}", self.bindings.len() + 1));
         }
         self.bindings.push((subject, rule));
     }
 
-    pub fn clear_rules(&mut self) {
+    pub(crate) fn clear_rules(&mut self) {
         self.bindings.clear();
     }
 
     /// The user behind a request: its client certificate first, then its `Authorization`
     /// header (`Bearer <token>` or `Basic <base64 user:password>`). `None` means 401.
-    pub fn authenticate(
+    pub(crate) fn authenticate(
         &self,
         authorization: Option<&str>,
         peer_certificate: Option<&[u8]>,
@@ -324,7 +329,7 @@ impl Rbac {
     /// Whether `user` may do what `attributes` describe: `system:masters` may do everything;
     /// otherwise the first matching rule allows it (cluster-wide rules are looked at first,
     /// as RBAC visits ClusterRoleBindings before RoleBindings).
-    pub fn authorize(&self, user: &User, attributes: &Attributes) -> Decision {
+    pub(crate) fn authorize(&self, user: &User, attributes: &Attributes) -> Decision {
         if user.is_master() {
             return Decision {
                 allowed: true,
@@ -375,7 +380,7 @@ impl Rbac {
     /// Applies impersonation headers: the requestor needs `impersonate` on `users` (and on
     /// `groups` and `uids` for those headers) at the cluster scope; the request then runs as
     /// the impersonated user, who gets `system:authenticated` too.
-    pub fn impersonate(
+    pub(crate) fn impersonate(
         &self,
         requestor: &User,
         request: &Impersonation,
@@ -434,7 +439,7 @@ pub(crate) struct Impersonation {
 }
 
 impl Impersonation {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.user.is_none() && self.groups.is_empty() && self.uid.is_none()
     }
 }

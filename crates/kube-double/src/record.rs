@@ -99,7 +99,7 @@ pub(crate) struct Records {
 
 impl Records {
     /// Logs a request that has just arrived; returns its number for [`Records::finish`].
-    pub fn begin(&mut self, mut request: RecordedRequest) -> u64 {
+    pub(crate) fn begin(&mut self, mut request: RecordedRequest) -> u64 {
         request.outcome = None;
         request.status = None;
         let number = self.next;
@@ -112,7 +112,7 @@ impl Records {
     }
 
     /// Completes a request: counts its outcome and updates its log entry (if still kept).
-    pub fn finish(
+    pub(crate) fn finish(
         &mut self,
         number: u64,
         verb: Verb,
@@ -131,15 +131,15 @@ impl Records {
         }
     }
 
-    pub fn count(&self, verb: Verb, outcome: Outcome) -> u64 {
+    pub(crate) fn count(&self, verb: Verb, outcome: Outcome) -> u64 {
         self.counts.get(&(verb, outcome)).copied().unwrap_or(0)
     }
 
-    pub fn counts(&self) -> BTreeMap<(Verb, Outcome), u64> {
+    pub(crate) fn counts(&self) -> BTreeMap<(Verb, Outcome), u64> {
         self.counts.clone()
     }
 
-    pub fn requests(&self) -> Vec<RecordedRequest> {
+    pub(crate) fn requests(&self) -> Vec<RecordedRequest> {
         self.log
             .iter()
             .map(|(_, request)| request.clone())
@@ -147,11 +147,11 @@ impl Records {
     }
 
     /// Whether a logged request satisfies `seen`.
-    pub fn any(&self, seen: impl Fn(&RecordedRequest) -> bool) -> bool {
+    pub(crate) fn any(&self, seen: impl Fn(&RecordedRequest) -> bool) -> bool {
         self.log.iter().any(|(_, request)| seen(request))
     }
 
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.counts.clear();
         self.log.clear();
     }

@@ -77,7 +77,7 @@ pub(crate) enum Route {
 
 impl Route {
     /// Routes a request path (without its query).
-    pub fn parse(path: &str) -> Route {
+    pub(crate) fn parse(path: &str) -> Route {
         let segments: Vec<String> = path.split('/').skip(1).map(percent_decode).collect();
         let s: Vec<&str> = segments.iter().map(String::as_str).collect();
         let owned = |x: &str| x.to_string();
@@ -153,7 +153,7 @@ impl Route {
     }
 
     /// The request's kind, or `None` if the route does not take this method (405).
-    pub fn verb(&self, method: &str, query: &Query) -> Option<Verb> {
+    pub(crate) fn verb(&self, method: &str, query: &Query) -> Option<Verb> {
         let collection_read = || {
             if query.flag("watch") {
                 Verb::Watch
@@ -189,7 +189,7 @@ impl Route {
     }
 
     /// The resource the route is about (for messages of injected statuses).
-    pub fn resource(&self) -> GroupResource {
+    pub(crate) fn resource(&self) -> GroupResource {
         match self {
             Route::Events { .. } => GroupResource::EVENTS,
             Route::Pdbs { .. } | Route::Pdb { .. } => GroupResource::PDBS,
@@ -198,7 +198,7 @@ impl Route {
     }
 
     /// The object the request names, if any.
-    pub fn object_name(&self) -> Option<&str> {
+    pub(crate) fn object_name(&self) -> Option<&str> {
         match self {
             Route::Pod { name, .. } | Route::Eviction { name, .. } | Route::Pdb { name, .. } => {
                 Some(name)
@@ -208,7 +208,7 @@ impl Route {
     }
 
     /// The pod the request is about, if any (for faults limited to one pod).
-    pub fn pod_name(&self) -> Option<&str> {
+    pub(crate) fn pod_name(&self) -> Option<&str> {
         match self {
             Route::Pod { name, .. } | Route::Eviction { name, .. } => Some(name),
             _ => None,
@@ -217,7 +217,7 @@ impl Route {
 
     /// What the authorizer is asked, or `None` for requests every authenticated user may
     /// make (`/version`, health checks, unknown paths).
-    pub fn attributes(&self, verb: Verb, query: &Query) -> Option<Attributes> {
+    pub(crate) fn attributes(&self, verb: Verb, query: &Query) -> Option<Attributes> {
         let verb = verb.rbac();
         let attributes = match self {
             Route::Pods { namespace } => Attributes::new(
@@ -330,7 +330,7 @@ pub(crate) fn percent_decode(text: &str) -> String {
 pub(crate) struct Query(pub(crate) Vec<(String, String)>);
 
 impl Query {
-    pub fn parse(raw: Option<&str>) -> Query {
+    pub(crate) fn parse(raw: Option<&str>) -> Query {
         let pairs = raw
             .unwrap_or_default()
             .split('&')
@@ -344,7 +344,7 @@ impl Query {
     }
 
     /// The first value of a parameter.
-    pub fn get(&self, key: &str) -> Option<&str> {
+    pub(crate) fn get(&self, key: &str) -> Option<&str> {
         self.0
             .iter()
             .find(|(k, _)| k == key)

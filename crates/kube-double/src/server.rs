@@ -59,7 +59,7 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub fn new(state: State, tls: Option<Tls>) -> Shared {
+    pub(crate) fn new(state: State, tls: Option<Tls>) -> Shared {
         Shared {
             state: Mutex::new(state),
             recorded: Condvar::new(),
@@ -82,7 +82,11 @@ impl Shared {
 
     /// Waits until `done` holds for the recorded requests, at most `timeout`; returns
     /// whether it holds.
-    pub fn wait_for_records(&self, timeout: Duration, done: impl Fn(&Records) -> bool) -> bool {
+    pub(crate) fn wait_for_records(
+        &self,
+        timeout: Duration,
+        done: impl Fn(&Records) -> bool,
+    ) -> bool {
         let state = self.lock();
         let (state, _) = self
             .recorded
@@ -93,7 +97,7 @@ impl Shared {
 
     /// The state. A panic elsewhere cannot leave it half-changed in a way that matters to a
     /// test double, so a poisoned lock is simply taken over.
-    pub fn lock(&self) -> MutexGuard<'_, State> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }

@@ -50,21 +50,21 @@ pub(crate) struct GroupResource {
 }
 
 impl GroupResource {
-    pub const PODS: GroupResource = GroupResource {
+    pub(crate) const PODS: GroupResource = GroupResource {
         group: "",
         resource: "pods",
     };
-    pub const EVENTS: GroupResource = GroupResource {
+    pub(crate) const EVENTS: GroupResource = GroupResource {
         group: "",
         resource: "events",
     };
-    pub const PDBS: GroupResource = GroupResource {
+    pub(crate) const PDBS: GroupResource = GroupResource {
         group: "policy",
         resource: "poddisruptionbudgets",
     };
 
     /// `resource` or `resource.group`.
-    pub fn qualified(&self) -> String {
+    pub(crate) fn qualified(&self) -> String {
         qualified(self.group, self.resource)
     }
 
@@ -110,7 +110,7 @@ impl ApiError {
     }
 
     /// The `Status` body.
-    pub fn to_json(&self) -> Value {
+    pub(crate) fn to_json(&self) -> Value {
         let mut status = Map::new();
         status.insert("kind".into(), Value::from("Status"));
         status.insert("apiVersion".into(), Value::from("v1"));
@@ -128,12 +128,12 @@ impl ApiError {
     }
 
     /// 401 `Unauthorized`.
-    pub fn unauthorized() -> ApiError {
+    pub(crate) fn unauthorized() -> ApiError {
         ApiError::new(401, "Unauthorized", "Unauthorized")
     }
 
     /// 404 for an object: `pods "x" not found`.
-    pub fn not_found(resource: GroupResource, name: &str) -> ApiError {
+    pub(crate) fn not_found(resource: GroupResource, name: &str) -> ApiError {
         ApiError::new(
             404,
             "NotFound",
@@ -143,7 +143,7 @@ impl ApiError {
     }
 
     /// 404 for a path the server does not serve.
-    pub fn unknown_path() -> ApiError {
+    pub(crate) fn unknown_path() -> ApiError {
         ApiError::new(
             404,
             "NotFound",
@@ -153,7 +153,7 @@ impl ApiError {
     }
 
     /// 405 for a method the resource does not support.
-    pub fn method_not_allowed() -> ApiError {
+    pub(crate) fn method_not_allowed() -> ApiError {
         ApiError::new(
             405,
             "MethodNotAllowed",
@@ -163,7 +163,7 @@ impl ApiError {
     }
 
     /// 403 as `NewForbidden` writes it: `pods "x" is forbidden: <why>`.
-    pub fn forbidden(group: &str, resource: &str, name: &str, why: &str) -> ApiError {
+    pub(crate) fn forbidden(group: &str, resource: &str, name: &str, why: &str) -> ApiError {
         let qualified = qualified(group, resource);
         let message = if name.is_empty() {
             format!("{qualified} is forbidden: {why}")
@@ -175,7 +175,7 @@ impl ApiError {
     }
 
     /// 409 `Operation cannot be fulfilled on pods "x": <why>`.
-    pub fn conflict(resource: &str, name: &str, why: &str) -> ApiError {
+    pub(crate) fn conflict(resource: &str, name: &str, why: &str) -> ApiError {
         let mut details = Map::new();
         details.insert("name".into(), Value::from(name));
         details.insert("kind".into(), Value::from(resource));
@@ -191,14 +191,14 @@ impl ApiError {
     }
 
     /// 409 for a write that lost the optimistic-locking race.
-    pub fn stale(resource: GroupResource, name: &str) -> ApiError {
+    pub(crate) fn stale(resource: GroupResource, name: &str) -> ApiError {
         let mut error = ApiError::conflict(&resource.qualified(), name, OPTIMISTIC_LOCK_MSG);
         error.details = Some(resource.details(name));
         error
     }
 
     /// 409 `pods "x" already exists`.
-    pub fn already_exists(resource: GroupResource, name: &str) -> ApiError {
+    pub(crate) fn already_exists(resource: GroupResource, name: &str) -> ApiError {
         ApiError::new(
             409,
             "AlreadyExists",
@@ -208,12 +208,12 @@ impl ApiError {
     }
 
     /// 400 `BadRequest` with no details.
-    pub fn bad_request(message: impl Into<String>) -> ApiError {
+    pub(crate) fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(400, "BadRequest", message)
     }
 
     /// 422 `Invalid` with field causes: `Pod "x" is invalid: <aggregate>`.
-    pub fn invalid(kind: &str, name: &str, aggregate: &str, causes: &[Cause]) -> ApiError {
+    pub(crate) fn invalid(kind: &str, name: &str, aggregate: &str, causes: &[Cause]) -> ApiError {
         let mut details = Map::new();
         if !name.is_empty() {
             details.insert("name".into(), Value::from(name));
@@ -234,7 +234,7 @@ impl ApiError {
     }
 
     /// 422 as `NewGenericServerResponse(422, ...)` writes it, e.g. for a failed JSON patch.
-    pub fn rejected() -> ApiError {
+    pub(crate) fn rejected() -> ApiError {
         ApiError::new(
             422,
             "Invalid",
@@ -244,12 +244,12 @@ impl ApiError {
     }
 
     /// 500 for an error that is not a `StatusError`: no reason, no details.
-    pub fn plain_internal(message: impl Into<String>) -> ApiError {
+    pub(crate) fn plain_internal(message: impl Into<String>) -> ApiError {
         ApiError::new(500, "", message)
     }
 
     /// 500 `InternalError` (`NewInternalError`).
-    pub fn internal(why: &str) -> ApiError {
+    pub(crate) fn internal(why: &str) -> ApiError {
         let mut details = Map::new();
         details.insert("causes".into(), json!([{"message": why}]));
         ApiError::new(
@@ -261,12 +261,12 @@ impl ApiError {
     }
 
     /// 413 `RequestEntityTooLarge`.
-    pub fn too_large(message: impl Into<String>) -> ApiError {
+    pub(crate) fn too_large(message: impl Into<String>) -> ApiError {
         ApiError::new(413, "RequestEntityTooLarge", message)
     }
 
     /// 415 `UnsupportedMediaType`.
-    pub fn unsupported_media_type(content_type: &str) -> ApiError {
+    pub(crate) fn unsupported_media_type(content_type: &str) -> ApiError {
         ApiError::new(
             415,
             "UnsupportedMediaType",
@@ -279,7 +279,7 @@ impl ApiError {
     }
 
     /// 429 `TooManyRequests` with causes (the eviction answer).
-    pub fn too_many_requests(message: &str, causes: &[Cause]) -> ApiError {
+    pub(crate) fn too_many_requests(message: &str, causes: &[Cause]) -> ApiError {
         let mut details = Map::new();
         details.insert(
             "causes".into(),
@@ -290,7 +290,7 @@ impl ApiError {
 
     /// A plausible answer for an injected status code, with the reason and wording the API
     /// server uses for that code.
-    pub fn injected(code: u16, resource: GroupResource, name: &str) -> ApiError {
+    pub(crate) fn injected(code: u16, resource: GroupResource, name: &str) -> ApiError {
         match code {
             400 => ApiError::bad_request("the server rejected our request for an unknown reason"),
             401 => ApiError::unauthorized(),

@@ -26,7 +26,7 @@ pub(crate) struct Store {
 }
 
 impl Store {
-    pub fn new(seed: u64) -> Store {
+    pub(crate) fn new(seed: u64) -> Store {
         Store {
             revision: FIRST_REVISION,
             prng: Prng::new(seed),
@@ -37,23 +37,23 @@ impl Store {
     }
 
     /// The current revision (a list's `metadata.resourceVersion`).
-    pub fn revision(&self) -> String {
+    pub(crate) fn revision(&self) -> String {
         self.revision.to_string()
     }
 
     /// Advances the revision for a write and returns the new resource version.
-    pub fn next_revision(&mut self) -> String {
+    pub(crate) fn next_revision(&mut self) -> String {
         self.revision += 1;
         self.revision.to_string()
     }
 
     /// A new object uid.
-    pub fn uid(&mut self) -> String {
+    pub(crate) fn uid(&mut self) -> String {
         self.prng.uuid()
     }
 
     /// A `generateName` suffix.
-    pub fn name_suffix(&mut self) -> String {
+    pub(crate) fn name_suffix(&mut self) -> String {
         self.prng.name_suffix()
     }
 }

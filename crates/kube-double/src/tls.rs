@@ -45,7 +45,7 @@ impl Tls {
     /// Makes a CA and a server certificate. With `require_client_certs`, the handshake fails
     /// for clients without a certificate signed by the CA; otherwise a certificate is
     /// optional (but checked when given).
-    pub fn generate(require_client_certs: bool) -> Result<Tls, String> {
+    pub(crate) fn generate(require_client_certs: bool) -> Result<Tls, String> {
         let fail = |what: &str, e: &dyn std::fmt::Display| format!("kube-double TLS: {what}: {e}");
         let mut ca_params = CertificateParams::default();
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -104,12 +104,12 @@ impl Tls {
     }
 
     /// The CA certificate, PEM.
-    pub fn ca_pem(&self) -> &str {
+    pub(crate) fn ca_pem(&self) -> &str {
         &self.ca_pem
     }
 
     /// A client certificate (common name = user name, organizations = groups) signed by the CA.
-    pub fn issue(&self, user: &User) -> Result<ClientCertificate, String> {
+    pub(crate) fn issue(&self, user: &User) -> Result<ClientCertificate, String> {
         let fail = |what: &str, e: &dyn std::fmt::Display| format!("kube-double TLS: {what}: {e}");
         let mut params = CertificateParams::default();
         params.distinguished_name = rcgen::DistinguishedName::new();

@@ -48,7 +48,7 @@ pub(crate) struct FieldError {
 }
 
 impl FieldError {
-    pub fn invalid(field: &str, value: &str, detail: impl Into<String>) -> FieldError {
+    pub(crate) fn invalid(field: &str, value: &str, detail: impl Into<String>) -> FieldError {
         FieldError {
             kind: ErrorType::Invalid,
             field: field.into(),
@@ -57,7 +57,7 @@ impl FieldError {
         }
     }
 
-    pub fn required(field: &str, detail: impl Into<String>) -> FieldError {
+    pub(crate) fn required(field: &str, detail: impl Into<String>) -> FieldError {
         FieldError {
             kind: ErrorType::Required,
             field: field.into(),
@@ -66,7 +66,7 @@ impl FieldError {
         }
     }
 
-    pub fn forbidden(field: &str, detail: impl Into<String>) -> FieldError {
+    pub(crate) fn forbidden(field: &str, detail: impl Into<String>) -> FieldError {
         FieldError {
             kind: ErrorType::Forbidden,
             field: field.into(),
@@ -75,7 +75,7 @@ impl FieldError {
         }
     }
 
-    pub fn too_long(field: &str, max: usize) -> FieldError {
+    pub(crate) fn too_long(field: &str, max: usize) -> FieldError {
         FieldError {
             kind: ErrorType::TooLong,
             field: field.into(),

@@ -123,6 +123,13 @@ struct Stored {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NotJobs(pub String);
 
+impl JobState {
+    /// The earliest deadline of a running keyed job.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.jobs.values().filter_map(|job| job.deadline).min()
+    }
+}
+
 /// Reads the jobs annotation: absent is "no keyed jobs".
 pub fn decode(value: Option<&str>) -> Result<JobState, NotJobs> {
     let Some(value) = value else {

@@ -97,15 +97,6 @@ impl PodJobs {
             .ok_or(count::Overflow)
     }
 
-    /// The earliest deadline of a running keyed job.
-    pub fn next_deadline(&self) -> Option<u64> {
-        self.state
-            .jobs
-            .values()
-            .filter_map(|job| job.deadline)
-            .min()
-    }
-
     /// Releases every keyed job whose deadline is at or before `now`; returns them.
     pub fn expire(&mut self, now: u64) -> Vec<(String, Job)> {
         let expired: Vec<String> = self
@@ -415,13 +406,13 @@ mod tests {
             .expect("applies");
         jobs.apply(&call(Action::Increment, "new"), 50, &l, DEFAULT, false)
             .expect("applies");
-        assert_eq!(jobs.next_deadline(), Some(100));
+        assert_eq!(jobs.state.next_deadline(), Some(100));
         assert!(jobs.expire(99).is_empty());
         let released = jobs.expire(100);
         assert_eq!(released.len(), 1);
         assert_eq!(released[0].0, "old");
         assert_eq!(jobs.count(), Ok(1));
-        assert_eq!(jobs.next_deadline(), Some(150));
+        assert_eq!(jobs.state.next_deadline(), Some(150));
     }
 
     #[test]
@@ -528,7 +519,7 @@ mod tests {
             ids.iter().all(|id| validate_job_id(id).is_err()),
             "no caller can send one"
         );
-        assert_eq!(jobs.next_deadline(), Some(160));
+        assert_eq!(jobs.state.next_deadline(), Some(160));
         assert_eq!(jobs.expire(160).len(), 2);
         assert_eq!(jobs.count(), Ok(0));
     }

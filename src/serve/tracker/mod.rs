@@ -284,15 +284,6 @@ impl Tracker {
             .unwrap_or_else(PoisonError::into_inner);
         status.values().cloned().collect()
     }
-
-    /// How many pods currently have a writer.
-    pub fn tracked_pods(&self) -> usize {
-        self.inner
-            .writers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
-    }
 }
 
 /// The most calls folded into one write; bounds the work a single round repeats on a conflict.

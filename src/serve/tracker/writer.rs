@@ -37,7 +37,7 @@ pub(super) fn until_next_deadline(
 ) -> Option<Duration> {
     let view = known?;
     let state = jobs::decode(view.annotation(&settings.keys.jobs_annotation)).ok()?;
-    let deadline = state.jobs.values().filter_map(|job| job.deadline).min()?;
+    let deadline = state.next_deadline()?;
     // One second late, so the deadline has certainly passed by the writer's own clock.
     Some(Duration::from_secs(
         deadline.saturating_sub(unix_now()).saturating_add(1),
