@@ -184,11 +184,11 @@ pub struct CompletionArgs {
     subcommand,
     name = "run",
     example = "{command_name} -- /bin/sh -c 'make -j4 all'",
-    note = "POST /increment to the tracker, run the command, POST /decrement on every way out,
-  and exit with the command's exit status (128+N when signal N ended it). SIGTERM, SIGINT
-  and SIGHUP are passed on to the command. A call is repeated only while the tracker has
-  not received it (nothing listening yet, or 503): a call it received is applied once or
-  not at all, or its outcome is unknown (504), and repeating it could count it twice.",
+    note = "POST /increment?job=KEY to the tracker, run the command (renewing the job every
+  --renew-interval), POST /decrement?job=KEY on every way out, and exit with the command's
+  exit status (128+N when signal N ended it). SIGTERM, SIGINT and SIGHUP are passed on to
+  the command. A call without a final answer (nothing listening yet, 503, 504, or an answer
+  lost) is repeated until --retry-timeout: the job's key makes the tracker apply it once.",
     error_code(2, "invalid flags, or no command given"),
     error_code(75, "the job could not be counted, so the command was not started"),
     error_code(126, "the command could not be started"),
@@ -201,12 +201,18 @@ pub struct RunArgs {
     /// run the command even if the job cannot be counted, with a warning (default false)
     #[argh(option, default = "false")]
     pub run_unprotected: bool,
-    /// how long to keep repeating a call the tracker did not take (nothing listening yet, or 503), e.g. 30s; 0: one attempt (default 30s)
+    /// how long to keep repeating a call without a final answer (nothing listening yet, 503, 504, or an answer lost), e.g. 30s; 0: one attempt (default 30s)
     #[argh(option, default = "String::from(\"30s\")")]
     pub retry_timeout: String,
     /// how long one call may take before its outcome counts as unknown (default 60s)
     #[argh(option, default = "String::from(\"60s\")")]
     pub request_timeout: String,
+    /// the job's key, letters, digits and . _ : - (default: a fresh run-… key for each run)
+    #[argh(option)]
+    pub job: Option<String>,
+    /// renew the job this often while the command runs, so that the tracker's --max-job-duration does not release it; 0: never (default 60s)
+    #[argh(option, default = "String::from(\"60s\")")]
+    pub renew_interval: String,
     /// the command and its arguments, after --
     #[argh(positional, arg_name = "command")]
     pub command: Vec<String>,

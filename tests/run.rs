@@ -459,7 +459,8 @@ impl FakeTracker {
                     return;
                 }
                 let _ = sender.send(line);
-                if let Some(answer) = answers.pop() {
+                // An empty answer: the call is taken and the connection closed unanswered.
+                if let Some(answer) = answers.pop().filter(|answer| !answer.is_empty()) {
                     let _ = stream.write_all(format!("HTTP/1.1 {answer}").as_bytes());
                 }
             }
@@ -481,6 +482,23 @@ impl FakeTracker {
             .expect("a request within the limit")
     }
 
+    /// Stops it; returns the requests not taken, each as `POST /path`, and checks that they all
+    /// named the same job by a `run-…` key.
+    fn stop_with_one_key(self) -> Vec<String> {
+        let requests = self.stop();
+        let mut keys = requests.iter().map(|line| job_key(line));
+        let first = keys.next().flatten();
+        assert!(
+            first.as_deref().is_some_and(|key| key.starts_with("run-")),
+            "{requests:?}"
+        );
+        assert!(
+            keys.all(|key| key == first),
+            "one key for the whole job: {requests:?}"
+        );
+        requests.iter().map(|line| without_query(line)).collect()
+    }
+
     /// Stops it; returns the requests not taken with [`FakeTracker::next_request`].
     fn stop(self) -> Vec<String> {
         let mut quit = TcpStream::connect(self.address).expect("connects");
@@ -488,6 +506,26 @@ impl FakeTracker {
         self.thread.join().expect("the fake tracker ends");
         self.requests.try_iter().collect()
     }
+}
+
+/// The `job` of a request line such as `POST /increment?job=run-1f HTTP/1.1`.
+fn job_key(line: &str) -> Option<String> {
+    let target = line.split(' ').nth(1)?;
+    let (_, query) = target.split_once('?')?;
+    query.strip_prefix("job=").map(str::to_owned)
+}
+
+/// `POST /increment` of `POST /increment?job=… HTTP/1.1`.
+fn without_query(line: &str) -> String {
+    let mut parts = line.split(' ');
+    let method = parts.next().unwrap_or_default();
+    let path = parts
+        .next()
+        .unwrap_or_default()
+        .split('?')
+        .next()
+        .unwrap_or_default();
+    format!("{method} {path}")
 }
 
 fn answer(status: &str, headers: &str, body: &str) -> String {
@@ -510,41 +548,77 @@ fn a_503_is_repeated_until_the_tracker_takes_the_call() {
     assert_eq!(status.code(), Some(0), "{stderr}");
     assert!(dir.file("ran").exists(), "{stderr}");
     assert_eq!(
-        fake.stop(),
-        [
-            "POST /increment HTTP/1.1",
-            "POST /increment HTTP/1.1",
-            "POST /decrement HTTP/1.1"
-        ]
+        fake.stop_with_one_key(),
+        ["POST /increment", "POST /increment", "POST /decrement"]
     );
 }
 
 #[test]
-fn an_increment_answered_504_is_neither_repeated_nor_undone() {
-    let fake = FakeTracker::start(&[&answer(
-        "504 Gateway Timeout",
-        "",
-        "pod jobs/job-1: the outcome is unknown",
-    )]);
+fn an_increment_answered_504_is_repeated_with_the_same_job_key_and_the_job_runs() {
+    let fake = FakeTracker::start(&[
+        &answer(
+            "504 Gateway Timeout",
+            "",
+            "pod jobs/job-1: the outcome is unknown",
+        ),
+        &answer("200 OK", "", "1"),
+        &answer("200 OK", "", "0"),
+    ]);
     let dir = Scratch::new("504");
     let (status, stderr) =
         Wrapper::start(&fake.url(), &[], r#"touch "$1/ran""#, dir.path()).finish();
-    assert_eq!(status.code(), Some(75), "{stderr}");
-    assert!(!dir.file("ran").exists(), "{stderr}");
-    assert!(stderr.contains("outcome is unknown"), "{stderr}");
-    assert_eq!(fake.stop(), ["POST /increment HTTP/1.1"], "one call only");
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(dir.file("ran").exists(), "{stderr}");
+    assert_eq!(
+        fake.stop_with_one_key(),
+        ["POST /increment", "POST /increment", "POST /decrement"]
+    );
 }
 
 #[test]
-fn a_call_whose_answer_is_lost_is_not_repeated() {
-    // The tracker takes the increment and the connection closes without an answer.
-    let fake = FakeTracker::start(&[]);
+fn a_call_whose_answer_is_lost_is_repeated_with_the_same_job_key() {
+    // The tracker takes the increment and closes the connection without an answer; the
+    // repeat, with the same key, is answered (the tracker counts a keyed start once).
+    let fake = FakeTracker::start(&["", &answer("200 OK", "", "1"), &answer("200 OK", "", "0")]);
     let dir = Scratch::new("lost");
     let (status, stderr) =
         Wrapper::start(&fake.url(), &[], r#"touch "$1/ran""#, dir.path()).finish();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(dir.file("ran").exists(), "{stderr}");
+    assert_eq!(
+        fake.stop_with_one_key(),
+        ["POST /increment", "POST /increment", "POST /decrement"]
+    );
+}
+
+#[test]
+fn an_increment_whose_answers_stay_lost_is_not_started_and_its_outcome_reported_unknown() {
+    let fake = FakeTracker::start(&[]);
+    let dir = Scratch::new("lost-for-good");
+    let (status, stderr) = Wrapper::start(
+        &fake.url(),
+        &["--retry-timeout=1s"],
+        r#"touch "$1/ran""#,
+        dir.path(),
+    )
+    .finish();
     assert_eq!(status.code(), Some(75), "{stderr}");
+    assert!(!dir.file("ran").exists(), "{stderr}");
     assert!(stderr.contains("may have received the call"), "{stderr}");
-    assert_eq!(fake.stop(), ["POST /increment HTTP/1.1"]);
+    assert!(stderr.contains("ending the job"), "{stderr}");
+    let requests = fake.stop_with_one_key();
+    let increments = requests
+        .iter()
+        .take_while(|r| *r == "POST /increment")
+        .count();
+    assert!(increments >= 2, "repeated: {requests:?}");
+    assert!(
+        requests
+            .iter()
+            .skip(increments)
+            .all(|r| r == "POST /decrement"),
+        "then ended with the same key, a no-op if it never started: {requests:?}"
+    );
 }
 
 #[test]
@@ -558,7 +632,7 @@ fn sigterm_while_waiting_to_repeat_the_increment_ends_the_wait_and_starts_nothin
     let started = Instant::now();
     let wrapper = Wrapper::start(&fake.url(), &[], r#"touch "$1/ran""#, dir.path());
     // The handlers are installed before the first call; the wrapper now waits 30 s to repeat it.
-    assert_eq!(fake.next_request(), "POST /increment HTTP/1.1");
+    assert_eq!(without_query(&fake.next_request()), "POST /increment");
     wrapper.signal("TERM");
     let (status, stderr) = wrapper.finish();
     assert_eq!(status.code(), Some(143), "{stderr}");
@@ -576,4 +650,53 @@ fn sigterm_while_waiting_to_repeat_the_increment_ends_the_wait_and_starts_nothin
         Vec::<String>::new(),
         "no decrement: nothing was counted"
     );
+}
+
+/// The deadline the tracker keeps for the wrapper's job (`run-…`), in Unix seconds.
+fn run_job_deadline(api: &ApiServer) -> Option<u64> {
+    let annotations = api.annotations(NS, POD)?;
+    let jobs: serde_json::Value =
+        serde_json::from_str(annotations.get("active-jobs-jobs")?).ok()?;
+    let (id, job) = jobs.get("jobs")?.as_object()?.iter().next()?;
+    assert!(id.starts_with("run-"), "{jobs}");
+    job.get("d")?.as_u64()
+}
+
+#[test]
+fn a_long_command_is_renewed_so_that_the_trackers_max_job_duration_does_not_release_it() {
+    let api = api();
+    let tracker = Tracker::builder()
+        .args([
+            format!("--kube-server={}", api.url()),
+            format!("--kube-token={TOKEN}"),
+            "--max-job-duration=2s".to_owned(),
+        ])
+        .env("POD_NAME", POD)
+        .env("POD_NAMESPACE", NS)
+        .start();
+    let dir = Scratch::new("renewed");
+    let script = format!(r#"touch "$1/started"; {WAIT_FOR_GO}"#);
+    let wrapper = Wrapper::start(
+        &url(&tracker),
+        &["--renew-interval=1s"],
+        &script,
+        dir.path(),
+    );
+    dir.wait_for("started");
+    let first = run_job_deadline(&api).expect("a keyed job with a deadline");
+    // Past the first deadline (and the writer's one-second margin): still counted, later deadline.
+    std::thread::sleep(Duration::from_millis(3500));
+    assert_eq!(
+        count(&api).as_deref(),
+        Some("1"),
+        "still counted:\n{}",
+        tracker.log()
+    );
+    let later = run_job_deadline(&api).expect("still running");
+    assert!(later > first, "renewed: {first} → {later}");
+    dir.touch("go");
+    let (status, stderr) = wrapper.finish();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert_eq!(count(&api), None, "uncounted after it ended: {stderr}");
+    assert!(!stderr.contains("renewing the job failed"), "{stderr}");
 }

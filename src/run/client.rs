@@ -1,13 +1,18 @@
-//! The calls `run` makes to the tracker: a tiny blocking HTTP/1.1 client over std's
-//! `TcpStream` (plain HTTP: the sidecar listens on the pod's loopback), and which answers are
-//! final. A call is repeated only while the tracker has not received it (see [`Call`]).
+//! The calls `run` makes to the tracker, through hyper's HTTP/1.1 client (plain HTTP: the
+//! sidecar listens on the pod's loopback), and which answers are final. Every call names the
+//! job by a key of its own, so a call whose answer was lost (or answered 504) is repeated
+//! rather than given up: the tracker applies a keyed start or end once however often it comes.
 
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::hash::{BuildHasher, RandomState};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use super::{Event, Options};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::{Event, Options, say};
 use crate::core::durations;
 
 /// The first pause before a call is repeated; it doubles up to [`MAX_PAUSE`].
@@ -86,24 +91,24 @@ impl std::fmt::Display for Endpoint {
     }
 }
 
-/// The two calls `run` makes.
-///
-/// Only a call the tracker never received is repeated (it could not be reached, or it answered
-/// 503, "nothing written"). A call it received has been applied exactly once, or not at all, or
-/// its outcome is unknown (504): repeating it could count the job twice.
+/// A call `run` makes. Each names the job by the wrapper's key (`?job=run-…`), so that any of
+/// them can be repeated after a lost answer: a repeated start or end of the same job changes
+/// nothing on the tracker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Call {
     /// `POST /increment`, before the command starts.
     Increment,
+    /// `POST /renew`, now and then while it runs (the job's deadline moves on).
+    Renew,
     /// `POST /decrement`, after it ended.
     Decrement,
 }
 
 impl Call {
-    /// The request target. Job keys (a separate change) will name the job here.
-    fn target(self) -> &'static str {
+    fn path(self) -> &'static str {
         match self {
             Call::Increment => "/increment",
+            Call::Renew => "/renew",
             Call::Decrement => "/decrement",
         }
     }
@@ -116,10 +121,17 @@ pub enum Outcome {
     Counted(String),
     /// Certainly not applied.
     NotApplied(String),
-    /// It may or may not have been applied.
+    /// It may or may not have been applied, and repeating it did not tell before the retry
+    /// timeout.
     Unknown(String),
-    /// A signal came while waiting to repeat the call (which had not been applied).
-    Interrupted(i32),
+    /// A signal came while waiting to repeat the call.
+    Interrupted {
+        /// The signal.
+        signal: i32,
+        /// Whether an earlier attempt may have reached the tracker (then the job is ended with a
+        /// decrement, which changes nothing if it never started).
+        maybe_applied: bool,
+    },
 }
 
 /// One exchange with the tracker.
@@ -133,7 +145,7 @@ pub(super) enum Exchange {
     Answered(Answer),
 }
 
-/// A parsed HTTP answer.
+/// A tracker's answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Answer {
     status: u16,
@@ -146,67 +158,82 @@ impl Answer {
     fn quote(&self) -> String {
         let line = self.body.split_whitespace().collect::<Vec<_>>().join(" ");
         match line.char_indices().nth(MAX_QUOTE) {
-            Some((cut, _)) => format!("{}…", &line[..cut]),
+            Some((cut, _)) => format!("{}…", line.get(..cut).unwrap_or_default()),
             None => line,
         }
     }
 }
 
-/// What an answer means for the call.
-pub(super) fn judge(call: Call, answer: &Answer) -> Option<Outcome> {
+/// What an answer means for the call: final (`Some`), or worth repeating (`None`).
+pub(super) fn judge(answer: &Answer) -> Option<Outcome> {
     let what = format!("the tracker answered {}: {}", answer.status, answer.quote());
     match answer.status {
         200 => Some(Outcome::Counted(answer.body.trim().to_owned())),
-        // Nothing was written: repeat it.
-        503 => None,
-        504 => Some(Outcome::Unknown(what)),
+        // 503: nothing was written. 504: the tracker could not learn whether it was; the job's
+        // key makes repeating it safe either way.
+        503 | 504 => None,
         // The tracker refused the call (bad request, not allowed, not found, not a count) or the
         // API server refused the tracker: nothing was written.
         400..=499 | 502 => Some(Outcome::NotApplied(what)),
         // 500 or something the tracker never answers: whether it applied the call is unknown.
-        _ => Some(Outcome::Unknown(format!("{what} (on {})", call.target()))),
+        _ => Some(Outcome::Unknown(what)),
     }
 }
 
-/// A tiny HTTP/1.1 client for the tracker's two calls.
+/// The tracker as `run` talks to it: hyper's HTTP/1.1 client, one connection per call, on a
+/// small runtime of its own for each call (a handful of calls per job).
 #[derive(Debug, Clone)]
 pub struct Tracker {
     endpoint: Endpoint,
     retry_timeout: Duration,
     request_timeout: Duration,
+    job: String,
 }
 
 impl Tracker {
-    /// A client for the tracker the options name.
+    /// A client for the tracker the options name, for a job with a fresh key.
     pub fn new(options: &Options) -> Tracker {
         Tracker {
             endpoint: options.tracker.clone(),
             retry_timeout: options.retry_timeout,
             request_timeout: options.request_timeout,
+            job: options.job.clone().unwrap_or_else(new_job_key),
         }
     }
 
-    /// Makes the call, repeating it while the tracker has not taken it, up to the retry
-    /// timeout. With `signals`, a signal that comes while waiting to repeat ends the wait.
+    /// The job's key, as the tracker knows it.
+    pub fn job(&self) -> &str {
+        &self.job
+    }
+
+    /// Makes the call, repeating it until it gets a final answer or the retry timeout passes.
+    /// With `signals`, a signal that comes while waiting to repeat ends the wait.
     pub fn call(&self, call: Call, signals: Option<&Receiver<Event>>) -> Outcome {
         let deadline = durations::instant_after(Instant::now(), self.retry_timeout);
         let mut pause = FIRST_PAUSE;
         let mut attempts: u32 = 0;
+        // Whether some attempt may have reached the tracker (then "not applied" is not known).
+        let mut maybe_received = false;
         loop {
             attempts = attempts.saturating_add(1);
             let (why, wait) = match self.exchange(call) {
                 Exchange::NotSent(why) => (why, pause),
                 Exchange::Lost(why) => {
-                    return Outcome::Unknown(format!(
-                        "{why} (the tracker may have received the call)"
-                    ));
+                    maybe_received = true;
+                    (
+                        format!("{why} (the tracker may have received the call)"),
+                        pause,
+                    )
                 }
-                Exchange::Answered(answer) => match judge(call, &answer) {
+                Exchange::Answered(answer) => match judge(&answer) {
                     Some(outcome) => return outcome,
-                    None => (
-                        format!("the tracker answered 503: {}", answer.quote()),
-                        answer.retry_after.map_or(pause, |after| after.max(pause)),
-                    ),
+                    None => {
+                        maybe_received |= answer.status == 504;
+                        (
+                            format!("the tracker answered {}: {}", answer.status, answer.quote()),
+                            answer.retry_after.map_or(pause, |after| after.max(pause)),
+                        )
+                    }
                 },
             };
             let left = deadline.saturating_duration_since(Instant::now());
@@ -216,11 +243,21 @@ impl Tracker {
                 } else {
                     format!("{attempts} attempts")
                 };
-                return Outcome::NotApplied(format!("{why} ({tries})"));
+                let why = format!("{why} ({tries})");
+                return if maybe_received {
+                    Outcome::Unknown(why)
+                } else {
+                    Outcome::NotApplied(why)
+                };
             }
             let wait = wait.min(left);
             match signals.map(|events| events.recv_timeout(wait)) {
-                Some(Ok(Event::Signal(signal))) => return Outcome::Interrupted(signal),
+                Some(Ok(Event::Signal(signal))) => {
+                    return Outcome::Interrupted {
+                        signal,
+                        maybe_applied: maybe_received,
+                    };
+                }
                 Some(Ok(Event::Exited) | Err(RecvTimeoutError::Timeout)) => {}
                 Some(Err(RecvTimeoutError::Disconnected)) | None => std::thread::sleep(wait),
             }
@@ -228,133 +265,125 @@ impl Tracker {
         }
     }
 
+    /// One attempt, bounded by the request timeout.
     fn exchange(&self, call: Call) -> Exchange {
-        let endpoint = &self.endpoint;
-        let addresses = match (endpoint.host.as_str(), endpoint.port).to_socket_addrs() {
-            Ok(addresses) => addresses.collect::<Vec<_>>(),
-            Err(e) => return Exchange::NotSent(format!("cannot resolve {}: {e}", endpoint.host)),
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(e) => return Exchange::NotSent(format!("cannot start a runtime: {e}")),
         };
-        let mut failure = format!("{} resolves to no address", endpoint.host);
-        let mut connection = None;
-        for address in addresses {
-            match TcpStream::connect_timeout(&address, self.request_timeout) {
-                Ok(stream) => {
-                    connection = Some(stream);
-                    break;
+        runtime.block_on(async {
+            let connected = tokio::time::timeout(
+                self.request_timeout,
+                TcpStream::connect((self.endpoint.host.as_str(), self.endpoint.port)),
+            )
+            .await;
+            let stream = match connected {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => return Exchange::NotSent(format!("cannot connect: {e}")),
+                Err(_) => return Exchange::NotSent("cannot connect: it took too long".to_owned()),
+            };
+            match tokio::time::timeout(self.request_timeout, self.send(call, stream)).await {
+                Ok(exchange) => exchange,
+                Err(_) => Exchange::Lost("no answer within --request-timeout".to_owned()),
+            }
+        })
+    }
+
+    async fn send(&self, call: Call, stream: TcpStream) -> Exchange {
+        let (mut sender, connection) =
+            match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
+                Ok(handshake) => handshake,
+                Err(e) => return Exchange::NotSent(format!("cannot start HTTP: {e}")),
+            };
+        let connection = tokio::spawn(connection);
+        let target = format!("{}?job={}", call.path(), self.job);
+        let request = http::Request::post(target)
+            .header(http::header::HOST, &self.endpoint.authority)
+            .header(http::header::ACCEPT, "text/plain")
+            .header(
+                http::header::USER_AGENT,
+                concat!("pod-webhook-tracker-run/", env!("CARGO_PKG_VERSION")),
+            )
+            .body(Empty::<Bytes>::new());
+        let request = match request {
+            Ok(request) => request,
+            Err(e) => return Exchange::NotSent(format!("cannot build the request: {e}")),
+        };
+        let response = match sender.send_request(request).await {
+            Ok(response) => response,
+            Err(e) => return Exchange::Lost(format!("no answer: {e}")),
+        };
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(http::header::RETRY_AFTER)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let body = match Limited::new(response.into_body(), MAX_ANSWER)
+            .collect()
+            .await
+        {
+            Ok(body) => String::from_utf8_lossy(&body.to_bytes()).into_owned(),
+            Err(e) => return Exchange::Lost(format!("no complete answer: {e}")),
+        };
+        connection.abort();
+        Exchange::Answered(Answer {
+            status,
+            retry_after,
+            body,
+        })
+    }
+}
+
+/// A key no other job shares: `run-` and 16 hex digits from the clock, the process id and
+/// the standard library's random hasher seed.
+fn new_job_key() -> String {
+    let key = RandomState::new().hash_one((std::process::id(), std::time::SystemTime::now()));
+    format!("run-{key:016x}")
+}
+
+/// Renews the job every `every` on a thread of its own (so that signals are never held up by
+/// a slow tracker), until the returned guard is dropped. A failed renewal is reported and tried
+/// again at the next turn: the job's deadline is far enough away for that.
+pub(super) fn keep_renewing(
+    tracker: &Tracker,
+    every: Duration,
+) -> Option<std::sync::mpsc::Sender<()>> {
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let renewing = Tracker {
+        // One attempt per turn: the next turn is the retry.
+        retry_timeout: Duration::ZERO,
+        ..tracker.clone()
+    };
+    let spawned = std::thread::Builder::new()
+        .name("renew".to_owned())
+        .spawn(move || {
+            while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+                match renewing.call(Call::Renew, None) {
+                    Outcome::Counted(_) => {}
+                    Outcome::NotApplied(why) | Outcome::Unknown(why) => {
+                        say(&format!(
+                            "renewing the job failed: {why}; trying again in {}",
+                            durations::describe(every)
+                        ));
+                    }
+                    Outcome::Interrupted { .. } => {}
                 }
-                Err(e) => failure = format!("cannot connect: {e}"),
             }
-        }
-        let Some(mut stream) = connection else {
-            return Exchange::NotSent(failure);
-        };
-        let deadline = durations::instant_after(Instant::now(), self.request_timeout);
-        let request = format!(
-            "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Length: 0\r\nAccept: text/plain\r\n\
-             Connection: close\r\nUser-Agent: pod-webhook-tracker-run/{}\r\n\r\n",
-            call.target(),
-            endpoint.authority,
-            env!("CARGO_PKG_VERSION")
-        );
-        let sent = stream
-            .set_write_timeout(Some(self.request_timeout))
-            .and_then(|()| stream.write_all(request.as_bytes()));
-        if let Err(e) = sent {
-            return Exchange::Lost(format!("sending the call failed: {e}"));
-        }
-        match read_answer(&mut stream, deadline) {
-            Ok(answer) => Exchange::Answered(answer),
-            Err(why) => Exchange::Lost(format!("no complete answer: {why}")),
+        });
+    match spawned {
+        Ok(_) => Some(stop),
+        Err(e) => {
+            say(&format!(
+                "cannot renew the job ({e}): it may be released at the tracker's --max-job-duration"
+            ));
+            None
         }
     }
-}
-
-/// Reads one answer: up to its `Content-Length`, or to the end of the connection.
-pub(super) fn read_answer(
-    stream: &mut TcpStream,
-    deadline: Instant,
-) -> std::result::Result<Answer, String> {
-    let mut bytes = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        if let Some(answer) = complete_answer(&bytes)? {
-            return Ok(answer);
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err("it took too long (--request-timeout)".to_owned());
-        }
-        stream
-            .set_read_timeout(Some(left))
-            .map_err(|e| e.to_string())?;
-        match stream.read(&mut chunk) {
-            Ok(0) => return parse_answer(&bytes, true),
-            Ok(n) if bytes.len().saturating_add(n) <= MAX_ANSWER => {
-                bytes.extend_from_slice(chunk.get(..n).unwrap_or_default());
-            }
-            Ok(_) => return Err(format!("the answer is longer than {MAX_ANSWER} bytes")),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e.to_string()),
-        }
-    }
-}
-
-/// The answer, once `bytes` hold all of it (by its `Content-Length`).
-pub(super) fn complete_answer(bytes: &[u8]) -> std::result::Result<Option<Answer>, String> {
-    match parse_answer(bytes, false) {
-        Ok(answer) => Ok(Some(answer)),
-        Err(why) if why == INCOMPLETE => Ok(None),
-        Err(why) => Err(why),
-    }
-}
-
-pub(super) const INCOMPLETE: &str = "the connection closed before the answer was complete";
-
-/// Parses an answer; `ended`: no more bytes will come.
-pub(super) fn parse_answer(bytes: &[u8], ended: bool) -> std::result::Result<Answer, String> {
-    let Some(head_end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return Err(INCOMPLETE.to_owned());
-    };
-    let (head, rest) = bytes.split_at_checked(head_end).unwrap_or_default();
-    let head = std::str::from_utf8(head).map_err(|_| "the answer's head is not text".to_owned())?;
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let mut parts = status_line.splitn(3, ' ');
-    let status = match (parts.next(), parts.next()) {
-        (Some(version), Some(code)) if version.starts_with("HTTP/1.") && code.len() == 3 => code
-            .parse::<u16>()
-            .map_err(|_| format!("malformed status line {status_line:?}"))?,
-        _ => return Err(format!("malformed status line {status_line:?}")),
-    };
-    let mut length = None;
-    let mut retry_after = None;
-    for line in lines {
-        let Some((name, value)) = line.split_once(':') else {
-            return Err(format!("malformed header {line:?}"));
-        };
-        let value = value.trim();
-        if name.eq_ignore_ascii_case("content-length") {
-            length = Some(
-                value
-                    .parse::<usize>()
-                    .map_err(|_| format!("malformed Content-Length {value:?}"))?,
-            );
-        } else if name.eq_ignore_ascii_case("retry-after") {
-            retry_after = value.parse::<u64>().ok().map(Duration::from_secs);
-        }
-    }
-    let body = rest.get(b"\r\n\r\n".len()..).unwrap_or_default();
-    let body = match length.map(|length| body.get(..length)) {
-        Some(Some(body)) => body,
-        Some(_) => return Err(INCOMPLETE.to_owned()),
-        None if ended => body,
-        None => return Err(INCOMPLETE.to_owned()),
-    };
-    Ok(Answer {
-        status,
-        retry_after,
-        body: String::from_utf8_lossy(body).into_owned(),
-    })
 }
 
 #[cfg(test)]
@@ -391,28 +420,6 @@ mod tests {
         }
     }
 
-    #[test]
-    fn an_answer_is_complete_at_its_content_length_or_at_the_end() {
-        let head = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\n";
-        assert_eq!(
-            complete_answer(head).expect("fine"),
-            None,
-            "the body is missing"
-        );
-        let mut whole = head.to_vec();
-        whole.extend_from_slice(b"12");
-        let answer = complete_answer(&whole).expect("fine").expect("complete");
-        assert_eq!((answer.status, answer.body.as_str()), (200, "12"));
-        let unsized_answer = b"HTTP/1.0 503 Service Unavailable\r\nRetry-After: 2\r\n\r\nbusy";
-        assert_eq!(complete_answer(unsized_answer).expect("fine"), None);
-        let answer = parse_answer(unsized_answer, true).expect("complete at the end");
-        assert_eq!(answer.status, 503);
-        assert_eq!(answer.retry_after, Some(Duration::from_secs(2)));
-        assert_eq!(answer.body, "busy");
-        assert!(parse_answer(b"SSH-2.0\r\n\r\n", true).is_err());
-        assert!(parse_answer(b"HTTP/1.1 2000 OK\r\n\r\n", true).is_err());
-    }
-
     fn answer(status: u16) -> Answer {
         Answer {
             status,
@@ -422,32 +429,41 @@ mod tests {
     }
 
     #[test]
-    fn only_a_503_is_repeated_and_a_504_stays_unknown() {
+    fn a_503_and_a_504_are_repeated_and_refusals_are_final() {
         assert_eq!(
-            judge(
-                Call::Increment,
-                &Answer {
-                    body: "3\n".to_owned(),
-                    ..answer(200)
-                }
-            ),
+            judge(&Answer {
+                body: "3\n".to_owned(),
+                ..answer(200)
+            }),
             Some(Outcome::Counted("3".to_owned()))
         );
-        assert_eq!(judge(Call::Increment, &answer(503)), None);
+        assert_eq!(judge(&answer(503)), None, "nothing was written");
+        assert_eq!(
+            judge(&answer(504)),
+            None,
+            "the job's key makes a repeat safe"
+        );
         for status in [400, 403, 404, 409, 502] {
             assert!(
-                matches!(judge(Call::Decrement, &answer(status)), Some(Outcome::NotApplied(why)) if why.contains("pod jobs/x: why")),
+                matches!(judge(&answer(status)), Some(Outcome::NotApplied(why)) if why.contains("pod jobs/x: why")),
                 "{status}"
             );
         }
-        for status in [504, 500, 201] {
+        for status in [500, 201] {
             assert!(
-                matches!(
-                    judge(Call::Decrement, &answer(status)),
-                    Some(Outcome::Unknown(_))
-                ),
+                matches!(judge(&answer(status)), Some(Outcome::Unknown(_))),
                 "{status}"
             );
+        }
+    }
+
+    #[test]
+    fn every_run_gets_a_key_of_its_own_that_the_tracker_accepts() {
+        let (first, second) = (new_job_key(), new_job_key());
+        assert_ne!(first, second);
+        for key in [first, second] {
+            assert!(key.starts_with("run-"), "{key}");
+            assert_eq!(crate::core::jobs::validate_job_id(&key), Ok(()));
         }
     }
 }

@@ -21,6 +21,10 @@ use std::time::Duration;
 
 use crate::cli::RunArgs;
 use crate::core::durations::{self, Bounds, MAX_RUN_REQUEST, MAX_RUN_RETRY};
+use crate::core::jobs;
+
+/// The shortest `--renew-interval`: a renewal is a write to the API server.
+const MIN_RENEW_INTERVAL: Duration = Duration::from_secs(1);
 use crate::error::{Error, Result};
 use crate::exit::EXIT_NOT_COUNTED;
 
@@ -35,6 +39,10 @@ pub struct Options {
     pub retry_timeout: Duration,
     /// How long one call may take.
     pub request_timeout: Duration,
+    /// The job's key (`--job`); `None`: a fresh `run-…` key.
+    pub job: Option<String>,
+    /// How often the running job is renewed (`--renew-interval`); `None`: never.
+    pub renew_interval: Option<Duration>,
     /// The program and its arguments.
     pub command: Vec<String>,
 }
@@ -54,6 +62,24 @@ impl Options {
                 "a call needs some time; expected a duration such as 60s",
             ));
         }
+        let job = match args.job.as_deref() {
+            Some(job) => {
+                jobs::validate_job_id(job).map_err(|why| invalid("--job", job, &why))?;
+                Some(job.to_owned())
+            }
+            None => None,
+        };
+        let renew_interval = durations::parse_flag(
+            &args.renew_interval,
+            Bounds::new(MIN_RENEW_INTERVAL, MAX_RUN_RETRY),
+        )
+        .map_err(|why| {
+            invalid(
+                "--renew-interval",
+                &args.renew_interval,
+                &format!("{why}; expected 0 or a duration such as 60s"),
+            )
+        })?;
         if args.command.is_empty() {
             return Err(Error::Config(
                 "run: no command given: put it after --, e.g. pod-webhook-tracker run -- /bin/sh -c 'make all'"
@@ -65,6 +91,8 @@ impl Options {
             run_unprotected: args.run_unprotected,
             retry_timeout,
             request_timeout,
+            job,
+            renew_interval,
             command: args.command.clone(),
         })
     }
@@ -104,11 +132,18 @@ pub fn run(options: &Options) -> ExitCode {
             say(&format!("increment: ok (active jobs in this pod: {count})"));
             true
         }
-        Outcome::Interrupted(signal) => {
+        Outcome::Interrupted {
+            signal,
+            maybe_applied,
+        } => {
             say(&format!(
                 "stopped by {} before the job was counted; not starting it",
                 signal_name(signal)
             ));
+            if maybe_applied {
+                // An attempt may have counted it: end the job (a no-op if it never started).
+                decrement(&tracker, url);
+            }
             return exit_with(128_i32.saturating_add(signal));
         }
         Outcome::NotApplied(why) | Outcome::Unknown(why) if options.run_unprotected => {
@@ -126,12 +161,14 @@ pub fn run(options: &Options) -> ExitCode {
             return ExitCode::from(EXIT_NOT_COUNTED);
         }
         Outcome::Unknown(why) => {
-            // Not decremented: if the count was stored, the pod stays protected (safe) until
-            // the label is corrected; a decrement that was not needed would uncount another job.
+            // The job's key makes the decrement safe: it ends this job if it was counted and
+            // changes nothing if it was not (it never uncounts another job).
             say(&format!(
-                "the increment's outcome is unknown at {url}: {why}; not starting the job. If the \
-                 count was stored, the pod stays protected until its label is corrected"
+                "the increment's outcome is unknown at {url}: {why}; not starting the job, and \
+                 ending the job {} in case it was counted",
+                tracker.job()
             ));
+            decrement(&tracker, url);
             return ExitCode::from(EXIT_NOT_COUNTED);
         }
     };
@@ -148,32 +185,48 @@ pub fn run(options: &Options) -> ExitCode {
             ));
             128_i32.saturating_add(signal)
         }
-        None => match run_command(&options.command, sender, &events) {
-            Ok(status) => status_code(status),
-            Err((code, why)) => {
-                say(&why);
-                i32::from(code)
-            }
-        },
+        None => {
+            // Renewed while it runs, so that a tracker's --max-job-duration does not release it.
+            let renewing = options
+                .renew_interval
+                .filter(|_| counted)
+                .and_then(|every| client::keep_renewing(&tracker, every));
+            let code = match run_command(&options.command, sender, &events) {
+                Ok(status) => status_code(status),
+                Err((code, why)) => {
+                    say(&why);
+                    i32::from(code)
+                }
+            };
+            drop(renewing);
+            code
+        }
     };
     if counted {
-        match tracker.call(Call::Decrement, None) {
-            Outcome::Counted(count) => {
-                say(&format!("decrement: ok (active jobs in this pod: {count})"));
-            }
-            Outcome::NotApplied(why) => say(&format!(
-                "decrement failed at {url}: {why}; the pod's count stays one too high (and the pod \
-                 protected from eviction) until its label is corrected"
-            )),
-            Outcome::Unknown(why) => say(&format!(
-                "the decrement's outcome is unknown at {url}: {why}; if it was not applied, the \
-                 pod's count stays one too high until its label is corrected"
-            )),
-            // Only a wait that listens for signals is interrupted.
-            Outcome::Interrupted(_) => {}
-        }
+        decrement(&tracker, url);
     }
     exit_with(code)
+}
+
+/// Ends the job, and says how that went.
+fn decrement(tracker: &Tracker, url: &Endpoint) {
+    match tracker.call(Call::Decrement, None) {
+        Outcome::Counted(count) => {
+            say(&format!("decrement: ok (active jobs in this pod: {count})"));
+        }
+        Outcome::NotApplied(why) => say(&format!(
+            "decrement failed at {url}: {why}; the pod's count stays one too high (and the pod \
+             protected from eviction) until its label is corrected or the job {} expires",
+            tracker.job()
+        )),
+        Outcome::Unknown(why) => say(&format!(
+            "the decrement's outcome is unknown at {url}: {why}; if it was not applied, the \
+             pod's count stays one too high until its label is corrected or the job {} expires",
+            tracker.job()
+        )),
+        // Only a wait that listens for signals is interrupted.
+        Outcome::Interrupted { .. } => {}
+    }
 }
 
 /// One line on stderr, where the job's own messages go.
@@ -191,6 +244,8 @@ mod tests {
             run_unprotected: false,
             retry_timeout: "30s".to_owned(),
             request_timeout: "60s".to_owned(),
+            job: None,
+            renew_interval: "60s".to_owned(),
             command: vec!["true".to_owned()],
         }
     }
