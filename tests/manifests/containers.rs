@@ -1,0 +1,227 @@
+//! What the checks read from pod templates and containers: which is the tracker, its
+//! arguments, ports, probes and environment, and the program defaults they must agree with.
+
+#[allow(unused_imports)]
+use crate::prelude::*;
+
+/// The tracker's container image, without the tag.
+pub(crate) const IMAGE: &str = "ghcr.io/pod-webhook-tracker/pod-webhook-tracker";
+/// The label that holds the count (the program's default `--label`).
+pub(crate) const LABEL: &str = "active-jobs";
+/// Where a sidecar serves the counting API (loopback only) and its probes.
+pub(crate) const SIDECAR_API: &str = "127.0.0.1:8080";
+pub(crate) const ADMIN_FLAG: &str = "--admin-address=0.0.0.0:9090";
+pub(crate) const ADMIN_PORT: i32 = 9090;
+/// Where the standalone service serves the counting API and its probes.
+pub(crate) const STANDALONE_PORT: i32 = 8080;
+/// Whether a label selector selects a pod with these labels.
+pub(crate) fn selects(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    let labels_match = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .all(|(key, value)| labels.get(key) == Some(value));
+    let expressions_match = selector.match_expressions.iter().flatten().all(|expr| {
+        let values = expr.values.clone().unwrap_or_default();
+        let label = labels.get(&expr.key);
+        match expr.operator.as_str() {
+            "In" => label.is_some_and(|label| values.contains(label)),
+            "NotIn" => label.is_none_or(|label| !values.contains(label)),
+            "Exists" => label.is_some(),
+            "DoesNotExist" => label.is_none(),
+            other => panic!("unknown selector operator {other}"),
+        }
+    });
+    labels_match && expressions_match
+}
+pub(crate) fn labels_of(template: &PodTemplateSpec) -> BTreeMap<String, String> {
+    template
+        .metadata
+        .as_ref()
+        .and_then(|meta| meta.labels.clone())
+        .unwrap_or_default()
+}
+pub(crate) fn spec_of(template: &PodTemplateSpec) -> &PodSpec {
+    template.spec.as_ref().expect("a pod template has a spec")
+}
+pub(crate) fn is_tracker(container: &Container) -> bool {
+    has_tracker_image(container) && !is_installer(container)
+}
+pub(crate) fn has_tracker_image(container: &Container) -> bool {
+    container
+        .image
+        .as_deref()
+        .is_some_and(|image| image.starts_with(&format!("{IMAGE}:")))
+}
+/// An init container of the tracker's image that copies the program into a volume for `run`
+/// (`install DIR`), instead of serving.
+pub(crate) fn is_installer(container: &Container) -> bool {
+    has_tracker_image(container)
+        && args_of(container).first().map(String::as_str) == Some("install")
+}
+/// A job container whose command `pod-webhook-tracker run` wraps: the program, `run`, flags,
+/// `--`, then the command. Returns the program's path and `run`'s flags.
+pub(crate) fn run_wrapper(container: &Container) -> Option<(String, Vec<String>)> {
+    let mut words = container.command.clone().unwrap_or_default();
+    words.extend(args_of(container));
+    let program = words.first()?;
+    if !program.ends_with("/pod-webhook-tracker") || words.get(1).map(String::as_str) != Some("run")
+    {
+        return None;
+    }
+    let end = words.iter().position(|word| word == "--")?;
+    Some((program.clone(), words[2..end].to_vec()))
+}
+pub(crate) fn args_of(container: &Container) -> Vec<String> {
+    container.args.clone().unwrap_or_default()
+}
+pub(crate) fn is_standalone(container: &Container) -> bool {
+    args_of(container)
+        .iter()
+        .any(|arg| arg == "--standalone=true")
+}
+/// Every tracker container with the document and pod template that hold it, and whether it is
+/// a regular container (false: an init container).
+pub(crate) fn trackers() -> Vec<(&'static Doc, PodTemplateSpec, Container, bool)> {
+    let mut found = Vec::new();
+    for (doc, template) in TREE.pod_templates() {
+        let spec = spec_of(&template);
+        for container in spec.containers.iter().filter(|c| is_tracker(c)) {
+            found.push((doc, template.clone(), container.clone(), true));
+        }
+        for container in spec
+            .init_containers
+            .iter()
+            .flatten()
+            .filter(|c| is_tracker(c))
+        {
+            found.push((doc, template.clone(), container.clone(), false));
+        }
+    }
+    found
+}
+/// Every installer (see [`is_installer`]), like [`trackers`].
+pub(crate) fn installers() -> Vec<(&'static Doc, PodTemplateSpec, Container, bool)> {
+    let mut found = Vec::new();
+    for (doc, template) in TREE.pod_templates() {
+        let spec = spec_of(&template);
+        for container in spec
+            .init_containers
+            .iter()
+            .flatten()
+            .filter(|c| is_installer(c))
+        {
+            found.push((doc, template.clone(), container.clone(), false));
+        }
+    }
+    found
+}
+pub(crate) fn sidecars() -> Vec<(&'static Doc, PodTemplateSpec, Container, bool)> {
+    let found: Vec<_> = trackers()
+        .into_iter()
+        .filter(|(_, _, container, _)| !is_standalone(container))
+        .collect();
+    let jobs = found.iter().filter(|(doc, ..)| doc.value["kind"] == "Job");
+    assert!(
+        found.len() >= 3 && jobs.count() >= 1,
+        "expected the sidecar Job, worker Deployment and FileFlows nodes"
+    );
+    found
+}
+pub(crate) fn standalone_trackers() -> Vec<(&'static Doc, PodTemplateSpec, Container, bool)> {
+    let found: Vec<_> = trackers()
+        .into_iter()
+        .filter(|(_, _, container, _)| is_standalone(container))
+        .collect();
+    assert!(!found.is_empty(), "expected the standalone Deployment");
+    found
+}
+/// The container port a probe, Service or NetworkPolicy port means.
+pub(crate) fn container_port(container: &Container, port: &IntOrString) -> Option<i32> {
+    match port {
+        IntOrString::Int(number) => Some(*number),
+        IntOrString::String(name) => container
+            .ports
+            .iter()
+            .flatten()
+            .find(|port| port.name.as_deref() == Some(name.as_str()))
+            .map(|port| port.container_port),
+    }
+}
+/// The path and container port of an HTTP probe.
+pub(crate) fn probe_target(
+    container: &Container,
+    probe: Option<&Probe>,
+    which: &str,
+) -> (String, i32) {
+    let name = &container.name;
+    let http = probe
+        .unwrap_or_else(|| panic!("container {name} has no {which}"))
+        .http_get
+        .as_ref()
+        .unwrap_or_else(|| panic!("container {name}: the {which} is not an HTTP probe"));
+    let port = container_port(container, &http.port)
+        .unwrap_or_else(|| panic!("container {name}: the {which} names no container port"));
+    (http.path.clone().unwrap_or_default(), port)
+}
+pub(crate) fn env_field_path(container: &Container, variable: &str) -> Option<String> {
+    container
+        .env
+        .iter()
+        .flatten()
+        .find(|env| env.name == variable)?
+        .value_from
+        .as_ref()?
+        .field_ref
+        .as_ref()
+        .map(|field| field.field_path.clone())
+}
+/// A JSON array instruction (`ENTRYPOINT [...]`, `CMD [...]`) of the Dockerfile's last stage.
+pub(crate) fn dockerfile_instruction(instruction: &str) -> Option<Vec<String>> {
+    let text = std::fs::read_to_string(root().join("Dockerfile")).expect("Dockerfile");
+    let last_stage = text
+        .rsplit_once("\nFROM ")
+        .map_or(text.as_str(), |(_, stage)| stage);
+    let line = last_stage
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix(instruction))
+        .rfind(|rest| rest.starts_with(' '))?;
+    let words = serde_json::from_str(line.trim()).unwrap_or_else(|error| {
+        panic!("Dockerfile: {instruction} must be a JSON array ({error}): {line}")
+    });
+    Some(words)
+}
+/// What the container runs: its command or the image's ENTRYPOINT, then its args or (when
+/// neither command nor args are set) the image's CMD.
+pub(crate) fn argv(container: &Container) -> Vec<String> {
+    let entrypoint = dockerfile_instruction("ENTRYPOINT").unwrap_or_default();
+    let cmd = dockerfile_instruction("CMD").unwrap_or_default();
+    let mut argv = container.command.clone().unwrap_or(entrypoint);
+    match (&container.command, &container.args) {
+        (_, Some(args)) => argv.extend(args.iter().cloned()),
+        (None, None) => argv.extend(cmd),
+        (Some(_), None) => {}
+    }
+    argv
+}
+/// The text of a regular container's command line (the job scripts).
+pub(crate) fn script_of(container: &Container) -> String {
+    let mut words = container.command.clone().unwrap_or_default();
+    words.extend(args_of(container));
+    words.join(" ")
+}
+/// The `$(NAME)` references the kubelet expands in `text` (NAME a C identifier; anything
+/// else, such as the shell's `$((1 + 1))`, it leaves alone).
+pub(crate) fn references(text: &str) -> Vec<&str> {
+    text.split("$(")
+        .skip(1)
+        .filter_map(|rest| rest.split_once(')').map(|(name, _)| name))
+        .filter(|name| {
+            let mut chars = name.chars();
+            chars
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        })
+        .collect()
+}

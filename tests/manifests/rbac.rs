@@ -1,0 +1,111 @@
+//! Roles and bindings: get and patch on pods, nothing else, for accounts that exist.
+
+#[allow(unused_imports)]
+use crate::prelude::*;
+
+#[test]
+fn roles_grant_exactly_get_and_patch_on_pods() {
+    let expected = vec![PolicyRule {
+        api_groups: Some(vec![String::new()]),
+        resources: Some(vec!["pods".to_owned()]),
+        verbs: vec!["get".to_owned(), "patch".to_owned()],
+        ..PolicyRule::default()
+    }];
+    let (mut roles, mut cluster_roles) = (0, 0);
+    for doc in &TREE.docs {
+        let rules = match doc.object() {
+            Object::Role(role) => {
+                roles += 1;
+                role.rules
+            }
+            Object::ClusterRole(role) => {
+                assert!(
+                    role.aggregation_rule.is_none(),
+                    "{}: aggregated",
+                    doc.name()
+                );
+                cluster_roles += 1;
+                role.rules
+            }
+            _ => continue,
+        };
+        let rules = rules.unwrap_or_default();
+        let verbs: Vec<_> = rules.iter().flat_map(|rule| rule.verbs.iter()).collect();
+        assert!(
+            !verbs.iter().any(|verb| *verb == "list"),
+            "{}: never list",
+            doc.name()
+        );
+        assert_eq!(
+            rules,
+            expected,
+            "{}: get and patch on pods, nothing else",
+            doc.name()
+        );
+    }
+    assert!(roles >= 2, "expected the sidecar and standalone Roles");
+    assert!(cluster_roles >= 1, "expected the cluster-wide ClusterRole");
+}
+#[test]
+fn bindings_grant_existing_roles_to_existing_service_accounts() {
+    let mut bindings = 0;
+    for kustomization in &TREE.kustomizations {
+        let build = TREE.build(&kustomization.dir);
+        let accounts = build.names_of("ServiceAccount");
+        for doc in &build.docs {
+            let (role_ref, subjects, cluster_wide) = match doc.object() {
+                Object::RoleBinding(binding) => (binding.role_ref, binding.subjects, false),
+                Object::ClusterRoleBinding(binding) => (binding.role_ref, binding.subjects, true),
+                _ => continue,
+            };
+            bindings += 1;
+            let at = format!("{}: {}", kustomization.file(), doc.name());
+            let roles = build.names_of(&role_ref.kind);
+            assert!(
+                roles.contains(&role_ref.name),
+                "{at}: no {} {}",
+                role_ref.kind,
+                role_ref.name
+            );
+            let subjects = subjects.unwrap_or_default();
+            assert!(!subjects.is_empty(), "{at}: binds nobody");
+            for subject in subjects {
+                assert_eq!(
+                    subject.kind, "ServiceAccount",
+                    "{at}: binds a {}",
+                    subject.kind
+                );
+                assert!(
+                    accounts.contains(&subject.name),
+                    "{at}: no ServiceAccount {}",
+                    subject.name
+                );
+                if cluster_wide {
+                    assert!(
+                        subject.namespace.is_some() || build.namespace.is_some(),
+                        "{at}: a ClusterRoleBinding's subject needs a namespace"
+                    );
+                }
+            }
+        }
+        for (doc, template) in build
+            .docs
+            .iter()
+            .filter_map(|d| d.pod_template().map(|t| (d, t)))
+        {
+            let account = spec_of(&template).service_account_name.clone();
+            let account =
+                account.unwrap_or_else(|| panic!("{}: no serviceAccountName", doc.name()));
+            assert!(
+                accounts.contains(&account),
+                "{}: {} runs as ServiceAccount {account}, which it does not create",
+                kustomization.file(),
+                doc.name()
+            );
+        }
+    }
+    assert!(
+        bindings >= 3,
+        "expected the sidecar, namespaced and cluster-wide bindings"
+    );
+}
