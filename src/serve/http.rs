@@ -1,7 +1,7 @@
 //! The webhook's HTTP side: routes, query parameters, the one place where errors become status
 //! codes, and one log line per call. The sockets and the graceful stop are in [`crate::serve::listen`].
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -12,66 +12,18 @@ use http_body_util::Full;
 use crate::core::durations::{Bounds, MAX_WAIT_IDLE};
 use crate::core::jobs::Action;
 use crate::core::pod::PodRef;
-use crate::core::target::Targeting;
 use crate::error::Error;
 use crate::metrics::Metrics;
+use crate::serve::app::App;
 use crate::serve::in_flight::InFlight;
 use crate::serve::query::{
     COUNTING_PARAMETERS, DEFAULT_WAIT_IDLE, WAIT_IDLE_PARAMETERS, job_call,
     parse_duration_parameter, parse_query,
 };
 use crate::serve::status::status_json;
-use crate::serve::tracker::Tracker;
 
 /// The body of every answer: small, and complete before it is sent.
 pub(crate) type Body = Full<Bytes>;
-
-/// Whether the tracker can do its job right now, and if not, why (for `/readyz`).
-#[derive(Debug, Default)]
-pub struct Readiness {
-    problem: Mutex<Option<String>>,
-}
-
-impl Readiness {
-    /// Not ready until [`Readiness::set_ready`].
-    pub fn not_ready(problem: impl Into<String>) -> Self {
-        Readiness {
-            problem: Mutex::new(Some(problem.into())),
-        }
-    }
-
-    /// Marks the tracker ready.
-    pub fn set_ready(&self) {
-        *self.problem.lock().unwrap_or_else(PoisonError::into_inner) = None;
-    }
-
-    /// Marks the tracker not ready, with the reason.
-    pub fn set_problem(&self, problem: impl Into<String>) {
-        *self.problem.lock().unwrap_or_else(PoisonError::into_inner) = Some(problem.into());
-    }
-
-    /// `None` when ready, else the reason.
-    pub fn problem(&self) -> Option<String> {
-        self.problem
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-}
-
-/// What the request handlers share.
-pub struct App {
-    /// Counts.
-    pub tracker: Tracker,
-    /// Finds each call's pod.
-    pub targeting: Targeting,
-    /// For `/readyz`.
-    pub readiness: Arc<Readiness>,
-    /// For `/metrics`, and counted on every call.
-    pub metrics: Arc<Metrics>,
-    /// The counting label, for `/status`.
-    pub label: String,
-}
 
 /// What a request asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -27,8 +27,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::core::durations;
 use crate::metrics::Metrics;
+use crate::serve::app::App;
 use crate::serve::head;
-use crate::serve::http::{self, App};
+use crate::serve::http;
 use crate::serve::in_flight::InFlight;
 use crate::serve::watchdog::{Activity, Watched};
 

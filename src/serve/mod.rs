@@ -1,6 +1,7 @@
 //! `serve`: wires the runtime, the API client, the tracker and the webhook server together, runs
 //! the sidecar's start-up check, and stops gracefully on SIGTERM or SIGINT.
 
+pub(crate) mod app;
 pub(crate) mod head;
 pub(crate) mod http;
 pub(crate) mod in_flight;
@@ -23,7 +24,7 @@ use crate::core::pod::PodRef;
 use crate::core::target::Targeting;
 use crate::exit::{EXIT_BAD_CONFIG, EXIT_FAILURE};
 use crate::metrics::Metrics;
-use crate::serve::http::{App, Readiness};
+use crate::serve::app::{App, Readiness};
 use crate::serve::listen::{Server, StopHandle};
 use crate::serve::tracker::Tracker;
 

@@ -3,7 +3,7 @@
 
 use crate::core::durations;
 use crate::core::target::Targeting;
-use crate::serve::http::App;
+use crate::serve::app::App;
 
 /// The keyed jobs of a pod for `/status`: id, start, deadline, age in seconds.
 fn job_status(
