@@ -5,6 +5,7 @@
 //! [`connect`].
 
 pub(crate) mod connect;
+pub(crate) mod reads;
 
 pub(crate) use connect::{KubeOverrides, connect};
 

@@ -12,13 +12,14 @@ pub(crate) mod report;
 
 use std::process::ExitCode;
 
+use crate::api::reads::Reader;
 use crate::cli::Output;
 use crate::config::Config;
 use crate::exit::{EXIT_BAD_CONFIG, EXIT_FAILURE};
 
 pub use checks::*;
 pub use facts::*;
-pub use gather::gather;
+pub(crate) use gather::{DEFAULT_REQUEST_TIMEOUT, gather};
 pub use report::{json_report, text_report};
 
 /// Runs `doctor`: exit status 0 when no check found a problem, 1 when one did, 2 when the
@@ -34,9 +35,10 @@ pub fn run(config: &Config, output: Output) -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
+    let limit = config.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT);
     let facts = runtime.block_on(async {
-        let client = crate::api::connect(&config.kube).await?;
-        Ok::<_, crate::Error>(gather(&client, config).await)
+        let reader = Reader::connect(&config.kube, limit).await?;
+        Ok::<_, crate::Error>(gather(&reader, config).await)
     });
     let facts = match facts {
         Ok(facts) => facts,
