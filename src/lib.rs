@@ -25,6 +25,7 @@
 
 pub(crate) mod api;
 pub mod cli;
+pub mod command;
 pub mod config;
 pub mod core;
 pub mod doctor;

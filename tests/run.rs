@@ -179,27 +179,25 @@ fn a_job_counts_while_its_command_runs_and_not_after() {
     );
 }
 
-#[test]
-fn a_failing_command_is_uncounted_and_its_exit_status_passed_on() {
+/// Runs `script` as the job against a real sidecar: it exits with `code`, and is uncounted.
+fn ends_with(script: &str, code: i32, scratch: &str) {
     let api = api();
     let tracker = sidecar(&api);
-    let dir = Scratch::new("failure");
-    let (status, stderr) = Wrapper::start(&url(&tracker), &[], "exit 3", dir.path()).finish();
-    assert_eq!(status.code(), Some(3), "{stderr}");
+    let dir = Scratch::new(scratch);
+    let (status, stderr) = Wrapper::start(&url(&tracker), &[], script, dir.path()).finish();
+    assert_eq!(status.code(), Some(code), "{stderr}");
     assert_eq!(count(&api), None, "{stderr}");
     assert!(stderr.contains("decrement: ok"), "{stderr}");
 }
 
 #[test]
+fn a_failing_command_is_uncounted_and_its_exit_status_passed_on() {
+    ends_with("exit 3", 3, "failure");
+}
+
+#[test]
 fn a_command_killed_by_a_signal_exits_128_plus_the_signal_and_is_uncounted() {
-    let api = api();
-    let tracker = sidecar(&api);
-    let dir = Scratch::new("killed");
-    let (status, stderr) =
-        Wrapper::start(&url(&tracker), &[], "kill -TERM $$", dir.path()).finish();
-    assert_eq!(status.code(), Some(143), "{stderr}");
-    assert_eq!(count(&api), None, "{stderr}");
-    assert!(stderr.contains("decrement: ok"), "{stderr}");
+    ends_with("kill -TERM $$", 143, "killed");
 }
 
 #[test]
@@ -553,18 +551,15 @@ fn a_503_is_repeated_until_the_tracker_takes_the_call() {
     );
 }
 
-#[test]
-fn an_increment_answered_504_is_repeated_with_the_same_job_key_and_the_job_runs() {
+/// The first increment gets `first` (an empty one: taken, and closed unanswered); the repeat,
+/// with the same key, is answered, the command runs and its job is ended once.
+fn repeated_with_the_same_key_after(first: &str, scratch: &str) {
     let fake = FakeTracker::start(&[
-        &answer(
-            "504 Gateway Timeout",
-            "",
-            "pod jobs/job-1: the outcome is unknown",
-        ),
+        first,
         &answer("200 OK", "", "1"),
         &answer("200 OK", "", "0"),
     ]);
-    let dir = Scratch::new("504");
+    let dir = Scratch::new(scratch);
     let (status, stderr) =
         Wrapper::start(&fake.url(), &[], r#"touch "$1/ran""#, dir.path()).finish();
     assert_eq!(status.code(), Some(0), "{stderr}");
@@ -576,19 +571,21 @@ fn an_increment_answered_504_is_repeated_with_the_same_job_key_and_the_job_runs(
 }
 
 #[test]
-fn a_call_whose_answer_is_lost_is_repeated_with_the_same_job_key() {
-    // The tracker takes the increment and closes the connection without an answer; the
-    // repeat, with the same key, is answered (the tracker counts a keyed start once).
-    let fake = FakeTracker::start(&["", &answer("200 OK", "", "1"), &answer("200 OK", "", "0")]);
-    let dir = Scratch::new("lost");
-    let (status, stderr) =
-        Wrapper::start(&fake.url(), &[], r#"touch "$1/ran""#, dir.path()).finish();
-    assert_eq!(status.code(), Some(0), "{stderr}");
-    assert!(dir.file("ran").exists(), "{stderr}");
-    assert_eq!(
-        fake.stop_with_one_key(),
-        ["POST /increment", "POST /increment", "POST /decrement"]
+fn an_increment_answered_504_is_repeated_with_the_same_job_key_and_the_job_runs() {
+    repeated_with_the_same_key_after(
+        &answer(
+            "504 Gateway Timeout",
+            "",
+            "pod jobs/job-1: the outcome is unknown",
+        ),
+        "504",
     );
+}
+
+#[test]
+fn a_call_whose_answer_is_lost_is_repeated_with_the_same_job_key() {
+    // The tracker counts a keyed start once, however often it comes.
+    repeated_with_the_same_key_after("", "lost");
 }
 
 #[test]

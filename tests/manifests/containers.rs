@@ -225,3 +225,19 @@ pub(crate) fn references(text: &str) -> Vec<&str> {
         })
         .collect()
 }
+
+/// The container's readiness probe asks `/readyz` and its liveness probe `/healthz`, on `port`.
+pub(crate) fn assert_probes_on(container: &Container, port: i32, at: &str) {
+    let ready = probe_target(
+        container,
+        container.readiness_probe.as_ref(),
+        "readinessProbe",
+    );
+    let live = probe_target(
+        container,
+        container.liveness_probe.as_ref(),
+        "livenessProbe",
+    );
+    assert_eq!(ready, ("/readyz".to_owned(), port), "{at}: readinessProbe");
+    assert_eq!(live, ("/healthz".to_owned(), port), "{at}: livenessProbe");
+}

@@ -41,31 +41,12 @@ fn sidecars_are_native_and_agree_with_the_program_defaults() {
             .collect();
         assert_eq!(ports, [ADMIN_PORT], "{at}: only the admin port is exposed");
         let startup = probe_target(&container, container.startup_probe.as_ref(), "startupProbe");
-        let ready = probe_target(
-            &container,
-            container.readiness_probe.as_ref(),
-            "readinessProbe",
-        );
-        let live = probe_target(
-            &container,
-            container.liveness_probe.as_ref(),
-            "livenessProbe",
-        );
         assert_eq!(
             startup,
             ("/readyz".to_owned(), ADMIN_PORT),
             "{at}: startupProbe"
         );
-        assert_eq!(
-            ready,
-            ("/readyz".to_owned(), ADMIN_PORT),
-            "{at}: readinessProbe"
-        );
-        assert_eq!(
-            live,
-            ("/healthz".to_owned(), ADMIN_PORT),
-            "{at}: livenessProbe"
-        );
+        assert_probes_on(&container, ADMIN_PORT, &at);
     }
 }
 #[test]

@@ -43,26 +43,7 @@ fn the_standalone_service_probes_and_serves_on_port_8080() {
             Some(STANDALONE_PORT),
             "{at}: port http"
         );
-        let ready = probe_target(
-            &container,
-            container.readiness_probe.as_ref(),
-            "readinessProbe",
-        );
-        let live = probe_target(
-            &container,
-            container.liveness_probe.as_ref(),
-            "livenessProbe",
-        );
-        assert_eq!(
-            ready,
-            ("/readyz".to_owned(), STANDALONE_PORT),
-            "{at}: readinessProbe"
-        );
-        assert_eq!(
-            live,
-            ("/healthz".to_owned(), STANDALONE_PORT),
-            "{at}: livenessProbe"
-        );
+        assert_probes_on(&container, STANDALONE_PORT, &at);
 
         let labels = labels_of(&template);
         let services: Vec<Service> = TREE
