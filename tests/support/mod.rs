@@ -1,5 +1,11 @@
 //! Shared helpers for the black-box tests: start the real binary, talk HTTP to it like a job
 //! would, and stop it with a signal.
+//!
+//! [`Connection`] is the one strict HTTP/1.1 client of the black-box tests. It stays
+//! hand-written because it must see the tracker's exact bytes: a status line that is not
+//! `HTTP/1.1 NNN`, a header without a colon, a missing `Content-Length` or a body that is not
+//! UTF-8 fails the test instead of being smoothed over, and `send_raw` puts any bytes on the
+//! wire (the hostile-input tests need that).
 #![allow(dead_code)] // each test file uses a different part of it
 
 use std::io::{BufRead, BufReader, Read, Write};

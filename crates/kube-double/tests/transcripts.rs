@@ -8,11 +8,12 @@
 //! new one new, and resource versions must grow in the same order.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
 use kube_double::{ApiServer, Rule, Subject, User};
 use serde_json::{Value, json};
 
@@ -45,9 +46,11 @@ fn load_transcripts() -> Vec<Value> {
     }
 }
 
-/// One HTTP/1.1 connection, kept alive across requests like a real client's.
+/// One HTTP/1.1 connection through hyper's client, kept alive across requests like a real
+/// client's, on a small runtime of its own.
 struct Connection {
-    stream: TcpStream,
+    runtime: tokio::runtime::Runtime,
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
 }
 
 struct Answer {
@@ -58,11 +61,21 @@ struct Answer {
 
 impl Connection {
     fn open(api: &ApiServer) -> Connection {
-        let stream = TcpStream::connect(("127.0.0.1", api.port())).expect("the double listens");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(20)))
-            .expect("read timeout");
-        Connection { stream }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let sender = runtime.block_on(async {
+            let stream = tokio::net::TcpStream::connect(("127.0.0.1", api.port()))
+                .await
+                .expect("the double listens");
+            let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .expect("an HTTP/1.1 connection");
+            tokio::spawn(connection);
+            sender
+        });
+        Connection { runtime, sender }
     }
 
     fn send(
@@ -72,54 +85,42 @@ impl Connection {
         headers: &[(String, String)],
         body: Option<&[u8]>,
     ) -> Answer {
-        let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: kube-double\r\nAccept: application/json\r\n"
-        );
+        let mut request = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("Host", "kube-double")
+            .header("Accept", "application/json");
         for (name, value) in headers {
-            head.push_str(&format!("{name}: {value}\r\n"));
+            request = request.header(name.as_str(), value.as_str());
         }
-        let body = body.unwrap_or_default();
-        head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
-        let mut request = head.into_bytes();
-        request.extend_from_slice(body);
-        self.stream.write_all(&request).expect("request written");
-        let mut raw = Vec::new();
-        let mut byte = [0u8; 1];
-        while !raw.ends_with(b"\r\n\r\n") {
-            assert_eq!(
-                self.stream.read(&mut byte).expect("answer read"),
-                1,
-                "the double closed the connection"
-            );
-            raw.push(byte[0]);
-        }
-        let head = String::from_utf8_lossy(&raw).into_owned();
-        let mut lines = head.split("\r\n");
-        let status = lines
-            .next()
-            .and_then(|l| l.split(' ').nth(1))
-            .and_then(|s| s.parse().ok())
-            .expect("status line");
-        let headers: Vec<(String, String)> = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-            .collect();
-        let find = |name: &str| {
-            headers
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
-        };
-        let length: usize = find("content-length")
-            .and_then(|l| l.parse().ok())
-            .unwrap_or(0);
-        let mut body = vec![0u8; length];
-        self.stream.read_exact(&mut body).expect("body read");
+        let body = Bytes::copy_from_slice(body.unwrap_or_default());
+        let request = request.body(Full::new(body)).expect("a request");
+        let sender = &mut self.sender;
+        let (status, content_type, body) = self.runtime.block_on(async {
+            let response =
+                tokio::time::timeout(Duration::from_secs(20), sender.send_request(request))
+                    .await
+                    .expect("answered in time")
+                    .expect("an answer");
+            let status = response.status().as_u16();
+            let content_type = response
+                .headers()
+                .get("content-type")
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_owned);
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .expect("a body")
+                .to_bytes();
+            (status, content_type, body)
+        });
         let body = serde_json::from_slice(&body)
             .unwrap_or_else(|_| Value::from(String::from_utf8_lossy(&body).into_owned()));
         Answer {
             status,
-            content_type: find("content-type"),
+            content_type,
             body,
         }
     }
