@@ -1,6 +1,6 @@
 //! Replays every request recorded from a real kube-apiserver (v1.19, etcd, RBAC, bearer
 //! tokens; `tests/recorded/kube-apiserver-transcripts.json`, a copy of
-//! `shared/kube-api/transcripts.json` kept in the repository) against the double, in order, over real
+//! the recording that the workplace shares, kept in the repository) against the double, in order, over real
 //! HTTP, and checks each answer: status code, content type and body. Status bodies must be
 //! identical; objects must be identical except for what a server makes up (uids, resource
 //! versions, timestamps, generated names, managed fields), and those must be consistent:
@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 const NAMESPACE: &str = "transcripts";
 
 /// Where the transcripts are: in this crate, so that a clone of the repository can replay
-/// them (`.ci/run` checks that the copy matches `shared/kube-api/transcripts.json` where that
+/// them (`.ci/run` checks that the copy matches the shared recording where that
 /// exists).
 fn transcripts_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/recorded/kube-apiserver-transcripts.json")
@@ -31,7 +31,7 @@ fn load_transcripts() -> Vec<Value> {
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
         panic!(
             "cannot read the recorded API server answers at {}: {e}\n\
-             (the recorded answers of a real kube-apiserver belong there, copied from shared/kube-api/transcripts.json)",
+             (the recorded answers of a real kube-apiserver belong there, copied from the shared recording, see tests/recorded/README.md)",
             path.display()
         )
     });

@@ -120,6 +120,9 @@ enum Message {
     Call(Call),
     /// The standalone sweep saw a job past its deadline on this pod (as listed): release it.
     Sweep(Box<PodView>),
+    /// Tests only: the writer panics holding this call, as a bug in it would.
+    #[cfg(test)]
+    Panic(Call),
 }
 
 struct Inner {
@@ -295,3 +298,85 @@ const IDLE_POLL: Duration = Duration::from_secs(2);
 /// After a failed expiry round, the next one waits at least this long (no busy loop when the
 /// pod cannot be written, e.g. its label is not a count).
 const EXPIRY_RETRY: Duration = Duration::from_secs(5);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::keys::TrackerKeys;
+    use crate::metrics::Metrics;
+
+    const TOKEN: &str = "writer-test";
+
+    fn settings() -> Settings {
+        Settings {
+            keys: TrackerKeys::new("active-jobs").expect("a valid label"),
+            selector: None,
+            policy: Policy {
+                allow_negative: false,
+                remove_on_zero: true,
+            },
+            retry: RetryPolicy::default(),
+            idle_writer: None,
+            events: false,
+            limits: Limits::default(),
+            active_annotations: Vec::new(),
+            release_on_restart: None,
+            recheck: None,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_writer_that_panics_drops_its_calls_answers_and_the_next_call_gets_a_new_writer() {
+        let api = kube_double::ApiServer::start();
+        api.add_token(TOKEN, kube_double::User::new("tracker"));
+        api.allow(
+            kube_double::Subject::user("tracker"),
+            kube_double::Rule::new(["get", "patch"], ["pods"]).namespace("jobs"),
+        );
+        api.create_pod("jobs", "w1", &[]);
+        let mut config = kube::Config::new(api.url().parse().expect("a URL"));
+        config.auth_info.token = Some(TOKEN.to_owned().into());
+        let client = kube::Client::try_from(config).expect("a client");
+        let pods = PodClient::new(client, None, Arc::new(Metrics::new()));
+        let tracker = Tracker::new(pods, settings(), Handle::current());
+        let pod = PodRef::new("jobs", "w1");
+        let first = tracker.submit(
+            pod.clone(),
+            JobCall::anonymous(crate::core::jobs::Action::Increment),
+        );
+        assert_eq!(first.await.expect("answered").expect("counted"), 1);
+        // The writer panics holding a call: that call is never answered (the route answers its
+        // caller 500, see `http::writer_failed`) and nothing is stored for it.
+        let (reply, lost) = oneshot::channel();
+        let call = JobCall::anonymous(crate::core::jobs::Action::Increment);
+        tracker.send(pod.clone(), Message::Panic(Call { call, reply }));
+        assert!(lost.await.is_err(), "the panicked writer dropped the call");
+        // Once the dead writer's queue is closed, the next call starts a new writer.
+        let dead = std::time::Instant::now();
+        while tracker
+            .inner
+            .writers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&pod)
+            .is_some_and(|writer| !writer.is_closed())
+        {
+            assert!(
+                dead.elapsed() < Duration::from_secs(5),
+                "the writer task ended"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let next = tracker.submit(
+            pod.clone(),
+            JobCall::anonymous(crate::core::jobs::Action::Increment),
+        );
+        assert_eq!(next.await.expect("answered").expect("counted"), 2);
+        assert_eq!(
+            api.labels("jobs", "w1")
+                .and_then(|labels| labels.get("active-jobs").cloned())
+                .as_deref(),
+            Some("2")
+        );
+    }
+}

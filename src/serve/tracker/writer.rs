@@ -61,6 +61,11 @@ pub(super) fn wake_of(message: Option<Message>) -> Wake {
     match message {
         Some(Message::Call(call)) => Wake::Call(call),
         Some(Message::Sweep(view)) => Wake::Sweep(view),
+        #[cfg(test)]
+        Some(Message::Panic(held)) => {
+            let _held = held;
+            panic!("a writer bug, as a test asks")
+        }
         None => Wake::Stop,
     }
 }
@@ -168,6 +173,11 @@ pub(super) async fn run_writer(
                 Ok(Message::Call(call)) => batch.push(call),
                 // This batch's round releases what is due anyway.
                 Ok(Message::Sweep(_)) => {}
+                #[cfg(test)]
+                Ok(Message::Panic(held)) => {
+                    let _held = held;
+                    panic!("a writer bug, as a test asks")
+                }
                 Err(_) => break,
             }
         }
