@@ -405,14 +405,8 @@ fn keyed_client(address: std::net::SocketAddr, client: usize, keys: usize) -> Ke
         let answer = connection
             .send("POST", &target, &[])
             .unwrap_or_else(|e| panic!("malformed or missing answer: {e}"));
-        match answer.status {
-            200 => {
-                answer
-                    .body
-                    .parse::<i64>()
-                    .unwrap_or_else(|_| panic!("200 without a count: {answer:?}"));
-                Some(200)
-            }
+        match answer.checked_status() {
+            200 => Some(200),
             503 | 504 => Some(answer.status),
             _ => panic!("unexpected answer to {target}: {answer:?}"),
         }

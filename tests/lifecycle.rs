@@ -161,14 +161,7 @@ fn sigterm_finishes_calls_in_flight_then_exits_zero() {
         support::request(address, "POST", "/increment?pod_name=worker-1", &[])
     });
     // The call is in flight once the double has seen its PATCH (and not yet answered it).
-    assert!(
-        api.wait_for_request(
-            |r| r.method == "PATCH" && r.status.is_none(),
-            Duration::from_secs(10)
-        ),
-        "the call never reached the API: {:?}",
-        api.requests()
-    );
+    wait_for_a_patch_in_flight(&api);
     tracker.signal("TERM");
     let answer = in_flight.join().expect("client");
     assert_eq!(answer.count(), 2, "the call in flight was finished");
@@ -219,14 +212,7 @@ fn a_call_whose_caller_hangs_up_is_still_counted_and_logged_once() {
             b"POST /increment?pod_name=worker-1 HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n",
         )
         .expect("sends");
-    assert!(
-        api.wait_for_request(
-            |r| r.method == "PATCH" && r.status.is_none(),
-            Duration::from_secs(10)
-        ),
-        "the call never reached the API: {:?}",
-        api.requests()
-    );
+    wait_for_a_patch_in_flight(&api);
     // The caller gives up while the write is on its way.
     drop(caller);
     let line = tracker
@@ -288,4 +274,16 @@ fn tokens_and_passwords_never_appear_in_logs_at_any_level() {
             "{secret} leaked into the log:\n{log}"
         );
     }
+}
+
+/// Waits until the double has seen a PATCH it has not answered yet: a call in flight.
+fn wait_for_a_patch_in_flight(api: &kube_double::ApiServer) {
+    assert!(
+        api.wait_for_request(
+            |r| r.method == "PATCH" && r.status.is_none(),
+            Duration::from_secs(10)
+        ),
+        "the call never reached the API: {:?}",
+        api.requests()
+    );
 }

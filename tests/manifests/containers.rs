@@ -241,3 +241,15 @@ pub(crate) fn assert_probes_on(container: &Container, port: i32, at: &str) {
     assert_eq!(ready, ("/readyz".to_owned(), port), "{at}: readinessProbe");
     assert_eq!(live, ("/healthz".to_owned(), port), "{at}: livenessProbe");
 }
+
+/// The container's mount of the volume `name`, if it mounts it.
+pub(crate) fn mount_named<'a>(
+    container: &'a Container,
+    name: &str,
+) -> Option<&'a k8s_openapi::api::core::v1::VolumeMount> {
+    container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|mount| mount.name == name)
+}

@@ -215,14 +215,7 @@ fn wrapped_jobs_get_the_program_from_an_installer_of_this_version() {
             );
             let init = spec.init_containers.iter().flatten();
             let installers: Vec<&Container> = init
-                .filter(|init| {
-                    is_installer(init)
-                        && init
-                            .volume_mounts
-                            .iter()
-                            .flatten()
-                            .any(|m| m.name == mount.name)
-                })
+                .filter(|init| is_installer(init) && mount_named(init, &mount.name).is_some())
                 .collect();
             assert_eq!(
                 installers.len(),
@@ -240,12 +233,7 @@ fn wrapped_jobs_get_the_program_from_an_installer_of_this_version() {
                 installer.restart_policy, None,
                 "{at}: the installer runs to completion before the job"
             );
-            let installer_mount = installer
-                .volume_mounts
-                .iter()
-                .flatten()
-                .find(|m| m.name == mount.name)
-                .expect("mounted");
+            let installer_mount = mount_named(installer, &mount.name).expect("mounted");
             assert_eq!(
                 argv(installer),
                 [

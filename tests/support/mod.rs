@@ -248,6 +248,14 @@ impl Answer {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The status, after checking that a 200 carries a count (panics with the answer if not).
+    pub(crate) fn checked_status(&self) -> u16 {
+        if self.status == 200 {
+            self.count();
+        }
+        self.status
+    }
+
     /// The body of a 200 as a count; panics with the whole answer otherwise.
     pub(crate) fn count(&self) -> i64 {
         assert_eq!(self.status, 200, "expected 200, got {self:?}");
