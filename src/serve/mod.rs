@@ -8,6 +8,7 @@ pub(crate) mod in_flight;
 pub mod listen;
 pub(crate) mod query;
 pub(crate) mod status;
+pub(crate) mod sweep;
 pub(crate) mod tracker;
 pub(crate) mod watchdog;
 
@@ -26,6 +27,7 @@ use crate::exit::{EXIT_BAD_CONFIG, EXIT_FAILURE};
 use crate::metrics::Metrics;
 use crate::serve::app::{App, Readiness};
 use crate::serve::listen::{Server, StopHandle};
+use crate::serve::sweep::Sweep;
 use crate::serve::tracker::Tracker;
 
 /// How often the sidecar repeats a failed start-up check.
@@ -227,59 +229,6 @@ async fn wait_for_stop_signal() -> &'static str {
     tokio::select! {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
-    }
-}
-
-/// The standalone service's periodic sweep: it lists the pods it may touch and has each one
-/// with a job past its deadline released by that pod's writer, through the same guarded
-/// write as every call (so replicas sweeping at once cost a conflict, never a double release).
-struct Sweep {
-    tracker: Tracker,
-    pods: PodClient,
-    /// `--allowed-namespaces`, else `--namespace`.
-    namespaces: Vec<String>,
-    /// `--label-selector`: pods outside it are never touched.
-    selector: Option<kube_labels::Selector>,
-    jobs_annotation: String,
-}
-
-impl Sweep {
-    async fn run(self, interval: Duration) {
-        loop {
-            tokio::time::sleep(interval).await;
-            self.once().await;
-        }
-    }
-
-    async fn once(&self) {
-        let selector = self.selector.as_ref().map(ToString::to_string);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |since| since.as_secs());
-        for namespace in &self.namespaces {
-            let listed = match self.pods.list(namespace, selector.as_deref()).await {
-                Ok(listed) => listed,
-                Err(failure) => {
-                    log::warn!(
-                        "sweep: cannot list pods in {namespace}: {failure} (grant list on pods for the sweep)"
-                    );
-                    continue;
-                }
-            };
-            for (name, view) in listed {
-                let due = crate::core::jobs::decode(view.annotation(&self.jobs_annotation))
-                    .is_ok_and(|state| crate::core::jobs::has_due_job(&state, now));
-                let selected = self
-                    .selector
-                    .as_ref()
-                    .is_none_or(|selector| selector.matches_with(|key| view.label(key)));
-                if due && selected {
-                    log::debug!("sweep: pod {namespace}/{name} has expired jobs");
-                    self.tracker
-                        .sweep(PodRef::new(namespace.clone(), name), view);
-                }
-            }
-        }
     }
 }
 

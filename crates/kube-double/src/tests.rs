@@ -17,6 +17,11 @@ const NS: &str = "jobs";
 const POD: &str = "/api/v1/namespaces/jobs/pods/worker-0";
 
 /// A minimal blocking HTTP/1.1 client over plain TCP or TLS.
+///
+/// Hand-written on purpose: the fault tests must see what the double does on the wire, byte by
+/// byte (a connection dropped before or after the answer was written, an answer that never
+/// comes, keep-alive across requests, a TLS handshake refused for a missing client
+/// certificate), which a full client would fold into one error or retry away.
 struct Client {
     stream: Box<dyn Stream>,
 }
