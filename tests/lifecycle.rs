@@ -151,6 +151,14 @@ fn sigterm_finishes_calls_in_flight_then_exits_zero() {
             .count(),
         1
     );
+    // Nor for a connection that has sent nothing yet, or only half a request's head.
+    let _fresh = std::net::TcpStream::connect(tracker.address).expect("connects");
+    let mut half = std::net::TcpStream::connect(tracker.address).expect("connects");
+    std::io::Write::write_all(
+        &mut half,
+        b"POST /increment?pod_name=worker-1 HTTP/1.1\r\nHo",
+    )
+    .expect("sends");
     api.inject(
         Fault::new(FaultKind::Latency(Duration::from_millis(1500)))
             .verb(Verb::Patch)

@@ -4,7 +4,8 @@
 //! rather than given up: the tracker applies a keyed start or end once however often it comes.
 
 use std::hash::{BuildHasher, RandomState};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -346,13 +347,26 @@ fn new_job_key() -> String {
     format!("run-{key:016x}")
 }
 
-/// Renews the job every `every` on a thread of its own (so that signals are never held up by
-/// a slow tracker), until the returned guard is dropped. A failed renewal is reported and tried
-/// again at the next turn: the job's deadline is far enough away for that.
-pub(super) fn keep_renewing(
-    tracker: &Tracker,
-    every: Duration,
-) -> Option<std::sync::mpsc::Sender<()>> {
+/// Renewals of a running job, on a thread of its own (so that signals are never held up by a
+/// slow tracker). Dropping it stops them and waits for one in progress, so that no renewal
+/// lands after the job's decrement.
+pub(super) struct Renewals {
+    stop: Option<Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Renewals {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Renews the job every `every` until the returned [`Renewals`] is dropped. A failed renewal is
+/// reported and tried again at the next turn: the job's deadline is far enough away for that.
+pub(super) fn keep_renewing(tracker: &Tracker, every: Duration) -> Option<Renewals> {
     let (stop, stopped) = std::sync::mpsc::channel::<()>();
     let renewing = Tracker {
         // One attempt per turn: the next turn is the retry.
@@ -364,19 +378,19 @@ pub(super) fn keep_renewing(
         .spawn(move || {
             while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
                 match renewing.call(Call::Renew, None) {
-                    Outcome::Counted(_) => {}
-                    Outcome::NotApplied(why) | Outcome::Unknown(why) => {
-                        say(&format!(
-                            "renewing the job failed: {why}; trying again in {}",
-                            durations::describe(every)
-                        ));
-                    }
-                    Outcome::Interrupted { .. } => {}
+                    Outcome::Counted(_) | Outcome::Interrupted { .. } => {}
+                    Outcome::NotApplied(why) | Outcome::Unknown(why) => say(&format!(
+                        "renewing the job failed: {why}; trying again in {}",
+                        durations::describe(every)
+                    )),
                 }
             }
         });
     match spawned {
-        Ok(_) => Some(stop),
+        Ok(thread) => Some(Renewals {
+            stop: Some(stop),
+            thread: Some(thread),
+        }),
         Err(e) => {
             say(&format!(
                 "cannot renew the job ({e}): it may be released at the tracker's --max-job-duration"

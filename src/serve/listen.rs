@@ -250,12 +250,20 @@ async fn accept<H, F>(
     H: Fn(hyper::Request<hyper::body::Incoming>) -> F + Clone + Send + 'static,
     F: Future<Output = hyper::Response<http::Body>> + Send + 'static,
 {
+    // Each connection's own view of the stop, for the time before hyper has it.
+    let stop_connection = stop.clone();
     loop {
         tokio::select! {
             _ = stop.wait_for(|stopping| *stopping) => return,
             accepted = tcp_listener.accept() => match accepted {
                 Ok((tcp, _)) => match Arc::clone(&listener.open).try_acquire_owned() {
-                    Ok(permit) => serve(tcp, permit, connections, &listener, handler.clone()),
+                    Ok(permit) => serve(
+                        tcp,
+                        permit,
+                        (connections, stop_connection.clone()),
+                        &listener,
+                        handler.clone(),
+                    ),
                     Err(_) => refuse_full(tcp, &listener),
                 },
                 // Out of file descriptors or similar: give the system a moment, keep serving.
@@ -273,7 +281,7 @@ async fn accept<H, F>(
 fn serve<H, F>(
     tcp: TcpStream,
     permit: OwnedSemaphorePermit,
-    connections: &GracefulShutdown,
+    (connections, stop): (&GracefulShutdown, watch::Receiver<bool>),
     listener: &Listener,
     handler: H,
 ) where
@@ -309,8 +317,14 @@ fn serve<H, F>(
         let _permit = permit;
         let mut tcp = tcp;
         let serving = async {
-            // hyper's buffers only once the first request's head is here (see `head`).
-            let already_read = match head::read(&mut tcp, &activity, limits.max_head).await {
+            // hyper's buffers only once the first request's head is here (see `head`). A stop
+            // meanwhile closes the connection, as it closes an idle one: no request is lost,
+            // none had arrived whole (and the watcher, dropped, does not hold the stop up).
+            let read = tokio::select! {
+                read = head::read(&mut tcp, &activity, limits.max_head) => read,
+                () = stopping(stop) => return,
+            };
+            let already_read = match read {
                 Ok(Some(bytes)) => bytes,
                 Ok(None) => return,
                 Err(e) => return log::debug!("connection ended while reading a head: {e}"),
@@ -333,6 +347,19 @@ fn serve<H, F>(
             }
         }
     });
+}
+
+/// Resolves once the server is stopping.
+async fn stopping(mut stop: watch::Receiver<bool>) {
+    loop {
+        if *stop.borrow_and_update() {
+            return;
+        }
+        if stop.changed().await.is_err() {
+            // The server is gone: whoever serves this connection decides.
+            return std::future::pending().await;
+        }
+    }
 }
 
 /// hyper's smallest accepted read buffer.
