@@ -18,7 +18,7 @@ use kube_double::{ApiServer, NewPod, Rule, Subject, User};
 use pod_webhook_tracker::cli::{self, Command};
 use pod_webhook_tracker::config::{Config, Environment};
 use pod_webhook_tracker::serve;
-use pod_webhook_tracker::serve::listen::StopHandle;
+use pod_webhook_tracker::serve::server::StopHandle;
 use serde_json::json;
 
 const NS: &str = "demo";

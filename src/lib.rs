@@ -5,7 +5,7 @@
 //! guarded patch plans, keyed jobs, targeting, bounded durations), the Kubernetes client
 //! ([`api`]) and the settings ([`cli`] → [`config`]) they share.
 //!
-//! The path of one call: [`serve::listen`] accepts it, [`serve::http`] routes it,
+//! The path of one call: [`listen`] accepts it, [`serve::http`] routes it,
 //! [`core::target`] finds the pod, [`serve::tracker`] queues it on the pod's single writer, which
 //! computes every caller's count with [`core::count`], writes once with a [`core::guard`]ed JSON
 //! patch through [`api`], and answers each caller.
@@ -31,6 +31,7 @@ pub mod core;
 pub mod doctor;
 pub mod error;
 pub mod exit;
+pub mod listen;
 pub(crate) mod metrics;
 pub mod run;
 pub mod serve;

@@ -8,7 +8,7 @@ use crate::cli::ServeArgs;
 use crate::core::durations::{self, Bounds, MAX_CONNECTION_TIMEOUT, MIN_CONNECTION_TIMEOUT};
 use crate::core::keys::TrackerKeys;
 use crate::error::{Error, Result};
-use crate::serve::listen::{ConnectionLimits, MAX_CONNECTIONS_LIMIT};
+use crate::listen::{ConnectionLimits, MAX_CONNECTIONS_LIMIT};
 
 use super::POD_DELETION_COST;
 

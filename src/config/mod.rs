@@ -26,7 +26,7 @@ use crate::core::jobs::Limits;
 use crate::core::keys::TrackerKeys;
 use crate::core::target::Targeting;
 use crate::error::Result;
-use crate::serve::listen::ConnectionLimits;
+use crate::listen::ConnectionLimits;
 use crate::serve::tracker::{RetryPolicy, Settings};
 
 /// The annotation ReplicaSets read to choose which pods to delete first on scale-in.

@@ -1,9 +1,10 @@
-//! The pure core: counting, guarded patch plans, keyed jobs, which pod a call is about, and
-//! bounded durations. No I/O and no clock here: every subcommand builds on these.
+//! The pure core: counting, guarded patch plans, keyed jobs, which pod a call is about,
+//! bounded durations, and what the injector adds to a pod. No I/O and no clock here: every subcommand builds on these.
 
 pub mod count;
 pub mod durations;
 pub mod guard;
+pub mod inject;
 pub mod jobs;
 pub mod keys;
 pub mod pod;

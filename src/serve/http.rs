@@ -1,5 +1,5 @@
 //! The webhook's HTTP side: routes, query parameters, the one place where errors become status
-//! codes, and one log line per call. The sockets and the graceful stop are in [`crate::serve::listen`].
+//! codes, and one log line per call. The sockets and the graceful stop are in [`crate::listen`].
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -345,7 +345,7 @@ fn finish(
     answer(status, kind, body, headers)
 }
 
-/// The answer to a request whose handler panicked (see [`crate::serve::listen`]).
+/// The answer to a request whose handler panicked (see [`crate::listen`]).
 pub(crate) fn internal_error() -> Response<Body> {
     let error = Error::Internal(
         "the tracker failed while answering this request (see its log); a counting call may or may not have been stored"

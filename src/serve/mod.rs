@@ -2,15 +2,13 @@
 //! the sidecar's start-up check, and stops gracefully on SIGTERM or SIGINT.
 
 pub(crate) mod app;
-pub(crate) mod head;
 pub(crate) mod http;
 pub(crate) mod in_flight;
-pub mod listen;
 pub(crate) mod query;
+pub mod server;
 pub(crate) mod status;
 pub(crate) mod sweep;
 pub(crate) mod tracker;
-pub(crate) mod watchdog;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -26,7 +24,7 @@ use crate::core::target::Targeting;
 use crate::exit::{EXIT_BAD_CONFIG, EXIT_FAILURE};
 use crate::metrics::Metrics;
 use crate::serve::app::{App, Readiness};
-use crate::serve::listen::{Server, StopHandle};
+use crate::serve::server::{Server, StopHandle};
 use crate::serve::sweep::Sweep;
 use crate::serve::tracker::Tracker;
 

@@ -1,37 +1,45 @@
-//! The sockets: accepts connections on the webhook and admin addresses, serves HTTP/1.1 on them
-//! with hyper on the tracker's runtime (a task per connection, no thread), and stops gracefully.
-//!
-//! A stop closes the listeners at once, lets every connection finish the request it is serving
-//! (idle kept-alive connections close), and waits for calls in flight up to the grace period.
+//! The sockets every server of the program shares (`serve`'s webhook and admin addresses,
+//! `inject`'s admission webhook): accepts connections, serves HTTP/1.1 on them with hyper (a
+//! task per connection, no thread), over TLS where the listener has a certificate.
 //!
 //! Each listener bounds what clients can hold: a cap on open connections (beyond it a new one
-//! is answered 503 and closed), a header-read and an idle timeout ([`crate::serve::watchdog`]), and a
-//! bound on the request head (hyper answers 431). A handler that panics costs its request a
-//! 500, not the process.
+//! is answered 503 and closed), a header-read and an idle timeout ([`watchdog`]; the TLS
+//! handshake counts as reading the head), and a bound on the request head (hyper answers 431). A
+//! handler that panics costs its request a 500, not the process. A stop closes the listener
+//! at once; each connection finishes the request it is serving, idle ones close.
+
+pub(crate) mod head;
+pub mod tls;
+pub(crate) mod watchdog;
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::FutureExt;
+use http_body_util::Full;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
 
-use crate::core::durations;
-use crate::metrics::Metrics;
-use crate::serve::app::App;
-use crate::serve::head;
-use crate::serve::http;
-use crate::serve::in_flight::InFlight;
-use crate::serve::watchdog::{Activity, Watched};
+use crate::listen::watchdog::{Activity, Watched};
+use crate::metrics::ConnectionLabels;
+
+/// The body of every answer: small, and complete before it is sent.
+pub(crate) type Body = Full<Bytes>;
+
+/// `connections_closed_total`: connections a listener closed, by listener and reason.
+pub(crate) type ClosedConnections = Family<ConnectionLabels, Counter>;
 
 /// The bounds that keep slow, idle or numerous clients from exhausting the listeners.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,162 +78,78 @@ impl Default for ConnectionLimits {
     }
 }
 
-/// The bound webhook server, not yet serving.
-pub struct Server {
-    webhook: TcpListener,
-    admin: Option<TcpListener>,
-    app: Arc<App>,
-    in_flight: Arc<InFlight>,
-    stop: Arc<watch::Sender<bool>>,
-    limits: ConnectionLimits,
-}
-
-/// Stops a running [`Server`] from any thread (the signal handler, a test, the demo).
-#[derive(Clone)]
-pub struct StopHandle {
-    stop: Arc<watch::Sender<bool>>,
-}
-
-impl StopHandle {
-    /// Stops taking connections; calls in flight are still answered.
-    pub fn stop(&self) {
-        self.stop.send_replace(true);
-    }
-}
-
-impl Server {
-    /// Binds the webhook address, and the admin address (probes, metrics, status) if given.
-    ///
-    /// Binding happens here, before the server runs, so that a taken port is reported at
-    /// start-up and the address is known (port 0 picks one). Call it within the runtime that
-    /// will serve (`Runtime::enter`): the listeners are registered with it.
-    pub fn bind(
-        address: SocketAddr,
-        admin: Option<SocketAddr>,
-        app: App,
-        limits: ConnectionLimits,
-    ) -> Result<Server, String> {
-        let listen = |address: SocketAddr| {
-            std::net::TcpListener::bind(address)
-                .and_then(|listener| {
-                    listener.set_nonblocking(true)?;
-                    TcpListener::from_std(listener)
-                })
-                .map_err(|e| format!("cannot listen on {address}: {e}"))
-        };
-        Ok(Server {
-            webhook: listen(address)?,
-            admin: admin.map(listen).transpose()?,
-            app: Arc::new(app),
-            in_flight: Arc::new(InFlight::default()),
-            stop: Arc::new(watch::Sender::new(false)),
-            limits,
+/// Binds `address` for a listener, on the runtime of the caller (`Runtime::enter`).
+///
+/// Binding happens before the server runs, so that a taken port is reported at start-up and
+/// the address is known (port 0 picks one).
+pub(crate) fn bind(address: std::net::SocketAddr) -> Result<TcpListener, String> {
+    std::net::TcpListener::bind(address)
+        .and_then(|listener| {
+            listener.set_nonblocking(true)?;
+            TcpListener::from_std(listener)
         })
-    }
-
-    /// The address actually bound (useful with port 0).
-    pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.webhook.local_addr().ok()
-    }
-
-    /// The admin address actually bound, if any.
-    pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.admin.as_ref()?.local_addr().ok()
-    }
-
-    /// A handle that stops this server.
-    pub fn stop_handle(&self) -> StopHandle {
-        StopHandle {
-            stop: Arc::clone(&self.stop),
-        }
-    }
-
-    /// Serves until stopped, then lets open connections finish their requests and waits up to
-    /// `grace` for calls in flight; returns how many were still unanswered when it ended.
-    /// Runs on the tracker's runtime.
-    pub async fn run(self, grace: Duration) -> usize {
-        let connections = GracefulShutdown::new();
-        let (webhook, admin) = (self.webhook, self.admin);
-        let (app, in_flight) = (Arc::clone(&self.app), Arc::clone(&self.in_flight));
-        let webhook_handler =
-            move |request| http::handle(Arc::clone(&app), Arc::clone(&in_flight), request);
-        let limits = self.limits;
-        let metrics = Arc::clone(&self.app.metrics);
-        let serve_webhook = accept(
-            &webhook,
-            self.stop.subscribe(),
-            &connections,
-            Listener::new(
-                "webhook",
-                limits.max_connections,
-                limits,
-                Arc::clone(&metrics),
-            ),
-            webhook_handler,
-        );
-        let app = Arc::clone(&self.app);
-        let admin_handler = move |request| http::handle_admin(Arc::clone(&app), request);
-        let serve_admin = async {
-            if let Some(admin) = &admin {
-                let listener =
-                    Listener::new("admin", limits.max_admin_connections, limits, metrics);
-                accept(
-                    admin,
-                    self.stop.subscribe(),
-                    &connections,
-                    listener,
-                    admin_handler,
-                )
-                .await;
-            }
-        };
-        tokio::join!(serve_webhook, serve_admin);
-        // No new connections from here on.
-        drop((webhook, admin));
-        let deadline =
-            tokio::time::Instant::from_std(durations::instant_after(Instant::now(), grace));
-        // Each connection finishes the request it is serving; idle ones close at once.
-        let _ = tokio::time::timeout_at(deadline, connections.shutdown()).await;
-        // A call whose caller hung up is still in flight after its connection has ended.
-        let rest = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let left = self.in_flight.wait_idle(rest).await;
-        if left > 0 {
-            log::warn!(
-                "{left} call(s) still unanswered after the {}s grace period",
-                grace.as_secs()
-            );
-        }
-        left
-    }
+        .map_err(|e| format!("cannot listen on {address}: {e}"))
 }
 
-/// One listener's name (for metrics and logs) and its share of the connection limits.
+/// One listener's name (for metrics and logs), its share of the connection limits, and its
+/// TLS, if any.
 #[derive(Clone)]
-struct Listener {
+pub(crate) struct Listener {
     name: &'static str,
     limits: ConnectionLimits,
     /// One permit per open connection.
     open: Arc<Semaphore>,
     /// One permit per connection being refused (answered 503 and closed).
     refusing: Arc<Semaphore>,
-    metrics: Arc<Metrics>,
+    closed: ClosedConnections,
+    tls: Option<TlsAcceptor>,
+    /// The answer to a request whose handler panicked.
+    panic_answer: fn() -> hyper::Response<Body>,
 }
 
 impl Listener {
-    fn new(
+    pub(crate) fn new(
         name: &'static str,
         max_connections: usize,
         limits: ConnectionLimits,
-        metrics: Arc<Metrics>,
+        closed: ClosedConnections,
     ) -> Self {
         Listener {
             name,
             limits,
             open: Arc::new(Semaphore::new(max_connections)),
             refusing: Arc::new(Semaphore::new(MAX_REFUSING)),
-            metrics,
+            closed,
+            tls: None,
+            panic_answer: internal_error,
         }
     }
+
+    /// Serves HTTPS instead of HTTP.
+    pub(crate) fn with_tls(mut self, tls: TlsAcceptor) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Answers a request whose handler panicked with `answer` (which says what the panic may
+    /// have left undone).
+    pub(crate) fn with_panic_answer(mut self, answer: fn() -> hyper::Response<Body>) -> Self {
+        self.panic_answer = answer;
+        self
+    }
+
+    fn count_closed(&self, reason: &str) {
+        count_closed(&self.closed, self.name, reason);
+    }
+}
+
+fn count_closed(closed: &ClosedConnections, listener: &str, reason: &str) {
+    closed
+        .get_or_create(&ConnectionLabels {
+            listener: listener.to_owned(),
+            reason: reason.to_owned(),
+        })
+        .inc();
 }
 
 /// At most this many full-listener refusals are written at once; beyond that a new
@@ -240,7 +164,7 @@ retry-after: 1\r\nconnection: close\r\ncontent-length: 67\r\n\r\n\
 too many open connections (--max-connections): try again in a moment\n";
 
 /// Accepts connections until `stop` turns true, serving each on its own task with `handler`.
-async fn accept<H, F>(
+pub(crate) async fn accept<H, F>(
     tcp_listener: &TcpListener,
     mut stop: watch::Receiver<bool>,
     connections: &GracefulShutdown,
@@ -248,7 +172,7 @@ async fn accept<H, F>(
     handler: H,
 ) where
     H: Fn(hyper::Request<hyper::body::Incoming>) -> F + Clone + Send + 'static,
-    F: Future<Output = hyper::Response<http::Body>> + Send + 'static,
+    F: Future<Output = hyper::Response<Body>> + Send + 'static,
 {
     // Each connection's own view of the stop, for the time before hyper has it.
     let stop_connection = stop.clone();
@@ -286,25 +210,26 @@ fn serve<H, F>(
     handler: H,
 ) where
     H: Fn(hyper::Request<hyper::body::Incoming>) -> F + Clone + Send + 'static,
-    F: Future<Output = hyper::Response<http::Body>> + Send + 'static,
+    F: Future<Output = hyper::Response<Body>> + Send + 'static,
 {
     // Answers are small and written at once: do not let Nagle hold them back.
     let _ = tcp.set_nodelay(true);
     let activity = Activity::new();
-    let (name, metrics) = (listener.name, Arc::clone(&listener.metrics));
+    let (name, closed) = (listener.name, listener.closed.clone());
+    let panic_answer = listener.panic_answer;
     let service_activity = Arc::clone(&activity);
     let service = service_fn(move |request| {
         let serving = service_activity.serving();
         let answer = AssertUnwindSafe(handler(request)).catch_unwind();
-        let metrics = Arc::clone(&metrics);
+        let closed = closed.clone();
         async move {
             let response = answer.await.unwrap_or_else(|panic| {
                 log::error!(
-                    "answering a request on the {name} address panicked ({}); it is answered 500 and the tracker goes on",
+                    "answering a request on the {name} address panicked ({}); it is answered 500 and the program goes on",
                     panic_message(panic.as_ref())
                 );
-                metrics.connection_closed(name, "panic");
-                http::internal_error()
+                count_closed(&closed, name, "panic");
+                panic_answer()
             });
             drop(serving);
             Ok::<_, Infallible>(response)
@@ -312,45 +237,78 @@ fn serve<H, F>(
     });
     let limits = listener.limits;
     let watcher = connections.watcher();
-    let metrics = Arc::clone(&listener.metrics);
+    let listener = listener.clone();
     tokio::spawn(async move {
         let _permit = permit;
-        let mut tcp = tcp;
         let serving = async {
-            // hyper's buffers only once the first request's head is here (see `head`). A stop
-            // meanwhile closes the connection, as it closes an idle one: no request is lost,
-            // none had arrived whole (and the watcher, dropped, does not hold the stop up).
-            let read = tokio::select! {
-                read = head::read(&mut tcp, &activity, limits.max_head) => read,
-                () = stopping(stop) => return,
+            let Some(tls) = &listener.tls else {
+                return serve_http(tcp, &activity, stop, limits, service, watcher).await;
             };
-            let already_read = match read {
-                Ok(Some(bytes)) => bytes,
-                Ok(None) => return,
-                Err(e) => return log::debug!("connection ended while reading a head: {e}"),
+            // A handshake is bounded as a request head is: a client that stalls in it is cut off.
+            let handshake = tokio::select! {
+                handshake = tokio::time::timeout(limits.header_read_timeout, tls.accept(tcp)) => handshake,
+                () = stopping(stop.clone()) => return,
             };
-            let io = TokioIo::new(Watched::new(tcp, Arc::clone(&activity), already_read));
-            let connection = http1::Builder::new()
-                .keep_alive(true)
-                .max_buf_size(limits.max_head.max(MIN_BUFFER))
-                .max_header_size(limits.max_head)
-                .serve_connection(io, service);
-            if let Err(e) = watcher.watch(connection).await {
-                log::debug!("connection ended with an error: {e}");
+            match handshake {
+                Ok(Ok(stream)) => {
+                    serve_http(stream, &activity, stop, limits, service, watcher).await
+                }
+                Ok(Err(e)) => {
+                    log::debug!("TLS handshake failed: {e}");
+                    listener.count_closed("tls-handshake");
+                }
+                Err(_) => listener.count_closed("tls-handshake-timeout"),
             }
         };
         tokio::select! {
             () = serving => {}
             expired = activity.expired(limits.header_read_timeout, limits.idle_timeout) => {
                 log::debug!("connection closed: {}", expired.reason());
-                metrics.connection_closed(name, expired.reason());
+                listener.count_closed(expired.reason());
             }
         }
     });
 }
 
+/// Serves HTTP/1.1 on an open connection (plain or TLS) until it ends.
+async fn serve_http<IO, S>(
+    mut io: IO,
+    activity: &Arc<Activity>,
+    stop: watch::Receiver<bool>,
+    limits: ConnectionLimits,
+    service: S,
+    watcher: Watcher,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = Body> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    // hyper's buffers only once the first request's head is here (see `head`). A stop
+    // meanwhile closes the connection, as it closes an idle one: no request is lost, none had
+    // arrived whole (and the watcher, dropped, does not hold the stop up).
+    let read = tokio::select! {
+        read = head::read(&mut io, activity, limits.max_head) => read,
+        () = stopping(stop) => return,
+    };
+    let already_read = match read {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => return,
+        Err(e) => return log::debug!("connection ended while reading a head: {e}"),
+    };
+    let io = TokioIo::new(Watched::new(io, Arc::clone(activity), already_read));
+    let connection = http1::Builder::new()
+        .keep_alive(true)
+        .max_buf_size(limits.max_head.max(MIN_BUFFER))
+        .max_header_size(limits.max_head)
+        .serve_connection(io, service);
+    if let Err(e) = watcher.watch(connection).await {
+        log::debug!("connection ended with an error: {e}");
+    }
+}
+
 /// Resolves once the server is stopping.
-async fn stopping(mut stop: watch::Receiver<bool>) {
+pub(crate) async fn stopping(mut stop: watch::Receiver<bool>) {
     loop {
         if *stop.borrow_and_update() {
             return;
@@ -368,7 +326,7 @@ const MIN_BUFFER: usize = 8192;
 /// Answers a connection beyond the limit with 503 and closes it, without reading a request
 /// beyond draining what the caller sent (so that the answer is not lost to a reset).
 fn refuse_full(mut tcp: TcpStream, listener: &Listener) {
-    listener.metrics.connection_closed(listener.name, "full");
+    listener.count_closed("full");
     let Ok(permit) = Arc::clone(&listener.refusing).try_acquire_owned() else {
         return;
     };
@@ -383,6 +341,17 @@ fn refuse_full(mut tcp: TcpStream, listener: &Listener) {
         })
         .await;
     });
+}
+
+/// The answer to a request whose handler panicked.
+pub(crate) fn internal_error() -> hyper::Response<Body> {
+    let mut response = hyper::Response::new(Body::from("internal error: see the log\n"));
+    *response.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
 }
 
 /// What a panic said, for the log.
@@ -400,10 +369,10 @@ mod tests {
 
     /// Serves `handler` on a loopback port with `limits`, on a runtime of its own; returns
     /// the address.
-    fn serving<H, F>(limits: ConnectionLimits, handler: H) -> SocketAddr
+    fn serving<H, F>(limits: ConnectionLimits, handler: H) -> std::net::SocketAddr
     where
         H: Fn(hyper::Request<hyper::body::Incoming>) -> F + Clone + Send + 'static,
-        F: Future<Output = hyper::Response<http::Body>> + Send + 'static,
+        F: Future<Output = hyper::Response<Body>> + Send + 'static,
     {
         let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
         tcp.set_nonblocking(true).expect("non-blocking");
@@ -418,7 +387,7 @@ mod tests {
                 let (_stop, stopped) = watch::channel(false);
                 let connections = GracefulShutdown::new();
                 let listener =
-                    Listener::new("webhook", limits.max_connections, limits, Arc::default());
+                    Listener::new("webhook", limits.max_connections, limits, Family::default());
                 accept(&tcp, stopped, &connections, listener, handler).await;
             });
         });
@@ -452,7 +421,7 @@ mod tests {
     async fn a_handler_that_panics_costs_its_request_a_500_and_the_connection_goes_on() {
         let handler = |request: hyper::Request<hyper::body::Incoming>| async move {
             assert_ne!(request.uri().path(), "/boom", "a bug in a handler");
-            http::internal_error().map(|_| http::Body::from("fine\n"))
+            internal_error().map(|_| Body::from("fine\n"))
         };
         let address = serving(ConnectionLimits::default(), handler);
         let mut stream = TcpStream::connect(address).await.expect("connects");

@@ -117,7 +117,7 @@ impl Drop for Serving {
 }
 
 /// A socket that tells its connection's [`Activity`] when a request's bytes begin to arrive,
-/// and first gives back the bytes already read from it (see [`crate::serve::head`]).
+/// and first gives back the bytes already read from it (see [`crate::listen::head`]).
 #[derive(Debug)]
 pub(crate) struct Watched<T> {
     io: T,

@@ -4,14 +4,14 @@
 //! hyper gives every connection an 8 KiB write buffer at once and an 8 KiB read buffer at its
 //! first byte; with a thousand slow clients that is most of a sidecar's memory limit. Here a
 //! connection's first bytes go into a small buffer that grows only as the head does, and hyper
-//! is handed the connection (with those bytes in front, see [`crate::serve::watchdog::Watched`]) once
+//! is handed the connection (with those bytes in front, see [`crate::listen::watchdog::Watched`]) once
 //! the head is complete, cannot be HTTP, or has reached the size limit, so that hyper still
 //! gives every answer: 400, 414, 431.
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::serve::watchdog::Activity;
+use crate::listen::watchdog::Activity;
 
 /// What a connection's buffer starts with; a typical head fits.
 const FIRST_BUFFER: usize = 512;
