@@ -4,9 +4,10 @@
 use std::process::ExitCode;
 
 use crate::cli::{self, Command};
+use crate::config::inject::InjectConfig;
 use crate::config::{Config, Environment};
 use crate::exit::EXIT_BAD_CONFIG;
-use crate::{doctor, run, serve};
+use crate::{doctor, inject, run, serve};
 
 /// Runs the command line `argv` (the program's name first): parses it into a validated
 /// configuration (exit status 2 when it is not valid) and runs the subcommand.
@@ -42,6 +43,10 @@ pub fn main(argv: &[String]) -> ExitCode {
         },
         Command::Run(args) => match run::Options::from_args(&args) {
             Ok(options) => run::run(&options),
+            Err(error) => refuse(&error.to_string()),
+        },
+        Command::Inject(args) => match InjectConfig::from_args(&args) {
+            Ok(config) => inject::run(config),
             Err(error) => refuse(&error.to_string()),
         },
         Command::Install(args) => run::install(std::path::Path::new(&args.directory)),

@@ -1,7 +1,7 @@
 //! pod-webhook-tracker: keeps the number of running jobs of a pod in a label of that pod, so that
 //! a PodDisruptionBudget selecting the label keeps busy pods from being evicted.
 //!
-//! The tree: three subcommands ([`serve`], [`run`], [`doctor`]) above a pure [`core`] (counting,
+//! The tree: four subcommands ([`serve`], [`run`], [`doctor`], [`inject`]) above a pure [`core`] (counting,
 //! guarded patch plans, keyed jobs, targeting, bounded durations), the Kubernetes client
 //! ([`api`]) and the settings ([`cli`] → [`config`]) they share.
 //!
@@ -31,6 +31,7 @@ pub mod core;
 pub mod doctor;
 pub mod error;
 pub mod exit;
+pub mod inject;
 pub mod listen;
 pub(crate) mod metrics;
 pub mod run;

@@ -29,6 +29,8 @@ pub enum Command {
     Doctor(DoctorArgs),
     /// Copy this program into a directory.
     Install(InstallArgs),
+    /// Run the admission webhook that injects the tracker into pods.
+    Inject(InjectArgs),
     /// Print the version.
     Version(VersionArgs),
     /// Print a shell completion script.
@@ -162,6 +164,95 @@ pub struct ServeArgs {
     /// how long a kept-alive connection may stay without a request before it is closed, 1s to 1h (default 60s)
     #[argh(option, default = "String::from(\"60s\")")]
     pub idle_timeout: String,
+}
+
+/// Run the mutating admission webhook that adds the tracker sidecar to pods labelled
+/// pod-webhook-tracker.io/inject=true.
+#[derive(FromArgs, ArgsInfo, Debug, PartialEq, Default)]
+#[argh(
+    subcommand,
+    name = "inject",
+    example = "{command_name} --tls-cert-file=/tls/tls.crt --tls-key-file=/tls/tls.key",
+    note = "Serves POST /mutate (admission.k8s.io/v1 AdmissionReview) over HTTPS, and /healthz,
+  /readyz and /metrics. The certificate files are read again when they change. Each default
+  of the injected tracker can be overridden per pod by an annotation
+  pod-webhook-tracker.io/SETTING (label, port, admin-port, max-job-duration, autoscaler,
+  cpu-request, memory-request, memory-limit, run); see the README's \"Injecting the sidecar\".",
+    error_code(2, "invalid flags or certificate files")
+)]
+pub struct InjectArgs {
+    /// address to listen on for HTTPS (default 0.0.0.0:8443)
+    #[argh(option, default = "String::from(\"0.0.0.0:8443\")")]
+    pub address: String,
+    /// also serve /healthz, /readyz and /metrics over plain HTTP here, e.g. 0.0.0.0:9090
+    #[argh(option)]
+    pub admin_address: Option<String>,
+    /// the serving certificate chain (PEM); read again when it changes
+    #[argh(option)]
+    pub tls_cert_file: Option<String>,
+    /// the serving certificate's private key (PEM); read again when it changes
+    #[argh(option)]
+    pub tls_key_file: Option<String>,
+    /// make a CA and a serving certificate in memory at start, and write the CA into the caBundle of --webhook-configuration (instead of --tls-cert-file) (default false)
+    #[argh(option, default = "false")]
+    pub self_signed: bool,
+    /// with --self-signed: a DNS name for the serving certificate, e.g. pod-webhook-tracker-injector.pod-webhook-tracker.svc (repeatable)
+    #[argh(option)]
+    pub self_signed_dns_name: Vec<String>,
+    /// with --self-signed: the MutatingWebhookConfiguration whose caBundle to set (default pod-webhook-tracker)
+    #[argh(option, default = "String::from(\"pod-webhook-tracker\")")]
+    pub webhook_configuration: String,
+    /// with --self-signed: the webhooks in it to set the caBundle of (repeatable; default inject.pod-webhook-tracker.io)
+    #[argh(option)]
+    pub webhook_name: Vec<String>,
+    /// the image of the injected tracker (default: this version's image)
+    #[argh(option)]
+    pub sidecar_image: Option<String>,
+    /// the injected tracker's label (default active-jobs)
+    #[argh(option, default = "String::from(\"active-jobs\")")]
+    pub label: String,
+    /// the injected tracker's counting port on 127.0.0.1 (default 8080)
+    #[argh(option, default = "String::from(\"8080\")")]
+    pub tracker_port: String,
+    /// the injected tracker's admin port (probes, /wait-idle) (default 9090)
+    #[argh(option, default = "String::from(\"9090\")")]
+    pub admin_port: String,
+    /// the injected tracker's --max-job-duration, up to 1 year; 0: none (default 6h)
+    #[argh(option, default = "String::from(\"6h\")")]
+    pub max_job_duration: String,
+    /// which autoscaler the injected tracker keeps off busy pods: karpenter, cluster-autoscaler or none (default karpenter)
+    #[argh(option, default = "String::from(\"karpenter\")")]
+    pub autoscaler: String,
+    /// the injected tracker's CPU request (default 5m)
+    #[argh(option, default = "String::from(\"5m\")")]
+    pub cpu_request: String,
+    /// the injected tracker's memory request (default 8Mi)
+    #[argh(option, default = "String::from(\"8Mi\")")]
+    pub memory_request: String,
+    /// the injected tracker's memory limit (default 32Mi)
+    #[argh(option, default = "String::from(\"32Mi\")")]
+    pub memory_limit: String,
+    /// what to do with a labelled pod the tracker cannot be added to correctly (hostNetwork, a port in use, a bad annotation): deny (refuse the pod, saying why) or admit (create it without the tracker, with a warning) (default deny)
+    #[argh(option, default = "String::from(\"deny\")")]
+    pub unfit_pods: String,
+    /// with --self-signed: the kubeconfig file (default: in-cluster, then $KUBECONFIG, then ~/.kube/config)
+    #[argh(option)]
+    pub kubeconfig: Option<String>,
+    /// with --self-signed: the kubeconfig context
+    #[argh(option)]
+    pub kube_context: Option<String>,
+    /// most connections open at once, 1 to 65536 (default 1024)
+    #[argh(option, default = "String::from(\"1024\")")]
+    pub max_connections: String,
+    /// how long a client may take for the TLS handshake and a request's head, 1s to 1h (default 10s)
+    #[argh(option, default = "String::from(\"10s\")")]
+    pub header_read_timeout: String,
+    /// how long a kept-alive connection may stay without a request, 1s to 1h (default 60s)
+    #[argh(option, default = "String::from(\"60s\")")]
+    pub idle_timeout: String,
+    /// how long to let reviews in flight finish on SIGTERM, up to 1 day (default 10s)
+    #[argh(option, default = "String::from(\"10s\")")]
+    pub shutdown_grace_period: String,
 }
 
 /// Print the version.
@@ -410,6 +501,7 @@ pub const BOOLEAN_FLAGS: &[&str] = &[
     "--standalone",
     "--events",
     "--run-unprotected",
+    "--self-signed",
 ];
 
 /// Rewrites the Go-style forms the original accepted into the forms argh parses.

@@ -4,7 +4,6 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-use crate::cli::ServeArgs;
 use crate::core::durations::{self, Bounds, MAX_CONNECTION_TIMEOUT, MIN_CONNECTION_TIMEOUT};
 use crate::core::keys::TrackerKeys;
 use crate::error::{Error, Result};
@@ -107,10 +106,14 @@ pub(super) fn parse_timeout(flag: &str, text: &str, bounds: Bounds) -> Result<Op
 }
 
 /// `--max-connections`, `--header-read-timeout` and `--idle-timeout`, validated.
-pub(super) fn connection_limits(args: &ServeArgs) -> Result<ConnectionLimits> {
+pub(super) fn connection_limits(
+    max_connections: &str,
+    header_read_timeout: &str,
+    idle_timeout: &str,
+) -> Result<ConnectionLimits> {
     let flag = "--max-connections";
-    let max_connections = args
-        .max_connections
+    let text = max_connections;
+    let max_connections = text
         .trim()
         .parse::<usize>()
         .ok()
@@ -118,7 +121,7 @@ pub(super) fn connection_limits(args: &ServeArgs) -> Result<ConnectionLimits> {
         .ok_or_else(|| {
             invalid(
                 flag,
-                &args.max_connections,
+                text,
                 &format!("expected a number of connections from 1 to {MAX_CONNECTIONS_LIMIT}"),
             )
         })?;
@@ -137,8 +140,8 @@ pub(super) fn connection_limits(args: &ServeArgs) -> Result<ConnectionLimits> {
     };
     Ok(ConnectionLimits {
         max_connections,
-        header_read_timeout: timeout("--header-read-timeout", &args.header_read_timeout)?,
-        idle_timeout: timeout("--idle-timeout", &args.idle_timeout)?,
+        header_read_timeout: timeout("--header-read-timeout", header_read_timeout)?,
+        idle_timeout: timeout("--idle-timeout", idle_timeout)?,
         ..ConnectionLimits::default()
     })
 }

@@ -5,6 +5,7 @@
 //! refused at start-up, not at the first webhook call).
 
 mod flags;
+pub mod inject;
 mod kube_flags;
 mod mode;
 #[cfg(test)]
@@ -225,7 +226,11 @@ impl Config {
             anonymous_job_ttl,
             release_on_restart,
             sweep_interval,
-            connections: connection_limits(args)?,
+            connections: connection_limits(
+                &args.max_connections,
+                &args.header_read_timeout,
+                &args.idle_timeout,
+            )?,
         })
     }
 

@@ -215,7 +215,7 @@ pub fn run(config: Config) -> ExitCode {
     }
 }
 
-async fn wait_for_stop_signal() -> &'static str {
+pub(crate) async fn wait_for_stop_signal() -> &'static str {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
