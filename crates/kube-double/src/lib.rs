@@ -29,6 +29,7 @@
 //! assert_eq!(api.labels("jobs", "worker-0").unwrap()["active-jobs"], "1");
 //! ```
 
+mod admission;
 mod faults;
 mod ids;
 mod kubeconfig;
@@ -45,6 +46,7 @@ mod status;
 mod store;
 mod tls;
 mod validation;
+mod webhook_call;
 
 #[cfg(test)]
 mod tests;
@@ -142,6 +144,7 @@ impl ApiServerBuilder {
             },
             read_latency: self.read_latency,
             write_latency: self.write_latency,
+            services: BTreeMap::new(),
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -458,6 +461,33 @@ impl ApiServer {
             state.store.next_revision();
         }
         removed
+    }
+
+    /// Routes the Service `namespace/name`, as a webhook's `clientConfig.service` names it, to
+    /// `address` (`host:port`); the TLS name checked is still `name.namespace.svc`.
+    pub fn route_service(&self, namespace: &str, name: &str, address: &str) {
+        self.state().services.insert(
+            (namespace.to_string(), name.to_string()),
+            address.to_string(),
+        );
+    }
+
+    /// Sets a namespace's labels (what webhooks' `namespaceSelector` sees; every namespace
+    /// also has `kubernetes.io/metadata.name`).
+    pub fn set_namespace_labels(&self, namespace: &str, labels: &[(&str, &str)]) {
+        let labels = labels
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+            .collect();
+        self.state()
+            .store
+            .namespace_labels
+            .insert(namespace.to_string(), labels);
+    }
+
+    /// A MutatingWebhookConfiguration as stored, if it exists.
+    pub fn webhook_configuration(&self, name: &str) -> Option<Value> {
+        admission::get_config(&self.state().store, name).ok()
     }
 
     /// The pod as the API would serve it.

@@ -4,6 +4,7 @@
 
 use serde_json::{Value, json};
 
+use crate::admission;
 use crate::objects::{Options, assign_name, claim_namespace, decode_body, stamp_new};
 use crate::patch::PatchType;
 use crate::pods::{self, DeleteOptions};
@@ -120,6 +121,26 @@ pub(crate) fn serve(
         }
         (Route::AccessReview, Verb::Create) => {
             Ok((201, access_review(rbac, call.user, call.body)?))
+        }
+        (Route::WebhookConfigs, Verb::List) => Ok((200, admission::list_configs(store))),
+        (Route::WebhookConfigs, Verb::Create) => {
+            Ok((201, admission::create_config(store, call.body, dry_run)?))
+        }
+        (Route::WebhookConfig { name }, Verb::Get) => {
+            Ok((200, admission::get_config(store, name)?))
+        }
+        (Route::WebhookConfig { name }, Verb::Patch) => {
+            let content_type = call.content_type.unwrap_or_default();
+            let kind = PatchType::from_content_type(content_type)
+                .ok_or_else(|| ApiError::unsupported_media_type(content_type))?;
+            Ok((
+                200,
+                admission::patch_config(store, name, kind, call.body, dry_run)?,
+            ))
+        }
+        (Route::WebhookConfig { name }, Verb::Delete) => {
+            admission::delete_config(store, name, dry_run)?;
+            Ok((200, crate::status::success(200)))
         }
         (Route::Unknown, _) => Err(ApiError::unknown_path()),
         _ => Err(ApiError::method_not_allowed()),

@@ -70,6 +70,11 @@ pub(crate) enum Route {
         name: String,
     },
     AccessReview,
+    /// `mutatingwebhookconfigurations` (cluster-scoped).
+    WebhookConfigs,
+    WebhookConfig {
+        name: String,
+    },
     /// `/version`, `/healthz`, `/livez`, `/readyz`.
     Info(String),
     Unknown,
@@ -148,6 +153,19 @@ impl Route {
                 "v1",
                 "selfsubjectaccessreviews",
             ] => Route::AccessReview,
+            [
+                "apis",
+                "admissionregistration.k8s.io",
+                "v1",
+                "mutatingwebhookconfigurations",
+            ] => Route::WebhookConfigs,
+            [
+                "apis",
+                "admissionregistration.k8s.io",
+                "v1",
+                "mutatingwebhookconfigurations",
+                name,
+            ] => Route::WebhookConfig { name: owned(name) },
             _ => Route::Unknown,
         }
     }
@@ -177,6 +195,11 @@ impl Route {
             (Route::Pod { .. } | Route::Pdb { .. }, "DELETE") => Some(Verb::Delete),
             (Route::Eviction { .. }, "POST") => Some(Verb::Evict),
             (Route::Events { .. } | Route::AccessReview, "POST") => Some(Verb::Create),
+            (Route::WebhookConfigs, "GET") => Some(collection_read()),
+            (Route::WebhookConfigs, "POST") => Some(Verb::Create),
+            (Route::WebhookConfig { .. }, "GET") => Some(Verb::Get),
+            (Route::WebhookConfig { .. }, "PATCH") => Some(Verb::Patch),
+            (Route::WebhookConfig { .. }, "DELETE") => Some(Verb::Delete),
             (Route::Unknown, _) => Some(match method {
                 "POST" => Verb::Create,
                 "PUT" => Verb::Update,
@@ -193,6 +216,7 @@ impl Route {
         match self {
             Route::Events { .. } => GroupResource::EVENTS,
             Route::Pdbs { .. } | Route::Pdb { .. } => GroupResource::PDBS,
+            Route::WebhookConfigs | Route::WebhookConfig { .. } => GroupResource::WEBHOOK_CONFIGS,
             _ => GroupResource::PODS,
         }
     }
@@ -200,9 +224,10 @@ impl Route {
     /// The object the request names, if any.
     pub(crate) fn object_name(&self) -> Option<&str> {
         match self {
-            Route::Pod { name, .. } | Route::Eviction { name, .. } | Route::Pdb { name, .. } => {
-                Some(name)
-            }
+            Route::Pod { name, .. }
+            | Route::Eviction { name, .. }
+            | Route::Pdb { name, .. }
+            | Route::WebhookConfig { name } => Some(name),
             _ => None,
         }
     }
@@ -260,6 +285,12 @@ impl Route {
                 "",
                 "",
             ),
+            Route::WebhookConfigs => {
+                Attributes::new(verb, GroupResource::WEBHOOK_CONFIGS, "", &list_name(query))
+            }
+            Route::WebhookConfig { name } => {
+                Attributes::new(verb, GroupResource::WEBHOOK_CONFIGS, "", name)
+            }
             Route::Info(_) | Route::Unknown => return None,
         };
         Some(attributes)

@@ -2,6 +2,7 @@
 //! hyper, and for each request: faults, latency, authentication, impersonation,
 //! authorization, the resource call, the record, and the answer (or no answer).
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,15 +25,17 @@ use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
+use crate::admission;
 use crate::faults::{FaultKind, Faults};
 use crate::objects::Options;
-use crate::rbac::{Impersonation, Rbac};
+use crate::rbac::{Impersonation, Rbac, User};
 use crate::record::{Outcome, RecordedRequest, Records, Verb};
 use crate::resources::{self, Call};
 use crate::routes::{Query, Route};
 use crate::status::ApiError;
 use crate::store::Store;
 use crate::tls::Tls;
+use crate::webhook_call;
 
 /// The largest request body accepted (the API server's limit is about 3 MiB).
 const MAX_BODY: usize = 3 * 1024 * 1024;
@@ -47,6 +50,8 @@ pub(crate) struct State {
     pub options: Options,
     pub read_latency: Duration,
     pub write_latency: Duration,
+    /// Services webhooks may name, routed to local addresses (`route_service`).
+    pub services: BTreeMap<(String, String), String>,
 }
 
 /// State shared by the handle and the server tasks.
@@ -289,6 +294,14 @@ fn respond(
     body: &Value,
     extra: Option<(hyper::header::HeaderName, HeaderValue)>,
 ) -> Response<Full<Bytes>> {
+    respond_with(code, body, extra.into_iter().collect())
+}
+
+fn respond_with(
+    code: u16,
+    body: &Value,
+    extra: Vec<(hyper::header::HeaderName, HeaderValue)>,
+) -> Response<Full<Bytes>> {
     let (content_type, bytes) = match body {
         Value::String(text) => ("text/plain; charset=utf-8", Bytes::from(text.clone())),
         body => ("application/json", Bytes::from(body.to_string())),
@@ -299,8 +312,8 @@ fn respond(
     response
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    if let Some((name, value)) = extra {
-        response.headers_mut().insert(name, value);
+    for (name, value) in extra {
+        response.headers_mut().append(name, value);
     }
     response
 }
@@ -412,27 +425,136 @@ async fn handle(
         }
     };
 
+    let authorization = header(&headers, AUTHORIZATION.as_str());
+    let mut received = Received {
+        authorization,
+        peer_certificate: connection.peer_certificate.as_deref(),
+        impersonation: &impersonation,
+        route: &route,
+        verb,
+        query: &query,
+        content_type: content_type.as_deref(),
+        body,
+    };
+    // Mutating admission runs after authentication and authorization, before the create.
+    let mut warnings = Vec::new();
+    if let (
+        Route::Pods {
+            namespace: Some(namespace),
+        },
+        Some(Verb::Create),
+    ) = (&route, verb)
+    {
+        let admitted = {
+            let state = shared.lock();
+            authorize(&state, &received).map(|(_, user)| {
+                let object = admission::review_object(&received.body)
+                    .filter(|object| admission::claimable(object, namespace));
+                let webhooks = object.as_ref().map_or_else(Vec::new, |object| {
+                    admission::matching(&state.store, &state.services, namespace, object)
+                });
+                (user, object, webhooks)
+            })
+        };
+        if let Ok((user, Some(object), webhooks)) = admitted
+            && !webhooks.is_empty()
+        {
+            let uid = shared.lock().store.uid();
+            match mutate(&uid, namespace, object, &user, &query, &webhooks).await {
+                Ok((object, said)) => {
+                    received.body = Bytes::from(object.to_string());
+                    warnings = said;
+                }
+                Err(error) => {
+                    let who = Identity {
+                        authenticated: Some(user.name().to_string()),
+                        effective: Some(user.name().to_string()),
+                    };
+                    tracked.finish(Outcome::Status(error.code), who);
+                    return respond_with(error.code, &error.to_json(), warning_headers(&warnings));
+                }
+            }
+        }
+    }
+
     let (who, code, answer) = {
         let mut state = shared.lock();
         let state = &mut *state;
-        let request = Received {
-            authorization: header(&headers, AUTHORIZATION.as_str()),
-            peer_certificate: connection.peer_certificate.as_deref(),
-            impersonation: &impersonation,
-            route: &route,
-            verb,
-            query: &query,
-            content_type: content_type.as_deref(),
-            body: &body,
-        };
-        process(state, &request)
+        process(state, &received)
     };
     if decision.action == Some(FaultKind::ApplyThenDrop) {
         tracked.finish(Outcome::Dropped, who);
         return drop_connection(&connection, false).await;
     }
     tracked.finish(Outcome::Status(code), who);
-    respond(code, &answer, None)
+    respond_with(code, &answer, warning_headers(&warnings))
+}
+
+/// `Warning: 299 - "..."` for each warning a webhook gave.
+fn warning_headers(warnings: &[String]) -> Vec<(hyper::header::HeaderName, HeaderValue)> {
+    warnings
+        .iter()
+        .filter_map(|text| {
+            let escaped = text.replace('\\', "\\\\").replace('"', "\\\"");
+            HeaderValue::from_str(&format!("299 - \"{escaped}\"")).ok()
+        })
+        .map(|value| (hyper::header::WARNING, value))
+        .collect()
+}
+
+/// Calls each matching webhook in turn with the object as the previous one left it, then
+/// once more those with `reinvocationPolicy: IfNeeded` that a later webhook changed the
+/// object after; returns the object to create and the warnings, or the error to answer.
+async fn mutate(
+    uid: &str,
+    namespace: &str,
+    mut object: Value,
+    user: &User,
+    query: &Query,
+    webhooks: &[admission::Webhook],
+) -> Result<(Value, Vec<String>), ApiError> {
+    let mut warnings = Vec::new();
+    let mut changed_after = vec![false; webhooks.len()];
+    for round in 0..2 {
+        for (index, webhook) in webhooks.iter().enumerate() {
+            if round == 1 && !(webhook.reinvoke && changed_after[index]) {
+                continue;
+            }
+            if query.dry_run() && !webhook.supports_dry_run {
+                return Err(admission::no_dry_run(webhook));
+            }
+            let review = admission::review(uid, namespace, &object, user, query);
+            let verdict = match webhook_call::call(webhook, &review).await {
+                Ok(reply) => admission::verdict(webhook, uid, &object, reply.status, &reply.body),
+                Err(why) => admission::Verdict::Failed(format!(
+                    "failed calling webhook \"{}\": {why}",
+                    webhook.name
+                )),
+            };
+            match verdict {
+                admission::Verdict::Allowed {
+                    object: next,
+                    warnings: said,
+                } => {
+                    if next != object {
+                        for earlier in changed_after.iter_mut().take(index) {
+                            *earlier = true;
+                        }
+                    }
+                    changed_after[index] = false;
+                    object = next;
+                    warnings.extend(said);
+                }
+                admission::Verdict::Denied(error) => return Err(error),
+                admission::Verdict::Failed(_) if webhook.fail_open => {}
+                admission::Verdict::Failed(why) => return Err(admission::internal(&why)),
+            }
+        }
+        if webhooks.len() < 2 {
+            break;
+        }
+    }
+    Ok((object, warnings))
 }
 
 /// A request with its body, ready to be answered.
@@ -444,7 +566,7 @@ struct Received<'a> {
     verb: Option<Verb>,
     query: &'a Query,
     content_type: Option<&'a str>,
-    body: &'a [u8],
+    body: Bytes,
 }
 
 /// Who a request came from: the owner of its credentials and the user it was authorized as
@@ -455,15 +577,17 @@ struct Identity {
     effective: Option<String>,
 }
 
-/// Authenticates, impersonates, authorizes and serves a request: who it came from, the
-/// status code and the body.
-fn process(state: &mut State, request: &Received) -> (Identity, u16, Value) {
-    let fail = |who: Identity, error: ApiError| (who, error.code, error.to_json());
+/// Authenticates, impersonates and authorizes a request: who it came from and the user it
+/// acts as, or the error to answer.
+fn authorize(
+    state: &State,
+    request: &Received,
+) -> Result<(Identity, User), Box<(Identity, ApiError)>> {
     let Some(requestor) = state
         .rbac
         .authenticate(request.authorization.as_deref(), request.peer_certificate)
     else {
-        return fail(Identity::default(), ApiError::unauthorized());
+        return Err(Box::new((Identity::default(), ApiError::unauthorized())));
     };
     let authenticated = Some(requestor.name().to_string());
     let user = match state.rbac.impersonate(&requestor, request.impersonation) {
@@ -474,7 +598,7 @@ fn process(state: &mut State, request: &Received) -> (Identity, u16, Value) {
                 effective: authenticated.clone(),
                 authenticated,
             };
-            return fail(who, error);
+            return Err(Box::new((who, error)));
         }
     };
     let name = Identity {
@@ -482,23 +606,41 @@ fn process(state: &mut State, request: &Received) -> (Identity, u16, Value) {
         effective: Some(user.name().to_string()),
     };
     let Some(verb) = request.verb else {
-        return fail(name, ApiError::method_not_allowed());
+        return Err(Box::new((name, ApiError::method_not_allowed())));
     };
     if let Some(attributes) = request.route.attributes(verb, request.query)
         && !state.rbac.authorize(&user, &attributes).allowed
     {
-        return fail(name, attributes.forbidden(user.name()));
+        let error = attributes.forbidden(user.name());
+        return Err(Box::new((name, error)));
     }
+    Ok((name, user))
+}
+
+/// Authenticates, impersonates, authorizes and serves a request: who it came from, the
+/// status code and the body.
+fn process(state: &mut State, request: &Received) -> (Identity, u16, Value) {
+    let (name, user) = match authorize(state, request) {
+        Ok(authorized) => authorized,
+        Err(refused) => {
+            let (who, error) = *refused;
+            return (who, error.code, error.to_json());
+        }
+    };
+    let Some(verb) = request.verb else {
+        let error = ApiError::method_not_allowed();
+        return (name, error.code, error.to_json());
+    };
     let call = Call {
         verb,
         route: request.route,
         query: request.query,
         content_type: request.content_type,
-        body: request.body,
+        body: &request.body,
         user: &user,
     };
     match resources::serve(&mut state.store, &state.rbac, state.options, &call) {
         Ok((code, body)) => (name, code, body),
-        Err(error) => fail(name, error),
+        Err(error) => (name, error.code, error.to_json()),
     }
 }

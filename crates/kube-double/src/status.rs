@@ -62,6 +62,10 @@ impl GroupResource {
         group: "policy",
         resource: "poddisruptionbudgets",
     };
+    pub(crate) const WEBHOOK_CONFIGS: GroupResource = GroupResource {
+        group: "admissionregistration.k8s.io",
+        resource: "mutatingwebhookconfigurations",
+    };
 
     /// `resource` or `resource.group`.
     pub(crate) fn qualified(&self) -> String {
@@ -258,6 +262,11 @@ impl ApiError {
             format!("Internal error occurred: {why}"),
         )
         .with_details(details)
+    }
+
+    /// A mutating webhook's denial: its code and message, no reason or details.
+    pub(crate) fn webhook_denial(code: u16, message: String) -> ApiError {
+        ApiError::new(code, "", message)
     }
 
     /// 413 `RequestEntityTooLarge`.

@@ -23,6 +23,11 @@ pub(crate) struct Store {
     pub pods: Objects,
     pub pdbs: Objects,
     pub events: Vec<Value>,
+    /// MutatingWebhookConfigurations, by `("", name)`.
+    pub webhook_configs: Objects,
+    /// Namespace labels (for webhooks' `namespaceSelector`); every namespace also has
+    /// `kubernetes.io/metadata.name`.
+    pub namespace_labels: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 impl Store {
@@ -33,6 +38,8 @@ impl Store {
             pods: Objects::new(),
             pdbs: Objects::new(),
             events: Vec::new(),
+            webhook_configs: Objects::new(),
+            namespace_labels: BTreeMap::new(),
         }
     }
 

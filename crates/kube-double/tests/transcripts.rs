@@ -9,11 +9,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
+mod client;
+
+use client::Connection;
 use kube_double::{ApiServer, Rule, Subject, User};
 use serde_json::{Value, json};
 
@@ -43,86 +42,6 @@ fn load_transcripts() -> Vec<Value> {
             "{} should hold a non-empty list of transcripts",
             path.display()
         ),
-    }
-}
-
-/// One HTTP/1.1 connection through hyper's client, kept alive across requests like a real
-/// client's, on a small runtime of its own.
-struct Connection {
-    runtime: tokio::runtime::Runtime,
-    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
-}
-
-struct Answer {
-    status: u16,
-    content_type: Option<String>,
-    body: Value,
-}
-
-impl Connection {
-    fn open(api: &ApiServer) -> Connection {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a runtime");
-        let sender = runtime.block_on(async {
-            let stream = tokio::net::TcpStream::connect(("127.0.0.1", api.port()))
-                .await
-                .expect("the double listens");
-            let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .expect("an HTTP/1.1 connection");
-            tokio::spawn(connection);
-            sender
-        });
-        Connection { runtime, sender }
-    }
-
-    fn send(
-        &mut self,
-        method: &str,
-        path: &str,
-        headers: &[(String, String)],
-        body: Option<&[u8]>,
-    ) -> Answer {
-        let mut request = hyper::Request::builder()
-            .method(method)
-            .uri(path)
-            .header("Host", "kube-double")
-            .header("Accept", "application/json");
-        for (name, value) in headers {
-            request = request.header(name.as_str(), value.as_str());
-        }
-        let body = Bytes::copy_from_slice(body.unwrap_or_default());
-        let request = request.body(Full::new(body)).expect("a request");
-        let sender = &mut self.sender;
-        let (status, content_type, body) = self.runtime.block_on(async {
-            let response =
-                tokio::time::timeout(Duration::from_secs(20), sender.send_request(request))
-                    .await
-                    .expect("answered in time")
-                    .expect("an answer");
-            let status = response.status().as_u16();
-            let content_type = response
-                .headers()
-                .get("content-type")
-                .and_then(|value| value.to_str().ok())
-                .map(str::to_owned);
-            let body = response
-                .into_body()
-                .collect()
-                .await
-                .expect("a body")
-                .to_bytes();
-            (status, content_type, body)
-        });
-        let body = serde_json::from_slice(&body)
-            .unwrap_or_else(|_| Value::from(String::from_utf8_lossy(&body).into_owned()));
-        Answer {
-            status,
-            content_type,
-            body,
-        }
     }
 }
 
