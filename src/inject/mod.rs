@@ -83,18 +83,13 @@ async fn serve(config: InjectConfig) -> Result<(), String> {
     let tls = Arc::new(certificate).acceptor()?;
     let webhook = listen::bind(config.address)?;
     let admin = config.admin_address.map(listen::bind).transpose()?;
+    if let Some(address) = admin.as_ref().and_then(|a| a.local_addr().ok()) {
+        log::info!("/metrics, probes (/healthz, /readyz) also on http://{address}");
+    }
+    let address = webhook.local_addr().map_err(|e| e.to_string())?;
     log::info!(
-        "injecting {} into pods labelled pod-webhook-tracker.io/inject=true; HTTPS on {}{}",
-        config.sidecar.image,
-        webhook
-            .local_addr()
-            .map_or_else(|_| config.address.to_string(), |a| a.to_string()),
-        admin
-            .as_ref()
-            .and_then(|a| a.local_addr().ok())
-            .map_or_else(String::new, |a| format!(
-                ", probes and metrics on http://{a}"
-            ))
+        "injecting {} into pods labelled pod-webhook-tracker.io/inject=true; listening on https://{address}",
+        config.sidecar.image
     );
 
     let (stop, stopped) = watch::channel(false);

@@ -9,9 +9,6 @@ pub(crate) const IMAGE: &str = "ghcr.io/pod-webhook-tracker/pod-webhook-tracker"
 /// The label that holds the count (the program's default `--label`).
 pub(crate) const LABEL: &str = "active-jobs";
 /// Where a sidecar serves the counting API (loopback only) and its probes.
-pub(crate) const SIDECAR_API: &str = "127.0.0.1:8080";
-pub(crate) const ADMIN_FLAG: &str = "--admin-address=0.0.0.0:9090";
-pub(crate) const ADMIN_PORT: i32 = 9090;
 /// Where the standalone service serves the counting API and its probes.
 pub(crate) const STANDALONE_PORT: i32 = 8080;
 /// Whether a label selector selects a pod with these labels.
@@ -45,7 +42,12 @@ pub(crate) fn spec_of(template: &PodTemplateSpec) -> &PodSpec {
     template.spec.as_ref().expect("a pod template has a spec")
 }
 pub(crate) fn is_tracker(container: &Container) -> bool {
-    has_tracker_image(container) && !is_installer(container)
+    has_tracker_image(container) && !is_installer(container) && !is_injector(container)
+}
+/// The injector's container (`inject`): the tracker's image, but not a tracker.
+pub(crate) fn is_injector(container: &Container) -> bool {
+    has_tracker_image(container)
+        && args_of(container).first().map(String::as_str) == Some("inject")
 }
 pub(crate) fn has_tracker_image(container: &Container) -> bool {
     container
@@ -71,9 +73,6 @@ pub(crate) fn run_wrapper(container: &Container) -> Option<(String, Vec<String>)
     }
     let end = words.iter().position(|word| word == "--")?;
     Some((program.clone(), words[2..end].to_vec()))
-}
-pub(crate) fn args_of(container: &Container) -> Vec<String> {
-    container.args.clone().unwrap_or_default()
 }
 pub(crate) fn is_standalone(container: &Container) -> bool {
     args_of(container)
@@ -116,6 +115,17 @@ pub(crate) fn installers() -> Vec<(&'static Doc, PodTemplateSpec, Container, boo
     }
     found
 }
+/// Every injector container (see [`is_injector`]), like [`trackers`].
+pub(crate) fn injectors() -> Vec<(&'static Doc, PodTemplateSpec, Container, bool)> {
+    let mut found = Vec::new();
+    for (doc, template) in TREE.pod_templates() {
+        let spec = spec_of(&template);
+        for container in spec.containers.iter().filter(|c| is_injector(c)) {
+            found.push((doc, template.clone(), container.clone(), true));
+        }
+    }
+    found
+}
 pub(crate) fn sidecars() -> Vec<(&'static Doc, PodTemplateSpec, Container, bool)> {
     let found: Vec<_> = trackers()
         .into_iter()
@@ -135,46 +145,6 @@ pub(crate) fn standalone_trackers() -> Vec<(&'static Doc, PodTemplateSpec, Conta
         .collect();
     assert!(!found.is_empty(), "expected the standalone Deployment");
     found
-}
-/// The container port a probe, Service or NetworkPolicy port means.
-pub(crate) fn container_port(container: &Container, port: &IntOrString) -> Option<i32> {
-    match port {
-        IntOrString::Int(number) => Some(*number),
-        IntOrString::String(name) => container
-            .ports
-            .iter()
-            .flatten()
-            .find(|port| port.name.as_deref() == Some(name.as_str()))
-            .map(|port| port.container_port),
-    }
-}
-/// The path and container port of an HTTP probe.
-pub(crate) fn probe_target(
-    container: &Container,
-    probe: Option<&Probe>,
-    which: &str,
-) -> (String, i32) {
-    let name = &container.name;
-    let http = probe
-        .unwrap_or_else(|| panic!("container {name} has no {which}"))
-        .http_get
-        .as_ref()
-        .unwrap_or_else(|| panic!("container {name}: the {which} is not an HTTP probe"));
-    let port = container_port(container, &http.port)
-        .unwrap_or_else(|| panic!("container {name}: the {which} names no container port"));
-    (http.path.clone().unwrap_or_default(), port)
-}
-pub(crate) fn env_field_path(container: &Container, variable: &str) -> Option<String> {
-    container
-        .env
-        .iter()
-        .flatten()
-        .find(|env| env.name == variable)?
-        .value_from
-        .as_ref()?
-        .field_ref
-        .as_ref()
-        .map(|field| field.field_path.clone())
 }
 /// A JSON array instruction (`ENTRYPOINT [...]`, `CMD [...]`) of the Dockerfile's last stage.
 pub(crate) fn dockerfile_instruction(instruction: &str) -> Option<Vec<String>> {
@@ -224,22 +194,6 @@ pub(crate) fn references(text: &str) -> Vec<&str> {
                 && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
         })
         .collect()
-}
-
-/// The container's readiness probe asks `/readyz` and its liveness probe `/healthz`, on `port`.
-pub(crate) fn assert_probes_on(container: &Container, port: i32, at: &str) {
-    let ready = probe_target(
-        container,
-        container.readiness_probe.as_ref(),
-        "readinessProbe",
-    );
-    let live = probe_target(
-        container,
-        container.liveness_probe.as_ref(),
-        "livenessProbe",
-    );
-    assert_eq!(ready, ("/readyz".to_owned(), port), "{at}: readinessProbe");
-    assert_eq!(live, ("/healthz".to_owned(), port), "{at}: livenessProbe");
 }
 
 /// The container's mount of the volume `name`, if it mounts it.

@@ -16,7 +16,11 @@
 #[allow(dead_code)] // read_yaml is for the policy tests
 mod yaml;
 
+#[path = "../support/sidecar_checks.rs"]
+mod sidecar_checks;
+
 mod budgets;
+mod cert_manager;
 mod containers;
 mod program;
 mod rbac;
@@ -38,7 +42,7 @@ mod prelude {
     pub(crate) use k8s_openapi::api::apps::v1::Deployment;
     pub(crate) use k8s_openapi::api::batch::v1::Job;
     pub(crate) use k8s_openapi::api::core::v1::{
-        Container, Namespace, PodSpec, PodTemplateSpec, Probe, Service, ServiceAccount,
+        Container, Namespace, PodSpec, PodTemplateSpec, Service, ServiceAccount,
     };
     pub(crate) use k8s_openapi::api::networking::v1::NetworkPolicy;
     pub(crate) use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -50,6 +54,7 @@ mod prelude {
     pub(crate) use serde_json::Value;
 
     pub(crate) use crate::containers::*;
+    pub(crate) use crate::sidecar_checks::*;
     pub(crate) use crate::tree::*;
     pub(crate) use crate::yaml::{parse_yaml, root, yaml_files};
 }

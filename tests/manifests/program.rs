@@ -6,53 +6,10 @@ use crate::prelude::*;
 
 #[test]
 fn every_tracker_container_runs_restricted_with_small_resources() {
-    for (doc, template, container, _) in trackers().into_iter().chain(installers()) {
+    let all = trackers().into_iter().chain(installers()).chain(injectors());
+    for (doc, template, container, _) in all {
         let at = format!("{}: container {}", doc.name(), container.name);
-        let context = container
-            .security_context
-            .clone()
-            .expect("a securityContext");
-        assert_eq!(context.run_as_non_root, Some(true), "{at}: runAsNonRoot");
-        assert_eq!(context.run_as_user, Some(65532), "{at}: runAsUser");
-        assert_eq!(
-            context.read_only_root_filesystem,
-            Some(true),
-            "{at}: readOnlyRootFilesystem"
-        );
-        assert_eq!(
-            context.allow_privilege_escalation,
-            Some(false),
-            "{at}: allowPrivilegeEscalation"
-        );
-        assert_eq!(context.privileged, None, "{at}: privileged");
-        let drop = context
-            .capabilities
-            .and_then(|c| c.drop)
-            .unwrap_or_default();
-        assert_eq!(drop, ["ALL"], "{at}: capabilities drop ALL");
-        let pod_seccomp = spec_of(&template)
-            .security_context
-            .as_ref()
-            .and_then(|c| c.seccomp_profile.clone());
-        let seccomp = context.seccomp_profile.or(pod_seccomp).map(|p| p.type_);
-        assert_eq!(
-            seccomp.as_deref(),
-            Some("RuntimeDefault"),
-            "{at}: seccompProfile"
-        );
-
-        let resources = container.resources.clone().expect("resources");
-        let requests = resources.requests.unwrap_or_default();
-        let limits = resources.limits.unwrap_or_default();
-        for (name, map) in [("cpu request", &requests), ("memory request", &requests)] {
-            let key = name.split(' ').next().expect("a resource");
-            assert!(map.contains_key(key), "{at}: a {name}");
-        }
-        assert!(limits.contains_key("memory"), "{at}: a memory limit");
-        assert!(
-            !limits.contains_key("cpu"),
-            "{at}: no cpu limit (throttles the API calls)"
-        );
+        assert_restricted_and_small(&at, spec_of(&template), &container);
     }
 }
 #[test]
@@ -88,33 +45,47 @@ fn every_tracker_runs_serve_once_with_the_image_of_this_version() {
         );
     }
 }
+/// The flags `pod-webhook-tracker SUBCOMMAND --help` lists.
+fn flags_of(subcommand: &str) -> BTreeSet<String> {
+    let output = Command::new(env!("CARGO_BIN_EXE_pod-webhook-tracker"))
+        .args([subcommand, "--help"])
+        .output()
+        .expect("runs pod-webhook-tracker SUBCOMMAND --help");
+    assert!(output.status.success(), "{subcommand} --help: {output:?}");
+    let help = String::from_utf8_lossy(&output.stdout);
+    help.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+        .filter(|word| word.starts_with("--"))
+        .map(str::to_owned)
+        .collect()
+}
 #[test]
 fn every_flag_in_the_manifests_is_known_to_the_program() {
-    let output = Command::new(env!("CARGO_BIN_EXE_pod-webhook-tracker"))
-        .args(["serve", "--help"])
-        .output()
-        .expect("runs pod-webhook-tracker serve --help");
-    assert!(output.status.success(), "serve --help: {output:?}");
-    let help = String::from_utf8_lossy(&output.stdout);
-    let known: BTreeSet<&str> = help
-        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
-        .filter(|word| word.starts_with("--"))
-        .collect();
-    for (doc, _, container, _) in trackers() {
-        let at = format!("{}: container {}", doc.name(), container.name);
-        for arg in args_of(&container)
-            .iter()
-            .filter(|arg| arg.starts_with("--"))
-        {
-            let (flag, _) = arg
-                .split_once('=')
-                .unwrap_or_else(|| panic!("{at}: {arg} is not in the form --flag=value"));
-            assert!(
-                known.contains(flag),
-                "{at}: {flag} is not a flag of serve: {known:?}"
-            );
+    let (serve, inject) = (flags_of("serve"), flags_of("inject"));
+    let mut injectors = 0;
+    for (doc, template) in TREE.pod_templates() {
+        let spec = spec_of(&template);
+        let containers = spec.containers.iter().chain(spec.init_containers.iter().flatten());
+        for container in containers.filter(|c| is_tracker(c) || is_injector(c)) {
+            let at = format!("{}: container {}", doc.name(), container.name);
+            let (subcommand, known) = if is_injector(container) {
+                injectors += 1;
+                ("inject", &inject)
+            } else {
+                ("serve", &serve)
+            };
+            for arg in args_of(container)
+                .iter()
+                .filter(|arg| arg.starts_with("--"))
+            {
+                let flag = arg.split_once('=').map_or(arg.as_str(), |(flag, _)| flag);
+                assert!(
+                    known.contains(flag),
+                    "{at}: {flag} is not a flag of {subcommand}: {known:?}"
+                );
+            }
         }
     }
+    assert!(injectors >= 1, "expected the injector's Deployment");
 }
 #[test]
 fn every_variable_an_argument_names_is_defined() {

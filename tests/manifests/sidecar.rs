@@ -9,44 +9,7 @@ fn sidecars_are_native_and_agree_with_the_program_defaults() {
     for (doc, _, container, regular) in sidecars() {
         let at = format!("{}: container {}", doc.name(), container.name);
         assert!(!regular, "{at}: a sidecar must be an init container");
-        assert_eq!(
-            container.restart_policy.as_deref(),
-            Some("Always"),
-            "{at}: a native sidecar has restartPolicy Always, so the pod can complete"
-        );
-        assert_eq!(
-            env_field_path(&container, "POD_NAME").as_deref(),
-            Some("metadata.name"),
-            "{at}: POD_NAME from the downward API"
-        );
-        assert_eq!(
-            env_field_path(&container, "POD_NAMESPACE").as_deref(),
-            Some("metadata.namespace"),
-            "{at}: POD_NAMESPACE from the downward API"
-        );
-        let args = args_of(&container);
-        assert!(
-            args.iter().any(|arg| arg == ADMIN_FLAG),
-            "{at}: {ADMIN_FLAG} in {args:?}"
-        );
-        assert!(
-            !args.iter().any(|arg| arg.starts_with("--address")),
-            "{at}: the counting API must stay on its default {SIDECAR_API}"
-        );
-        let ports: Vec<i32> = container
-            .ports
-            .iter()
-            .flatten()
-            .map(|p| p.container_port)
-            .collect();
-        assert_eq!(ports, [ADMIN_PORT], "{at}: only the admin port is exposed");
-        let startup = probe_target(&container, container.startup_probe.as_ref(), "startupProbe");
-        assert_eq!(
-            startup,
-            ("/readyz".to_owned(), ADMIN_PORT),
-            "{at}: startupProbe"
-        );
-        assert_probes_on(&container, ADMIN_PORT, &at);
+        assert_native_sidecar(&at, &container);
     }
 }
 #[test]
@@ -111,70 +74,7 @@ fn sidecar_jobs_call_the_tracker_on_loopback() {
 #[test]
 fn only_the_tracker_container_holds_the_api_token() {
     for (doc, template, tracker, _) in sidecars() {
-        let spec = spec_of(&template);
-        let at = doc.name();
-        assert_eq!(
-            spec.automount_service_account_token,
-            Some(false),
-            "{at}: the automatic token would reach every container"
-        );
-        let mount = tracker
-            .volume_mounts
-            .iter()
-            .flatten()
-            .find(|mount| mount.mount_path == TOKEN_DIR)
-            .unwrap_or_else(|| panic!("{at}: the tracker has no token at {TOKEN_DIR}"));
-        let volume = spec
-            .volumes
-            .iter()
-            .flatten()
-            .find(|volume| volume.name == mount.name)
-            .unwrap_or_else(|| panic!("{at}: no volume {}", mount.name));
-        let sources = volume.projected.as_ref().and_then(|p| p.sources.clone());
-        let sources = sources.unwrap_or_default();
-        let token = sources
-            .iter()
-            .find_map(|s| s.service_account_token.as_ref());
-        assert_eq!(
-            token.map(|t| t.path.as_str()),
-            Some("token"),
-            "{at}: projected token"
-        );
-        let files: BTreeSet<String> = sources
-            .iter()
-            .flat_map(|source| {
-                let from_config = source
-                    .config_map
-                    .iter()
-                    .flat_map(|c| c.items.iter().flatten());
-                let from_api = source
-                    .downward_api
-                    .iter()
-                    .flat_map(|d| d.items.iter().flatten());
-                from_config
-                    .map(|item| item.path.clone())
-                    .chain(from_api.map(|item| item.path.clone()))
-            })
-            .collect();
-        assert!(
-            files.contains("ca.crt") && files.contains("namespace"),
-            "{at}: {files:?}"
-        );
-        let others = spec
-            .containers
-            .iter()
-            .chain(spec.init_containers.iter().flatten())
-            .filter(|container| container.name != tracker.name);
-        for other in others {
-            let mounts = other.volume_mounts.iter().flatten();
-            assert!(
-                !mounts
-                    .into_iter()
-                    .any(|m| m.name == mount.name || m.mount_path == TOKEN_DIR),
-                "{at}: container {} can read the tracker's token",
-                other.name
-            );
-        }
+        assert_token_in_tracker_only(&doc.name(), spec_of(&template), &tracker);
     }
 }
 #[test]

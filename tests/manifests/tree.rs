@@ -6,8 +6,6 @@ use crate::prelude::*;
 
 /// The directories whose YAML files are Kubernetes manifests and kustomizations.
 pub(crate) const TREES: [&str; 2] = ["manifests", "examples/fileflows"];
-/// Where Kubernetes mounts a pod's service account token.
-pub(crate) const TOKEN_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
 /// Every kind the manifests may hold, with its `k8s-openapi` type.
 macro_rules! kinds {
@@ -44,10 +42,13 @@ macro_rules! kinds {
 }
 
 kinds! {
+    Certificate => crate::cert_manager::Certificate,
     ClusterRole => ClusterRole,
     ClusterRoleBinding => ClusterRoleBinding,
     Deployment => Deployment,
+    Issuer => crate::cert_manager::Issuer,
     Job => Job,
+    MutatingWebhookConfiguration => k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration,
     Namespace => Namespace,
     NetworkPolicy => NetworkPolicy,
     PodDisruptionBudget => PodDisruptionBudget,

@@ -31,12 +31,13 @@ pub(crate) struct Tracker {
 
 /// Builds the command line of a tracker.
 pub(crate) struct TrackerBuilder {
+    subcommand: &'static str,
     args: Vec<String>,
     env: Vec<(String, String)>,
 }
 
 impl TrackerBuilder {
-    /// Adds arguments after `serve`.
+    /// Adds arguments after the subcommand.
     pub(crate) fn args<I: IntoIterator<Item = S>, S: Into<String>>(mut self, args: I) -> Self {
         self.args.extend(args.into_iter().map(Into::into));
         self
@@ -65,7 +66,7 @@ impl TrackerBuilder {
 
     fn command(&self) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_pod-webhook-tracker"));
-        command.arg("serve").args(&self.args);
+        command.arg(self.subcommand).args(&self.args);
         // A test must never pick up the developer's cluster or pod identity.
         command
             .env_remove("KUBECONFIG")
@@ -89,8 +90,17 @@ impl Tracker {
     /// A tracker listening on a port the OS picks.
     pub(crate) fn builder() -> TrackerBuilder {
         TrackerBuilder {
+            subcommand: "serve",
             args: vec!["--address=127.0.0.1:0".to_owned()],
             env: Vec::new(),
+        }
+    }
+
+    /// The injector (`inject`) listening on a port the OS picks.
+    pub(crate) fn injector() -> TrackerBuilder {
+        TrackerBuilder {
+            subcommand: "inject",
+            ..Tracker::builder()
         }
     }
 
@@ -133,7 +143,11 @@ impl Tracker {
             {
                 admin = rest.trim().parse().ok();
             }
-            if let Some(rest) = line.split("listening on http://").nth(1) {
+            let listening = line
+                .split("listening on http://")
+                .nth(1)
+                .or_else(|| line.split("listening on https://").nth(1));
+            if let Some(rest) = listening {
                 let address = rest.trim().parse().expect("a socket address");
                 return Ok(Tracker {
                     child,
