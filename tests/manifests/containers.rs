@@ -46,8 +46,7 @@ pub(crate) fn is_tracker(container: &Container) -> bool {
 }
 /// The injector's container (`inject`): the tracker's image, but not a tracker.
 pub(crate) fn is_injector(container: &Container) -> bool {
-    has_tracker_image(container)
-        && args_of(container).first().map(String::as_str) == Some("inject")
+    has_tracker_image(container) && args_of(container).first().map(String::as_str) == Some("inject")
 }
 pub(crate) fn has_tracker_image(container: &Container) -> bool {
     container

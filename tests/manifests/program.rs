@@ -6,7 +6,10 @@ use crate::prelude::*;
 
 #[test]
 fn every_tracker_container_runs_restricted_with_small_resources() {
-    let all = trackers().into_iter().chain(installers()).chain(injectors());
+    let all = trackers()
+        .into_iter()
+        .chain(installers())
+        .chain(injectors());
     for (doc, template, container, _) in all {
         let at = format!("{}: container {}", doc.name(), container.name);
         assert_restricted_and_small(&at, spec_of(&template), &container);
@@ -64,7 +67,10 @@ fn every_flag_in_the_manifests_is_known_to_the_program() {
     let mut injectors = 0;
     for (doc, template) in TREE.pod_templates() {
         let spec = spec_of(&template);
-        let containers = spec.containers.iter().chain(spec.init_containers.iter().flatten());
+        let containers = spec
+            .containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten());
         for container in containers.filter(|c| is_tracker(c) || is_injector(c)) {
             let at = format!("{}: container {}", doc.name(), container.name);
             let (subcommand, known) = if is_injector(container) {

@@ -31,7 +31,8 @@ fn roles_grant_exactly_get_and_patch_on_pods() {
             _ => continue,
         };
         let rules = rules.unwrap_or_default();
-        if doc.value.pointer("/metadata/name") == Some(&Value::from("pod-webhook-tracker-injector")) {
+        if doc.value.pointer("/metadata/name") == Some(&Value::from("pod-webhook-tracker-injector"))
+        {
             let injector = vec![PolicyRule {
                 api_groups: Some(vec!["admissionregistration.k8s.io".to_owned()]),
                 resources: Some(vec!["mutatingwebhookconfigurations".to_owned()]),
@@ -39,12 +40,20 @@ fn roles_grant_exactly_get_and_patch_on_pods() {
                 verbs: vec!["patch".to_owned()],
                 ..PolicyRule::default()
             }];
-            assert_eq!(rules, injector, "{}: patch on its own webhook configuration only", doc.name());
+            assert_eq!(
+                rules,
+                injector,
+                "{}: patch on its own webhook configuration only",
+                doc.name()
+            );
             let configurations: BTreeSet<_> = TREE
                 .docs_of_kind("MutatingWebhookConfiguration")
                 .filter_map(|d| d.value.pointer("/metadata/name").and_then(Value::as_str))
                 .collect();
-            assert!(configurations.contains("pod-webhook-tracker"), "{configurations:?}");
+            assert!(
+                configurations.contains("pod-webhook-tracker"),
+                "{configurations:?}"
+            );
             continue;
         }
         let verbs: Vec<_> = rules.iter().flat_map(|rule| rule.verbs.iter()).collect();

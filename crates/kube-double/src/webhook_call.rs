@@ -75,7 +75,9 @@ async fn exchange(webhook: &Webhook, url: &str, review: &Value) -> Result<Reply,
         .connect(name, tcp)
         .await
         .map_err(|e| {
-            if e.to_string().contains("UnknownIssuer") {
+            // Another CA's certificate, or one with the same name as the trusted CA.
+            let text = e.to_string();
+            if text.contains("UnknownIssuer") || text.contains("BadSignature") {
                 "tls: failed to verify certificate: x509: certificate signed by unknown authority"
                     .to_string()
             } else {
