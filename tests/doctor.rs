@@ -429,3 +429,48 @@ fn doctor_takes_serve_flags_and_refuses_bad_ones_with_exit_status_2() {
         assert_eq!(output.status.code(), Some(2), "{bad:?}: {output:?}");
     }
 }
+
+#[test]
+fn service_accounts_of_opted_in_pods_without_get_and_patch_are_a_problem() {
+    let api = api();
+    budget(&api, "busy-workers", json!({}));
+    allow(&api, &["list"], "pods");
+    // Doctor asks about other accounts with SubjectAccessReviews (cluster-scoped).
+    api.allow(
+        Subject::user("system:serviceaccount:jobs:job-tracker"),
+        Rule::new(["create"], ["subjectaccessreviews"]),
+    );
+    let opted_in = |name: &str, account: &str| {
+        let (name, account) = (name.to_owned(), account.to_owned());
+        move |pod: kube_double::NewPod| {
+            pod.label("app", "worker")
+                .label("pod-webhook-tracker.io/inject", "true")
+                .service_account(account)
+                .phase("Running")
+                .node(name)
+        }
+    };
+    api.create_pod_with(NS, "good-0", opted_in("node-a", "workers"));
+    api.create_pod_with(NS, "bare-0", opted_in("node-b", "default"));
+    api.allow(
+        Subject::user("system:serviceaccount:jobs:workers"),
+        Rule::new(["get", "patch"], ["pods"]).namespace(NS),
+    );
+    let report = doctor(&api, &[]);
+    report.assert_exit(1);
+    report.assert_finding(
+        "injected-accounts",
+        "problem",
+        &[
+            "service account default of the opted-in pods (bare-0) may not get or patch pods",
+            "manifests/sidecar/rbac",
+        ],
+    );
+
+    api.allow(
+        Subject::user("system:serviceaccount:jobs:default"),
+        Rule::new(["get", "patch"], ["pods"]).namespace(NS),
+    );
+    let report = doctor(&api, &[]);
+    report.assert_finding("injected-accounts", "ok", &["default", "workers"]);
+}

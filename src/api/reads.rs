@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::authorization::v1::SelfSubjectAccessReview;
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SelfSubjectAccessReview, SubjectAccessReview, SubjectAccessReviewSpec,
+};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, ListParams, PostParams};
@@ -60,6 +62,39 @@ impl Reader {
         review: SelfSubjectAccessReview,
     ) -> std::result::Result<bool, ReadFailure> {
         let api: Api<SelfSubjectAccessReview> = Api::all(self.client.clone());
+        let answer = self
+            .limited(api.create(&PostParams::default(), &review))
+            .await?;
+        Ok(answer.status.is_some_and(|status| status.allowed))
+    }
+
+    /// Whether the service account `namespace/account` may `verb` pods in `namespace` (a
+    /// SubjectAccessReview: doctor asks about an identity other than its own).
+    pub(crate) async fn account_may(
+        &self,
+        account: &str,
+        namespace: &str,
+        verb: &str,
+    ) -> std::result::Result<bool, ReadFailure> {
+        let review = SubjectAccessReview {
+            spec: SubjectAccessReviewSpec {
+                user: Some(format!("system:serviceaccount:{namespace}:{account}")),
+                groups: Some(vec![
+                    "system:serviceaccounts".to_owned(),
+                    format!("system:serviceaccounts:{namespace}"),
+                    "system:authenticated".to_owned(),
+                ]),
+                resource_attributes: Some(ResourceAttributes {
+                    namespace: Some(namespace.to_owned()),
+                    verb: Some(verb.to_owned()),
+                    resource: Some("pods".to_owned()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let api: Api<SubjectAccessReview> = Api::all(self.client.clone());
         let answer = self
             .limited(api.create(&PostParams::default(), &review))
             .await?;

@@ -91,6 +91,18 @@ pub struct PodLabels {
     pub labels: BTreeMap<String, String>,
 }
 
+/// A service account of pods that opt in to injection (`pod-webhook-tracker.io/inject:
+/// "true"`): their injected tracker acts as it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InjectedAccount {
+    /// The account's name.
+    pub name: String,
+    /// The opted-in pods that run as it.
+    pub pods: Vec<String>,
+    /// Which of get and patch on pods it may not use; or why doctor could not ask.
+    pub missing: Result<Vec<String>, String>,
+}
+
 /// Why something could not be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unreadable {
@@ -117,6 +129,9 @@ pub struct Facts {
     pub access: Result<BTreeMap<String, bool>, String>,
     /// With `--events`: whether that identity may create events in the namespace.
     pub create_events: Option<Result<bool, String>>,
+    /// The service accounts of the namespace's opted-in pods (empty if none, or if the pods
+    /// could not be read).
+    pub injected: Vec<InjectedAccount>,
 }
 
 impl Facts {

@@ -10,6 +10,7 @@ use crate::core::target::Targeting;
 
 use super::checks::rights::{NEEDED, NOT_NEEDED};
 use super::facts::*;
+use crate::core::inject::settings::INJECT_LABEL;
 
 /// The limit of one API request when `--kube-request-timeout` sets none: a preflight check
 /// should not hang.
@@ -29,7 +30,12 @@ pub(crate) async fn gather(reader: &Reader, config: &Config) -> Facts {
             .map(|pdb| Budget::new(pdb, &config.keys.label))
             .collect()
     });
-    let pods = reader.pods(&namespace).await.map(|pods| {
+    let pods = reader.pods(&namespace).await;
+    let injected = match &pods {
+        Ok(pods) => injected_accounts(reader, &namespace, pods).await,
+        Err(_) => Vec::new(),
+    };
+    let pods = pods.map(|pods| {
         pods.into_iter()
             .map(|pod| PodLabels {
                 name: pod.metadata.name.unwrap_or_default(),
@@ -70,11 +76,61 @@ pub(crate) async fn gather(reader: &Reader, config: &Config) -> Facts {
         budgets: budgets.map_err(unreadable),
         pods: pods.map_err(unreadable),
         create_events,
+        injected,
         access: match access_failure {
             Some(why) => Err(why),
             None => Ok(access),
         },
     }
+}
+
+/// The accounts of the pods that opt in to injection, and whether each may get and patch pods.
+async fn injected_accounts(
+    reader: &Reader,
+    namespace: &str,
+    pods: &[k8s_openapi::api::core::v1::Pod],
+) -> Vec<InjectedAccount> {
+    let mut accounts: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for pod in pods {
+        let labels = pod.metadata.labels.as_ref();
+        if labels.and_then(|l| l.get(INJECT_LABEL)).map(String::as_str) != Some("true") {
+            continue;
+        }
+        let account = pod
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.service_account_name.clone())
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| "default".to_owned());
+        accounts
+            .entry(account)
+            .or_default()
+            .push(pod.metadata.name.clone().unwrap_or_default());
+    }
+    let mut found = Vec::new();
+    for (name, pods) in accounts {
+        let mut missing = Ok(Vec::new());
+        for verb in NEEDED {
+            match reader.account_may(&name, namespace, verb).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    if let Ok(missing) = missing.as_mut() {
+                        missing.push(verb.to_owned());
+                    }
+                }
+                Err(failure) => {
+                    missing = Err(failure.message);
+                    break;
+                }
+            }
+        }
+        found.push(InjectedAccount {
+            name,
+            pods,
+            missing,
+        });
+    }
+    found
 }
 
 fn unreadable(failure: ReadFailure) -> Unreadable {

@@ -122,6 +122,9 @@ pub(crate) fn serve(
         (Route::AccessReview, Verb::Create) => {
             Ok((201, access_review(rbac, call.user, call.body)?))
         }
+        (Route::SubjectAccessReview, Verb::Create) => {
+            Ok((201, subject_access_review(rbac, call.body)?))
+        }
         (Route::WebhookConfigs, Verb::List) => Ok((200, admission::list_configs(store))),
         (Route::WebhookConfigs, Verb::Create) => {
             Ok((201, admission::create_config(store, call.body, dry_run)?))
@@ -215,6 +218,35 @@ pub(crate) fn create_event(
 /// Paths every authenticated user may read (system:public-info-viewer, system:discovery).
 pub(crate) const PUBLIC_PATHS: &[&str] =
     &["/version", "/healthz", "/livez", "/readyz", "/api", "/apis"];
+
+/// `SubjectAccessReview`: the same question about `spec.user` and `spec.groups`.
+pub(crate) fn subject_access_review(rbac: &Rbac, body: &[u8]) -> Result<Value, ApiError> {
+    let review: Value =
+        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let spec = &review["spec"];
+    let name = spec["user"].as_str().unwrap_or_default();
+    if name.is_empty() && spec["groups"].as_array().is_none_or(Vec::is_empty) {
+        return Err(validation::invalid(
+            "SubjectAccessReview.authorization.k8s.io",
+            "",
+            &[FieldError::invalid(
+                "spec.user",
+                "\"\"",
+                "at least one of user or group must be specified",
+            )],
+        ));
+    }
+    let groups = spec["groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(str::to_string);
+    let user = User::new(name).groups(groups);
+    let mut answer = access_review(rbac, &user, body)?;
+    answer["kind"] = json!("SubjectAccessReview");
+    Ok(answer)
+}
 
 pub(crate) fn access_review(rbac: &Rbac, user: &User, body: &[u8]) -> Result<Value, ApiError> {
     let review: Value =

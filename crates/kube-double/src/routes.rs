@@ -70,6 +70,8 @@ pub(crate) enum Route {
         name: String,
     },
     AccessReview,
+    /// `subjectaccessreviews`: what another user may do.
+    SubjectAccessReview,
     /// `mutatingwebhookconfigurations` (cluster-scoped).
     WebhookConfigs,
     WebhookConfig {
@@ -153,6 +155,9 @@ impl Route {
                 "v1",
                 "selfsubjectaccessreviews",
             ] => Route::AccessReview,
+            ["apis", "authorization.k8s.io", "v1", "subjectaccessreviews"] => {
+                Route::SubjectAccessReview
+            }
             [
                 "apis",
                 "admissionregistration.k8s.io",
@@ -194,7 +199,9 @@ impl Route {
             (Route::Pod { .. }, "PATCH") => Some(Verb::Patch),
             (Route::Pod { .. } | Route::Pdb { .. }, "DELETE") => Some(Verb::Delete),
             (Route::Eviction { .. }, "POST") => Some(Verb::Evict),
-            (Route::Events { .. } | Route::AccessReview, "POST") => Some(Verb::Create),
+            (Route::Events { .. } | Route::AccessReview | Route::SubjectAccessReview, "POST") => {
+                Some(Verb::Create)
+            }
             (Route::WebhookConfigs, "GET") => Some(collection_read()),
             (Route::WebhookConfigs, "POST") => Some(Verb::Create),
             (Route::WebhookConfig { .. }, "GET") => Some(Verb::Get),
@@ -281,6 +288,15 @@ impl Route {
                 GroupResource {
                     group: "authorization.k8s.io",
                     resource: "selfsubjectaccessreviews",
+                },
+                "",
+                "",
+            ),
+            Route::SubjectAccessReview => Attributes::new(
+                verb,
+                GroupResource {
+                    group: "authorization.k8s.io",
+                    resource: "subjectaccessreviews",
                 },
                 "",
                 "",

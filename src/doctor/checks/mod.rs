@@ -26,6 +26,9 @@ pub const RIGHTS: &str = "rights";
 pub const LEAST_PRIVILEGE: &str = "least-privilege";
 /// Check name: with `--events`, the identity may create events (only checked then).
 pub const EVENTS: &str = "events";
+/// Check name: the service accounts of pods that opt in to injection may get and patch pods
+/// (only checked when there are such pods).
+pub const INJECTED: &str = "injected-accounts";
 
 /// How a check ended, from best to worst.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -131,6 +134,7 @@ pub fn diagnose(facts: &Facts) -> Vec<Check> {
     }
     checks.extend(rights(facts));
     checks.extend(events(facts));
+    checks.extend(injected_accounts(facts));
     checks
 }
 
@@ -176,6 +180,7 @@ mod tests {
             pods: Ok(pods),
             access: Ok(NEEDED.iter().map(|v| ((*v).to_owned(), true)).collect()),
             create_events: None,
+            injected: Vec::new(),
         }
     }
 
@@ -350,5 +355,48 @@ mod tests {
                 .all(|c| c.status == Status::Problem),
             "{checks:?}"
         );
+    }
+
+    #[test]
+    fn the_accounts_of_opted_in_pods_need_get_and_patch_on_pods() {
+        let account = |name: &str, missing: Result<Vec<String>, String>| InjectedAccount {
+            name: name.to_owned(),
+            pods: vec![format!("{name}-pod")],
+            missing,
+        };
+        let quiet = diagnose(&facts(Vec::new(), Vec::new()));
+        assert!(
+            quiet.iter().all(|c| c.name != INJECTED),
+            "no opted-in pods, no check"
+        );
+        for (accounts, status, words) in [
+            (
+                vec![account("workers", Ok(Vec::new()))],
+                Status::Ok,
+                "may get and patch pods",
+            ),
+            (
+                vec![
+                    account("workers", Ok(Vec::new())),
+                    account("default", Ok(vec!["patch".to_owned()])),
+                ],
+                Status::Problem,
+                "service account default of the opted-in pods (default-pod) may not patch pods",
+            ),
+            (
+                vec![account("workers", Err("forbidden".to_owned()))],
+                Status::Warning,
+                "subjectaccessreviews",
+            ),
+        ] {
+            let facts = Facts {
+                injected: accounts,
+                ..facts(Vec::new(), Vec::new())
+            };
+            let checks = diagnose(&facts);
+            let found = finding(&checks, INJECTED);
+            assert_eq!(found.status, status, "{found:?}");
+            assert!(found.message.contains(words), "{found:?}");
+        }
     }
 }

@@ -111,3 +111,36 @@ pub(crate) fn rights(facts: &Facts) -> [Check; 2] {
     };
     [rights, least]
 }
+
+/// The trackers the injector adds act as their pods' service accounts, which need get and
+/// patch on pods too.
+pub(crate) fn injected_accounts(facts: &Facts) -> Option<Check> {
+    if facts.injected.is_empty() {
+        return None;
+    }
+    let ns = &facts.namespace;
+    let mut findings = Vec::new();
+    for account in &facts.injected {
+        let pods = account.pods.join(", ");
+        let name = &account.name;
+        findings.push(match &account.missing {
+            Ok(missing) if missing.is_empty() => (
+                Status::Ok,
+                format!("service account {name} of the opted-in pods ({pods}) may get and patch pods, as their injected trackers need"),
+            ),
+            Ok(missing) => (
+                Status::Problem,
+                format!(
+                    "service account {name} of the opted-in pods ({pods}) may not {} pods: their injected trackers \
+                     will not become ready; bind the tracker Role (manifests/sidecar/rbac) to system:serviceaccount:{ns}:{name}",
+                    missing.join(" or ")
+                ),
+            ),
+            Err(why) => (
+                Status::Warning,
+                format!("not checked: cannot ask what service account {name} may do (doctor needs create on subjectaccessreviews): {why}"),
+            ),
+        });
+    }
+    Some(worst(INJECTED, findings))
+}
