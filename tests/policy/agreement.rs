@@ -13,7 +13,7 @@ fn the_allowed_keys_are_the_programs_defaults_and_come_first() {
     assert_eq!(strings_of(&compiled, "allowedLabels"), [LABEL]);
     assert_eq!(
         strings_of(&compiled, "allowedAnnotations"),
-        [WRITES, JOBS, KARPENTER, DELETION_COST]
+        [WRITES, JOBS, KARPENTER, DELETION_COST, SAFE_TO_EVICT]
     );
     assert_eq!(WRITES, format!("{LABEL}-writes"));
     assert_eq!(JOBS, format!("{LABEL}-jobs"));
@@ -127,6 +127,26 @@ fn every_job_tracker_in_the_manifests_writes_only_keys_the_policy_allows() {
         trackers >= 3,
         "expected the sidecar Job, Deployment and FileFlows nodes"
     );
+}
+#[test]
+fn every_autoscaler_preset_of_the_injector_sets_only_annotations_the_policy_allows() {
+    use pod_webhook_tracker::core::inject::settings::Autoscaler;
+    let annotations = strings_of(&compile(spec()), "allowedAnnotations");
+    for preset in [
+        Autoscaler::Karpenter,
+        Autoscaler::ClusterAutoscaler,
+        Autoscaler::None,
+    ] {
+        if let Some(annotation) = preset.active_annotation() {
+            let key = annotation
+                .split_once('=')
+                .map_or(annotation, |(key, _)| key);
+            assert!(
+                annotations.iter().any(|a| a == key),
+                "{preset:?}: {key} not in {annotations:?}"
+            );
+        }
+    }
 }
 #[test]
 fn every_expression_uses_only_what_kubernetes_provides() {

@@ -86,3 +86,36 @@ fn listing_another_label_lets_the_tracker_change_it_as_the_readme_describes() {
 }
 
 // ---- What the policy refuses -----------------------------------------------------------------
+#[test]
+fn listing_the_account_of_injected_pods_holds_it_to_the_same_rules() {
+    // The documented extension for injected trackers: list their pods' account in
+    // /spec/matchConditions/0/expression.
+    let workers =
+        |pod: &str| service_account(NAMESPACE, "batch-workers", Some(&[(POD_NAME_EXTRA, pod)]));
+    let own = update(workers(POD), &idle(), &busy("1", "a-1"));
+    let other = update(workers("worker-8"), &idle(), &busy("1", "a-1"));
+    assert_eq!(
+        decide(&own),
+        Decision::NotMatched,
+        "not listed: not matched"
+    );
+
+    let mut extended = spec();
+    let conditions = extended
+        .match_conditions
+        .as_mut()
+        .expect("match conditions");
+    assert_eq!(conditions[0].name, "from-a-tracker-account");
+    assert!(conditions[0].expression.contains("['job-tracker']"));
+    conditions[0].expression = conditions[0]
+        .expression
+        .replace("['job-tracker']", "['job-tracker', 'batch-workers']");
+    let extended = compile(extended);
+    assert_allowed(extended.decide(&own));
+    assert_denied(
+        extended.decide(&other),
+        &["batch-workers of pod worker-8 may change only its own pod, not pod worker-7"],
+    );
+    // The job-tracker accounts stay matched.
+    assert_allowed(extended.decide(&update(tracker(), &idle(), &busy("1", "a-1"))));
+}

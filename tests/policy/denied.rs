@@ -107,10 +107,10 @@ fn the_tracker_may_not_add_change_or_remove_an_unrelated_annotation() {
                 &[
                     (WRITES, "a-1"),
                     ("owner", "team-a"),
-                    ("cluster-autoscaler.kubernetes.io/safe-to-evict", "true"),
+                    ("sidecar.istio.io/inject", "false"),
                 ],
             ),
-            "cluster-autoscaler.kubernetes.io/safe-to-evict",
+            "sidecar.istio.io/inject",
         ),
         (
             pod(POD, &labels, &[(WRITES, "a-1"), ("owner", "team-b")]),

@@ -10,9 +10,11 @@ pub(crate) const WRITES: &str = "active-jobs-writes";
 pub(crate) const JOBS: &str = "active-jobs-jobs";
 pub(crate) const KARPENTER: &str = "karpenter.sh/do-not-disrupt";
 pub(crate) const DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
+pub(crate) const SAFE_TO_EVICT: &str = "cluster-autoscaler.kubernetes.io/safe-to-evict";
 /// The allowed annotations as the denial message lists them.
 pub(crate) const ALLOWED_ANNOTATIONS: &str = "active-jobs-writes, active-jobs-jobs, \
-    karpenter.sh/do-not-disrupt, controller.kubernetes.io/pod-deletion-cost";
+    karpenter.sh/do-not-disrupt, controller.kubernetes.io/pod-deletion-cost, \
+    cluster-autoscaler.kubernetes.io/safe-to-evict";
 /// The namespace and pod of the samples.
 pub(crate) const NAMESPACE: &str = "jobs";
 pub(crate) const POD: &str = "worker-7";
