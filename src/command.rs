@@ -41,10 +41,12 @@ pub fn main(argv: &[String]) -> ExitCode {
             Ok(config) => serve::run(config),
             Err(error) => refuse(&error.to_string()),
         },
-        Command::Run(args) => match run::Options::from_args(&args) {
-            Ok(options) => run::run(&options),
-            Err(error) => refuse(&error.to_string()),
-        },
+        Command::Run(args) => {
+            match run::Options::from_args(&args, std::env::var("TRACKER_URL").ok().as_deref()) {
+                Ok(options) => run::run(&options),
+                Err(error) => refuse(&error.to_string()),
+            }
+        }
         Command::Inject(args) => match InjectConfig::from_args(&args) {
             Ok(config) => inject::run(config),
             Err(error) => refuse(&error.to_string()),

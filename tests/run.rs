@@ -375,6 +375,7 @@ fn https_and_a_missing_command_are_refused_with_exit_status_2() {
         let output = Command::new(env!("CARGO_BIN_EXE_pod-webhook-tracker"))
             .arg("run")
             .args(args)
+            .env_remove("TRACKER_URL")
             .output()
             .expect("the binary runs");
         (
@@ -696,4 +697,16 @@ fn a_long_command_is_renewed_so_that_the_trackers_max_job_duration_does_not_rele
     assert_eq!(status.code(), Some(0), "{stderr}");
     assert_eq!(count(&api), None, "uncounted after it ended: {stderr}");
     assert!(!stderr.contains("renewing the job failed"), "{stderr}");
+}
+
+#[test]
+fn without_url_run_calls_the_tracker_the_injector_names_in_tracker_url() {
+    let output = Command::new(env!("CARGO_BIN_EXE_pod-webhook-tracker"))
+        .args(["run", "--", "true"])
+        .env("TRACKER_URL", "https://127.0.0.1:1")
+        .output()
+        .expect("the binary runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("$TRACKER_URL"), "{stderr}");
 }

@@ -286,9 +286,9 @@ pub struct CompletionArgs {
     error_code(127, "the command was not found")
 )]
 pub struct RunArgs {
-    /// the tracker's address, http://host:port (default http://127.0.0.1:8080, the sidecar)
-    #[argh(option, default = "String::from(\"http://127.0.0.1:8080\")")]
-    pub url: String,
+    /// the tracker's address, http://host:port (default: $TRACKER_URL, which the injector sets, else http://127.0.0.1:8080, the sidecar)
+    #[argh(option)]
+    pub url: Option<String>,
     /// run the command even if the job cannot be counted, with a warning (default false)
     #[argh(option, default = "false")]
     pub run_unprotected: bool,

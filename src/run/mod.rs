@@ -47,11 +47,19 @@ pub struct Options {
     pub command: Vec<String>,
 }
 
+/// Where `run` finds the sidecar when neither `--url` nor `$TRACKER_URL` says.
+pub const DEFAULT_URL: &str = "http://127.0.0.1:8080";
+
 impl Options {
-    /// Validates the flags of `run`; every error names its flag.
-    pub fn from_args(args: &RunArgs) -> Result<Options> {
-        let tracker =
-            Endpoint::parse(&args.url).map_err(|why| invalid("--url", &args.url, &why))?;
+    /// Validates the flags of `run`; every error names its flag. `tracker_url` is
+    /// `$TRACKER_URL`, the default of `--url`.
+    pub fn from_args(args: &RunArgs, tracker_url: Option<&str>) -> Result<Options> {
+        let (flag, url) = match (&args.url, tracker_url.filter(|url| !url.is_empty())) {
+            (Some(url), _) => ("--url", url.as_str()),
+            (None, Some(url)) => ("$TRACKER_URL", url),
+            (None, None) => ("--url", DEFAULT_URL),
+        };
+        let tracker = Endpoint::parse(url).map_err(|why| invalid(flag, url, &why))?;
         let retry_timeout = duration("--retry-timeout", &args.retry_timeout, MAX_RUN_RETRY)?;
         let request_timeout =
             duration("--request-timeout", &args.request_timeout, MAX_RUN_REQUEST)?;
@@ -240,7 +248,7 @@ mod tests {
 
     fn args(url: &str) -> RunArgs {
         RunArgs {
-            url: url.to_owned(),
+            url: Some(url.to_owned()),
             run_unprotected: false,
             retry_timeout: "30s".to_owned(),
             request_timeout: "60s".to_owned(),
@@ -252,23 +260,35 @@ mod tests {
 
     #[test]
     fn flags_are_checked_and_every_error_names_its_flag() {
-        let options = Options::from_args(&args("http://127.0.0.1:8080")).expect("valid");
+        let options = Options::from_args(&args("http://127.0.0.1:8080"), None).expect("valid");
+        let from_env = RunArgs {
+            url: None,
+            ..args("http://unused:1")
+        };
+        let injected = Options::from_args(&from_env, Some("http://127.0.0.1:8181")).expect("valid");
+        assert_eq!(injected.tracker.to_string(), "http://127.0.0.1:8181");
+        let bad = Options::from_args(&from_env, Some("https://x:1")).expect_err("refused");
+        assert!(bad.to_string().contains("$TRACKER_URL"), "{bad}");
+        let default = Options::from_args(&from_env, None).expect("valid");
+        assert_eq!(default.tracker.to_string(), DEFAULT_URL);
         assert_eq!(options.retry_timeout, Duration::from_secs(30));
         assert_eq!(options.request_timeout, Duration::from_secs(60));
-        let error = Options::from_args(&args("https://x:1")).expect_err("refused");
+        let error = Options::from_args(&args("https://x:1"), None).expect_err("refused");
         assert!(error.to_string().contains("--url"), "{error}");
         let mut no_command = args("http://x:1");
         no_command.command.clear();
-        let error = Options::from_args(&no_command).expect_err("refused");
+        let error = Options::from_args(&no_command, None).expect_err("refused");
         assert!(error.to_string().contains("after --"), "{error}");
         let mut zero = args("http://x:1");
         zero.retry_timeout = "0".to_owned();
         assert_eq!(
-            Options::from_args(&zero).expect("valid").retry_timeout,
+            Options::from_args(&zero, None)
+                .expect("valid")
+                .retry_timeout,
             Duration::ZERO
         );
         zero.request_timeout = "0".to_owned();
-        let error = Options::from_args(&zero).expect_err("refused");
+        let error = Options::from_args(&zero, None).expect_err("refused");
         assert!(error.to_string().contains("--request-timeout"), "{error}");
     }
 }
