@@ -54,5 +54,9 @@ fn the_demo_refuses_to_evict_busy_pods_then_drains_them_once_idle() {
         3,
         "idle pods drain:\n{stdout}"
     );
+    assert!(
+        idle.contains(r#"stored with init containers ["tracker"] (restartPolicy Always: a native sidecar) and containers ["job"]"#),
+        "a bare pod is stored with the injected sidecar:\n{stdout}"
+    );
     assert!(stdout.trim_end().ends_with("done"), "{stdout}");
 }

@@ -9,17 +9,19 @@ pub mod http;
 pub mod review;
 pub mod self_signed;
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::inject::{Certificate, InjectConfig};
 use crate::core::durations;
-use crate::exit::{EXIT_BAD_CONFIG, EXIT_FAILURE};
+use crate::exit::EXIT_BAD_CONFIG;
 use crate::inject::http::Injector;
 use crate::listen::tls::ServingCertificate;
 use crate::listen::{self, Listener, accept};
@@ -28,34 +30,95 @@ use crate::serve::wait_for_stop_signal;
 /// The most connections the plain admin listener (probes, metrics) takes at once.
 const MAX_ADMIN_CONNECTIONS: usize = 64;
 
-/// Runs the injector until SIGTERM or SIGINT.
-pub fn run(config: InjectConfig) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+/// A started injector: listening, serving on its own runtime.
+pub struct Running {
+    address: SocketAddr,
+    admin_address: Option<SocketAddr>,
+    stop: watch::Sender<bool>,
+    serving: tokio::task::JoinHandle<()>,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Running {
+    /// Where the HTTPS listener is.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Where the plain admin listener is, if any.
+    pub fn admin_address(&self) -> Option<SocketAddr> {
+        self.admin_address
+    }
+
+    /// Stops taking connections; reviews in flight are answered within the grace period.
+    pub fn stop(&self) {
+        self.stop.send_replace(true);
+    }
+
+    /// Serves until stopped.
+    pub fn wait(self) {
+        let _ = self.runtime.block_on(self.serving);
+        self.runtime
+            .shutdown_timeout(std::time::Duration::from_secs(1));
+    }
+}
+
+/// Reads the certificate, binds the listeners and starts serving (the demo embeds this).
+pub fn start(config: InjectConfig) -> Result<Running, String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(4)
         .thread_name("injector")
         .enable_all()
         .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            log::error!("cannot start the async runtime: {e}");
-            return ExitCode::from(EXIT_FAILURE);
-        }
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let (stop, stopped) = watch::channel(false);
+    let bound = {
+        let _in_runtime = runtime.enter();
+        bind(&config)?
     };
-    match runtime.block_on(serve(config)) {
-        Ok(()) => {
-            log::info!("stopped");
-            ExitCode::SUCCESS
-        }
-        Err(message) => {
-            log::error!("{message}");
-            ExitCode::from(EXIT_BAD_CONFIG)
-        }
-    }
+    let (address, admin_address) = (bound.address, bound.admin_address);
+    let serving = runtime.spawn(serve(config, bound, stopped));
+    Ok(Running {
+        address,
+        admin_address,
+        stop,
+        serving,
+        runtime,
+    })
 }
 
-async fn serve(config: InjectConfig) -> Result<(), String> {
+/// Runs the injector until SIGTERM or SIGINT.
+pub fn run(config: InjectConfig) -> ExitCode {
+    let running = match start(config) {
+        Ok(running) => running,
+        Err(message) => {
+            log::error!("{message}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    let stop = running.stop.clone();
+    running.runtime.spawn(async move {
+        let signal = wait_for_stop_signal().await;
+        log::info!("{signal}: no new reviews; finishing those in flight");
+        stop.send_replace(true);
+    });
+    running.wait();
+    log::info!("stopped");
+    ExitCode::SUCCESS
+}
+
+/// The listeners and the certificate, ready before anything is served.
+struct Bound {
+    injector: Arc<Injector>,
+    tls: tokio_rustls::TlsAcceptor,
+    webhook: TcpListener,
+    admin: Option<TcpListener>,
+    address: SocketAddr,
+    admin_address: Option<SocketAddr>,
+}
+
+fn bind(config: &InjectConfig) -> Result<Bound, String> {
     let injector = Arc::new(Injector::new(config.sidecar.clone(), config.unfit_pods));
     let certificate = match &config.certificate {
         Certificate::Files { cert, key } => {
@@ -83,21 +146,33 @@ async fn serve(config: InjectConfig) -> Result<(), String> {
     let tls = Arc::new(certificate).acceptor()?;
     let webhook = listen::bind(config.address)?;
     let admin = config.admin_address.map(listen::bind).transpose()?;
-    if let Some(address) = admin.as_ref().and_then(|a| a.local_addr().ok()) {
-        log::info!("/metrics, probes (/healthz, /readyz) also on http://{address}");
-    }
     let address = webhook.local_addr().map_err(|e| e.to_string())?;
+    let admin_address = admin.as_ref().and_then(|a| a.local_addr().ok());
+    if let Some(admin) = admin_address {
+        log::info!("/metrics, probes (/healthz, /readyz) also on http://{admin}");
+    }
     log::info!(
         "injecting {} into pods labelled pod-webhook-tracker.io/inject=true; listening on https://{address}",
         config.sidecar.image
     );
+    Ok(Bound {
+        injector,
+        tls,
+        webhook,
+        admin,
+        address,
+        admin_address,
+    })
+}
 
-    let (stop, stopped) = watch::channel(false);
-    tokio::spawn(async move {
-        let signal = wait_for_stop_signal().await;
-        log::info!("{signal}: no new reviews; finishing those in flight");
-        stop.send_replace(true);
-    });
+async fn serve(config: InjectConfig, bound: Bound, stopped: watch::Receiver<bool>) {
+    let Bound {
+        injector,
+        tls,
+        webhook,
+        admin,
+        ..
+    } = bound;
     let connections = GracefulShutdown::new();
     let limits = config.connections;
     let handler = {
@@ -140,5 +215,4 @@ async fn serve(config: InjectConfig) -> Result<(), String> {
     {
         log::warn!("some reviews were still being answered after the grace period");
     }
-    Ok(())
 }

@@ -166,7 +166,7 @@ too many open connections (--max-connections): try again in a moment\n";
 /// Accepts connections until `stop` turns true, serving each on its own task with `handler`.
 pub(crate) async fn accept<H, F>(
     tcp_listener: &TcpListener,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
     connections: &GracefulShutdown,
     listener: Listener,
     handler: H,
@@ -178,7 +178,7 @@ pub(crate) async fn accept<H, F>(
     let stop_connection = stop.clone();
     loop {
         tokio::select! {
-            _ = stop.wait_for(|stopping| *stopping) => return,
+            () = stop_requested(stop.clone()) => return,
             accepted = tcp_listener.accept() => match accepted {
                 Ok((tcp, _)) => match Arc::clone(&listener.open).try_acquire_owned() {
                     Ok(permit) => serve(
@@ -305,6 +305,12 @@ async fn serve_http<IO, S>(
     if let Err(e) = watcher.watch(connection).await {
         log::debug!("connection ended with an error: {e}");
     }
+}
+
+/// Resolves once a stop is requested, or once nobody can request one any more.
+async fn stop_requested(mut stop: watch::Receiver<bool>) {
+    // The borrowed value is dropped here, so the caller's future stays `Send`.
+    let _ = stop.wait_for(|stopping| *stopping).await;
 }
 
 /// Resolves once the server is stopping.

@@ -4,7 +4,11 @@
 //! PodDisruptionBudget that protects busy ones, starts a tracker in sidecar mode (for
 //! `worker-0`) and one in standalone mode (for the others), runs a few overlapping jobs (one of
 //! them fails, and still decrements), prints the label as it changes, and asks the eviction API
-//! which pods a node drain could take. It finishes by itself in a few seconds.
+//! which pods a node drain could take. Then it starts the injector (`inject`), registers it
+//! as a mutating webhook and creates a bare pod that is stored with its tracker sidecar. It
+//! finishes by itself in a few seconds.
+
+mod injection;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -122,6 +126,9 @@ fn main() {
     let _ = watcher.join();
     sidecar.stop();
     central.stop();
+
+    say("pods can get the sidecar without a line of YAML: the injector adds it".into());
+    injection::show(&api, NS, say);
     say("done".into());
 }
 
