@@ -1,9 +1,10 @@
 //! A Kubernetes API server test double: a real HTTP(S) server, started in-process, that
-//! answers the pods API (and evictions, disruption budgets, events and access reviews) the
-//! way kube-apiserver does, word for word where it matters, with faults on demand.
+//! answers the pods API (and evictions, disruption budgets, events, access reviews and
+//! MutatingWebhookConfigurations, calling mutating webhooks on pod CREATE) the way
+//! kube-apiserver does, word for word where it matters, with faults on demand.
 //!
 //! Its behaviour follows answers recorded from a real kube-apiserver (v1.19, etcd, RBAC);
-//! `tests/transcripts.rs` replays them all against the double.
+//! `tests/transcripts.rs` and `tests/admission.rs` replay them against the double.
 //!
 //! ```
 //! use std::io::{Read, Write};

@@ -94,6 +94,17 @@ fn answer_for(behaviour: &str, uid: &str) -> (u16, String) {
             ),
         ),
         "not-json" => (200, "\"not json\"".to_owned()),
+        // Each webhook (by its path) adds a label of its own: every call changes the pod.
+        label if label.starts_with("label:") => {
+            let name = label.trim_start_matches("label:");
+            let patch = json!([{"op": "add", "path": format!("/metadata/labels/seen-{name}"), "value": "true"}]);
+            (
+                200,
+                review(
+                    json!({"uid": uid, "allowed": true, "patchType": "JSONPatch", "patch": encode(&patch)}),
+                ),
+            )
+        }
         "http-500" => (500, String::new()),
         other => panic!("no behaviour {other}"),
     }
@@ -182,7 +193,22 @@ impl TestWebhook {
                                     accept,
                                     body,
                                 });
-                                let behaviour = behaviour.lock().expect("behaviour").clone();
+                                let mut behaviour = behaviour.lock().expect("behaviour").clone();
+                                if behaviour == "label-by-path" {
+                                    let segment = seen
+                                        .lock()
+                                        .expect("seen")
+                                        .last()
+                                        .map(|s| s.path.clone())
+                                        .unwrap_or_default();
+                                    let name = segment
+                                        .trim_start_matches('/')
+                                        .split('?')
+                                        .next()
+                                        .unwrap_or_default()
+                                        .to_owned();
+                                    behaviour = format!("label:{name}");
+                                }
                                 if behaviour == "slow" {
                                     tokio::time::sleep(Duration::from_secs(4)).await;
                                 }
@@ -365,4 +391,151 @@ fn the_double_calls_mutating_webhooks_and_treats_each_answer_as_the_api_server_d
         checked += 1;
     }
     assert_eq!(checked, entries.len());
+}
+
+fn config(name: &str, port: u16, ca_pem: &str, path: &str, extra: Value) -> Value {
+    let mut webhook = json!({
+        "name": format!("{name}.example.com"),
+        "admissionReviewVersions": ["v1"],
+        "sideEffects": "None",
+        "clientConfig": {
+            "url": format!("https://127.0.0.1:{port}/{path}"),
+            "caBundle": base64::engine::general_purpose::STANDARD.encode(ca_pem),
+        },
+        "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"]}],
+    });
+    for (key, value) in extra.as_object().into_iter().flatten() {
+        webhook[key] = value.clone();
+    }
+    json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+           "metadata": {"name": name}, "webhooks": [webhook]})
+}
+
+fn admin_connection(api: &ApiServer) -> (Connection, Vec<(String, String)>) {
+    api.add_token("admin-token", User::admin("admin"));
+    let headers = vec![
+        ("Authorization".to_owned(), "Bearer admin-token".to_owned()),
+        ("Content-Type".to_owned(), "application/json".to_owned()),
+    ];
+    (Connection::open(api), headers)
+}
+
+const CONFIGS: &str = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations";
+
+#[test]
+fn a_webhook_with_reinvocation_if_needed_sees_what_a_later_webhook_changed_once_more() {
+    let webhook = TestWebhook::start();
+    *webhook.behaviour.lock().expect("behaviour") = "label-by-path".to_owned();
+    let api = ApiServer::start();
+    let (mut connection, headers) = admin_connection(&api);
+    for (name, path, policy) in [
+        ("a-first", "first", "IfNeeded"),
+        ("b-second", "second", "Never"),
+    ] {
+        let body = config(
+            name,
+            webhook.port,
+            &webhook.ca_pem,
+            path,
+            json!({"reinvocationPolicy": policy}),
+        );
+        let answer = connection.send("POST", CONFIGS, &headers, Some(body.to_string().as_bytes()));
+        assert_eq!(answer.status, 201, "{}", answer.body);
+    }
+    let pod = json!({"metadata": {"name": "p", "labels": {"app": "x"}}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}});
+    let answer = connection.send(
+        "POST",
+        "/api/v1/namespaces/ns/pods",
+        &headers,
+        Some(pod.to_string().as_bytes()),
+    );
+    assert_eq!(answer.status, 201, "{}", answer.body);
+    let paths: Vec<String> = webhook
+        .seen
+        .lock()
+        .expect("seen")
+        .iter()
+        .map(|s| s.path.clone())
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "/first?timeout=10s",
+            "/second?timeout=10s",
+            "/first?timeout=10s"
+        ]
+    );
+    let labels = &answer.body["metadata"]["labels"];
+    assert_eq!(labels["seen-first"], "true");
+    assert_eq!(labels["seen-second"], "true");
+    // The second call of the first webhook saw the second's change.
+    let last = webhook
+        .seen
+        .lock()
+        .expect("seen")
+        .last()
+        .cloned()
+        .expect("a call");
+    assert_eq!(
+        last.body["request"]["object"]["metadata"]["labels"]["seen-second"],
+        "true"
+    );
+}
+
+#[test]
+fn namespace_selectors_and_dry_run_side_effects_are_honoured() {
+    let webhook = TestWebhook::start();
+    let api = ApiServer::start();
+    api.set_namespace_labels("opted", &[("inject", "enabled")]);
+    let (mut connection, headers) = admin_connection(&api);
+    let selector = json!({"namespaceSelector": {"matchLabels": {"inject": "enabled"}}});
+    let body = config("ns-only", webhook.port, &webhook.ca_pem, "mutate", selector);
+    assert_eq!(
+        connection
+            .send("POST", CONFIGS, &headers, Some(body.to_string().as_bytes()))
+            .status,
+        201
+    );
+    let pod = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}});
+    let create = |connection: &mut Connection, namespace: &str, query: &str| {
+        connection.send(
+            "POST",
+            &format!("/api/v1/namespaces/{namespace}/pods{query}"),
+            &headers,
+            Some(pod.to_string().as_bytes()),
+        )
+    };
+    let other = create(&mut connection, "other", "");
+    assert!(
+        other.body["spec"].get("initContainers").is_none(),
+        "not selected: {}",
+        other.body
+    );
+    let opted = create(&mut connection, "opted", "");
+    assert_eq!(opted.body["spec"]["initContainers"][0]["name"], "tracker");
+
+    // A webhook that may have side effects is not called for a dry run: the request is refused.
+    let path = format!("{CONFIGS}/ns-only");
+    let patch = json!({"webhooks": [{"name": "ns-only.example.com", "sideEffects": "Some"}]});
+    let mut patch_headers = headers.clone();
+    patch_headers[1].1 = "application/strategic-merge-patch+json".to_owned();
+    assert_eq!(
+        connection
+            .send(
+                "PATCH",
+                &path,
+                &patch_headers,
+                Some(patch.to_string().as_bytes())
+            )
+            .status,
+        200
+    );
+    webhook.seen.lock().expect("seen").clear();
+    let dry = create(&mut connection, "opted", "?dryRun=All");
+    assert_eq!(dry.status, 400, "{}", dry.body);
+    assert_eq!(
+        dry.body["message"],
+        "admission webhook \"ns-only.example.com\" does not support dry run"
+    );
+    assert!(webhook.seen.lock().expect("seen").is_empty());
 }
