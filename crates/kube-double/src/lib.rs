@@ -46,6 +46,7 @@ mod server;
 mod status;
 mod store;
 mod tls;
+mod tokens;
 mod validation;
 mod webhook_call;
 
@@ -79,6 +80,7 @@ pub struct ApiServerBuilder {
     read_latency: Duration,
     disruption_controller: bool,
     seed: u64,
+    token_review_cache: Duration,
 }
 
 impl ApiServerBuilder {
@@ -120,6 +122,13 @@ impl ApiServerBuilder {
         self
     }
 
+    /// How long a successful TokenReview is remembered without looking at the token's pod
+    /// again (kube-apiserver: 10 s, so a token of a deleted pod stays valid that long).
+    pub fn token_review_cache(mut self, cache: Duration) -> ApiServerBuilder {
+        self.token_review_cache = cache;
+        self
+    }
+
     /// Seeds the generator behind uids, generated names and fault fractions.
     pub fn seed(mut self, seed: u64) -> ApiServerBuilder {
         self.seed = seed;
@@ -135,8 +144,10 @@ impl ApiServerBuilder {
         let tls = self.tls.then(|| {
             tls::Tls::generate(self.require_client_certs).unwrap_or_else(|e| panic!("{e}"))
         });
+        let mut store = store::Store::new(self.seed);
+        store.tokens.cache_for = self.token_review_cache;
         let state = State {
-            store: store::Store::new(self.seed),
+            store,
             rbac: rbac::Rbac::default(),
             faults: faults::Faults::new(self.seed ^ 0xFA17),
             records: record::Records::default(),
@@ -267,6 +278,7 @@ impl ApiServer {
             read_latency: Duration::ZERO,
             disruption_controller: true,
             seed: 0x6B75_6265,
+            token_review_cache: tokens::DEFAULT_CACHE,
         }
     }
 
@@ -489,6 +501,34 @@ impl ApiServer {
     /// A MutatingWebhookConfiguration as stored, if it exists.
     pub fn webhook_configuration(&self, name: &str) -> Option<Value> {
         admission::get_config(&self.state().store, name).ok()
+    }
+
+    /// A token for the service account `namespace/account`, bound to `pod` (which must exist
+    /// and run as that account), for `audiences`, valid for `lifetime` (any, even zero: an
+    /// expired token; the TokenRequest API itself asks for at least 10 minutes).
+    ///
+    /// # Panics
+    /// If the pod does not exist or runs as another account.
+    pub fn issue_token(
+        &self,
+        namespace: &str,
+        account: &str,
+        pod: &str,
+        audiences: &[&str],
+        lifetime: Duration,
+    ) -> String {
+        let audiences: Vec<String> = audiences.iter().map(|a| (*a).to_string()).collect();
+        let mut state = self.state();
+        tokens::issue(
+            &mut state.store,
+            namespace,
+            account,
+            (pod, None),
+            &audiences,
+            lifetime,
+        )
+        .map(|(token, _)| token)
+        .unwrap_or_else(|e| panic!("kube-double: cannot issue a token: {}", e.message))
     }
 
     /// The pod as the API would serve it.

@@ -122,6 +122,13 @@ pub(crate) fn serve(
         (Route::AccessReview, Verb::Create) => {
             Ok((201, access_review(rbac, call.user, call.body)?))
         }
+        (Route::ServiceAccountToken { namespace, name }, Verb::Create) => {
+            let answer = crate::tokens::token_request(store, namespace, name, call.body)?;
+            Ok((201, answer))
+        }
+        (Route::TokenReviews, Verb::Create) => {
+            Ok((201, crate::tokens::token_review(store, call.body)?))
+        }
         (Route::SubjectAccessReview, Verb::Create) => {
             Ok((201, subject_access_review(rbac, call.body)?))
         }

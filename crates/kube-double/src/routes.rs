@@ -70,6 +70,13 @@ pub(crate) enum Route {
         name: String,
     },
     AccessReview,
+    /// `serviceaccounts/NAME/token`: a TokenRequest.
+    ServiceAccountToken {
+        namespace: String,
+        name: String,
+    },
+    /// `tokenreviews`.
+    TokenReviews,
     /// `subjectaccessreviews`: what another user may do.
     SubjectAccessReview,
     /// `mutatingwebhookconfigurations` (cluster-scoped).
@@ -155,6 +162,19 @@ impl Route {
                 "v1",
                 "selfsubjectaccessreviews",
             ] => Route::AccessReview,
+            [
+                "api",
+                "v1",
+                "namespaces",
+                ns,
+                "serviceaccounts",
+                name,
+                "token",
+            ] => Route::ServiceAccountToken {
+                namespace: owned(ns),
+                name: owned(name),
+            },
+            ["apis", "authentication.k8s.io", "v1", "tokenreviews"] => Route::TokenReviews,
             ["apis", "authorization.k8s.io", "v1", "subjectaccessreviews"] => {
                 Route::SubjectAccessReview
             }
@@ -199,9 +219,14 @@ impl Route {
             (Route::Pod { .. }, "PATCH") => Some(Verb::Patch),
             (Route::Pod { .. } | Route::Pdb { .. }, "DELETE") => Some(Verb::Delete),
             (Route::Eviction { .. }, "POST") => Some(Verb::Evict),
-            (Route::Events { .. } | Route::AccessReview | Route::SubjectAccessReview, "POST") => {
-                Some(Verb::Create)
-            }
+            (
+                Route::Events { .. }
+                | Route::AccessReview
+                | Route::SubjectAccessReview
+                | Route::ServiceAccountToken { .. }
+                | Route::TokenReviews,
+                "POST",
+            ) => Some(Verb::Create),
             (Route::WebhookConfigs, "GET") => Some(collection_read()),
             (Route::WebhookConfigs, "POST") => Some(Verb::Create),
             (Route::WebhookConfig { .. }, "GET") => Some(Verb::Get),
@@ -288,6 +313,25 @@ impl Route {
                 GroupResource {
                     group: "authorization.k8s.io",
                     resource: "selfsubjectaccessreviews",
+                },
+                "",
+                "",
+            ),
+            Route::ServiceAccountToken { namespace, name } => Attributes::new(
+                verb,
+                GroupResource {
+                    group: "",
+                    resource: "serviceaccounts",
+                },
+                namespace,
+                name,
+            )
+            .subresource("token"),
+            Route::TokenReviews => Attributes::new(
+                verb,
+                GroupResource {
+                    group: "authentication.k8s.io",
+                    resource: "tokenreviews",
                 },
                 "",
                 "",

@@ -28,6 +28,8 @@ pub(crate) struct Store {
     /// Namespace labels (for webhooks' `namespaceSelector`); every namespace also has
     /// `kubernetes.io/metadata.name`.
     pub namespace_labels: BTreeMap<String, BTreeMap<String, String>>,
+    /// Service-account tokens: the signing key, account uids, reviews cached.
+    pub tokens: crate::tokens::Tokens,
 }
 
 impl Store {
@@ -40,6 +42,7 @@ impl Store {
             events: Vec::new(),
             webhook_configs: Objects::new(),
             namespace_labels: BTreeMap::new(),
+            tokens: crate::tokens::Tokens::new(seed),
         }
     }
 
