@@ -175,6 +175,19 @@ pub enum Error {
         allow: String,
     },
 
+    /// `--authenticate`: no valid bearer token (401). The message never holds the token.
+    #[error("not authenticated: {0}")]
+    Unauthenticated(String),
+
+    /// `--authenticate`: the caller is known but may not do this (403).
+    #[error("forbidden: {0}")]
+    CallerForbidden(String),
+
+    /// `--authenticate`: the token could not be reviewed (the API server failed or refused
+    /// the TokenReview); the caller may try again (503).
+    #[error("cannot check the caller's token now: {0}")]
+    AuthUnavailable(String),
+
     /// The tracker is shutting down and takes no new calls.
     #[error("the tracker is shutting down")]
     ShuttingDown,

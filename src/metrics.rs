@@ -103,6 +103,9 @@ pub struct Metrics {
     /// Connections the tracker refused or cut (`full`, `header-timeout`, `idle-timeout`) and
     /// requests answered 500 after a panic (`panic`).
     pub connections_closed: Family<ConnectionLabels, Counter>,
+    /// Callers' tokens by outcome: authenticated or refused by a TokenReview, cached (no
+    /// review sent), failed (the review itself failed).
+    pub token_reviews: Family<ReasonLabels, Counter>,
     last_error: Mutex<Option<LastError>>,
 }
 
@@ -139,6 +142,7 @@ impl Metrics {
             active_jobs: Family::default(),
             jobs_released: Family::default(),
             connections_closed: Family::default(),
+            token_reviews: Family::default(),
             last_error: Mutex::new(None),
             registry: Registry::default(),
         };
@@ -186,6 +190,11 @@ impl Metrics {
             "connections_closed",
             "Connections refused when full or cut after a header or idle timeout, and requests answered 500 after a panic",
             metrics.connections_closed.clone(),
+        );
+        registry.register(
+            "token_reviews",
+            "Callers' bearer tokens (--authenticate) by outcome: authenticated, refused, cached (answered without a TokenReview), failed",
+            metrics.token_reviews.clone(),
         );
         registry.register(
             "active_jobs",
@@ -264,11 +273,11 @@ impl Metrics {
     }
 
     /// Counts a connection the listener refused or cut, or a request that panicked.
-    pub fn connection_closed(&self, listener: &str, reason: &str) {
-        self.connections_closed
-            .get_or_create(&ConnectionLabels {
-                listener: listener.to_owned(),
-                reason: reason.to_owned(),
+    /// Counts one caller's token: `authenticated`, `refused`, `cached` or `failed`.
+    pub fn token_review(&self, outcome: &str) {
+        self.token_reviews
+            .get_or_create(&ReasonLabels {
+                reason: outcome.to_owned(),
             })
             .inc();
     }

@@ -12,44 +12,18 @@ mod yaml;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::Pod;
 use kube_double::{ApiServer, Credentials, Rule, Subject, User};
 use serde_json::{Value, json};
 use sidecar_checks::*;
+use support::https::{self, write_certificate};
 use support::{Answer, Connection, Tracker};
 
 const ADMIN: &str = "admin-token";
 const NS: &str = "jobs";
-
-/// A CA and a serving certificate signed by it, written to `dir/tls.crt` and `dir/tls.key`.
-fn write_certificate(dir: &Path, names: &[&str]) -> String {
-    std::fs::create_dir_all(dir).expect("a directory");
-    let ca_key = rcgen::KeyPair::generate().expect("a key");
-    let mut ca = rcgen::CertificateParams::default();
-    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca_cert = ca.self_signed(&ca_key).expect("a CA");
-    let issuer = rcgen::Issuer::new(ca, ca_key);
-    let key = rcgen::KeyPair::generate().expect("a key");
-    let cert =
-        rcgen::CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
-            .expect("names")
-            .signed_by(&key, &issuer)
-            .expect("a certificate");
-    // Written beside and renamed, as a Secret volume swaps its files.
-    for (name, text) in [("tls.key", key.serialize_pem()), ("tls.crt", cert.pem())] {
-        let part = dir.join(format!("{name}.new"));
-        std::fs::write(&part, text).expect("written");
-        std::fs::rename(&part, dir.join(name)).expect("renamed");
-    }
-    ca_cert.pem()
-}
 
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("pwt-inject-{name}-{}", std::process::id()));
@@ -432,62 +406,6 @@ fn self_signed_mode_writes_its_ca_into_its_own_webhook_configuration_with_patch_
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// One HTTPS request to the injector, trusting `ca_pem`: the status and the body.
-fn https(
-    address: SocketAddr,
-    ca_pem: &str,
-    method: &str,
-    path: &str,
-    content_type: &str,
-    body: Vec<u8>,
-) -> (u16, String) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    runtime.block_on(async {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(ca_pem.as_bytes()) {
-            roots.add(cert.expect("a certificate")).expect("added");
-        }
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        let tcp = tokio::net::TcpStream::connect(address)
-            .await
-            .expect("connects");
-        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("a name");
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-            .connect(name, tcp)
-            .await
-            .expect("a handshake");
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .expect("HTTP");
-        tokio::spawn(connection);
-        let request = hyper::Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", "injector")
-            .header("content-type", content_type)
-            .body(Full::new(Bytes::from(body)))
-            .expect("a request");
-        let response = sender.send_request(request).await.expect("an answer");
-        let status = response.status().as_u16();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .expect("a body")
-            .to_bytes();
-        (status, String::from_utf8_lossy(&body).into_owned())
-    })
-}
-
 #[test]
 fn malformed_oversized_or_misdirected_requests_get_a_clear_4xx() {
     let dir = temp_dir("hostile");
@@ -532,7 +450,8 @@ fn malformed_oversized_or_misdirected_requests_get_a_clear_4xx() {
         ("POST", "/elsewhere", json, Vec::new(), 404, "POST /mutate"),
         ("GET", "/healthz", json, Vec::new(), 200, "ok"),
     ] {
-        let (got, text) = https(at, &ca, method, path, content_type, body);
+        let headers = [("content-type", content_type)];
+        let (got, text) = https::request(at, &ca, method, path, &headers, body);
         assert_eq!(got, status, "{method} {path}: {text}");
         assert!(text.contains(says), "{method} {path}: {text}");
     }

@@ -6,6 +6,7 @@
 
 pub(crate) mod connect;
 pub(crate) mod reads;
+pub(crate) mod tokens;
 
 pub(crate) use connect::{KubeOverrides, connect};
 
@@ -306,6 +307,7 @@ pub(crate) fn view(pod: Pod) -> PodView {
         containers,
         labels: pod.metadata.labels,
         annotations: pod.metadata.annotations,
+        uid: pod.metadata.uid,
         resource_version: pod.metadata.resource_version,
         deletion: pod
             .metadata

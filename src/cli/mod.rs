@@ -164,6 +164,21 @@ pub struct ServeArgs {
     /// how long a kept-alive connection may stay without a request before it is closed, 1s to 1h (default 60s)
     #[argh(option, default = "String::from(\"60s\")")]
     pub idle_timeout: String,
+    /// standalone: who may call: none (anyone who can reach it, the original's behaviour) or serviceaccount (a bearer service-account token, reviewed by the API server; a token bound to a pod counts that pod only) (default none)
+    #[argh(option, default = "String::from(\"none\")")]
+    pub authenticate: String,
+    /// with --authenticate=serviceaccount: the audience callers' tokens must be issued for (default pod-webhook-tracker)
+    #[argh(option, default = "String::from(\"pod-webhook-tracker\")")]
+    pub token_audience: String,
+    /// with --authenticate=serviceaccount: users or groups that may count any pod, e.g. system:serviceaccount:ci:reporter (comma-separated or repeated)
+    #[argh(option)]
+    pub allowed_callers: Vec<String>,
+    /// serve the webhook address over HTTPS with this certificate chain (PEM), read again when it changes
+    #[argh(option)]
+    pub tls_cert_file: Option<String>,
+    /// the key of --tls-cert-file (PEM)
+    #[argh(option)]
+    pub tls_key_file: Option<String>,
 }
 
 /// Run the mutating admission webhook that adds the tracker sidecar to pods labelled

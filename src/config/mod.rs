@@ -8,6 +8,7 @@ mod flags;
 pub mod inject;
 mod kube_flags;
 mod mode;
+mod security;
 #[cfg(test)]
 mod tests;
 
@@ -28,6 +29,7 @@ use crate::core::keys::TrackerKeys;
 use crate::core::target::Targeting;
 use crate::error::Result;
 use crate::listen::ConnectionLimits;
+use crate::serve::auth::AuthSettings;
 use crate::serve::tracker::{RetryPolicy, Settings};
 
 /// The annotation ReplicaSets read to choose which pods to delete first on scale-in.
@@ -116,6 +118,10 @@ pub struct Config {
     pub sweep_interval: Option<Duration>,
     /// What one client may hold of the webhook listener (and the admin listener's own cap).
     pub connections: ConnectionLimits,
+    /// `--authenticate=serviceaccount`: how callers' tokens are checked; `None`: not at all.
+    pub authentication: Option<AuthSettings>,
+    /// The webhook address's certificate and key files (HTTPS); `None`: plain HTTP.
+    pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 use flags::{
@@ -179,6 +185,8 @@ impl Config {
             None if sidecar && release_on_restart.is_some() => Some(DEFAULT_RESTART_CHECK),
             interval => interval,
         };
+        let authentication = security::authentication(args, !sidecar)?;
+        let tls = security::tls_files(args)?;
         let default_address = match targeting {
             Targeting::Sidecar { .. } => "127.0.0.1:8080",
             Targeting::Standalone { .. } => "0.0.0.0:8080",
@@ -231,6 +239,8 @@ impl Config {
                 &args.header_read_timeout,
                 &args.idle_timeout,
             )?,
+            authentication,
+            tls,
         })
     }
 

@@ -22,6 +22,8 @@ pub struct PodView {
     pub labels: Option<BTreeMap<String, String>>,
     /// `metadata.annotations`; `None` when the pod has no annotations map at all.
     pub annotations: Option<BTreeMap<String, String>>,
+    /// `metadata.uid`: which pod of this name it is.
+    pub uid: Option<String>,
     /// `metadata.resourceVersion`, for logs only: guards test values, not versions, so that
     /// unrelated writes (status updates by the kubelet) do not cost a retry.
     pub resource_version: Option<String>,
@@ -146,6 +148,9 @@ pub struct WritePlan<'a> {
     /// Refuse the write if the pod has started being deleted since it was read (a `test` that
     /// `deletionTimestamp` is still absent): a new job must not start on a pod going away.
     pub require_not_deleting: bool,
+    /// Refuse the write unless the pod still has the uid it was read with (a `test` on
+    /// `metadata.uid`): a caller whose token is bound to a pod must not count its successor.
+    pub require_same_pod: bool,
 }
 
 impl WritePlan<'_> {
@@ -165,6 +170,14 @@ impl WritePlan<'_> {
     /// changes nothing, which makes read-modify-write safe against every other writer.
     pub fn to_patch(&self, view: &PodView) -> Patch {
         let mut ops = Vec::new();
+        if self.require_same_pod
+            && let Some(uid) = &view.uid
+        {
+            ops.push(test(
+                PointerBuf::from_tokens(["metadata", "uid"]),
+                Value::from(uid.as_str()),
+            ));
+        }
         if self.require_not_deleting && view.deletion.is_none() {
             ops.push(test(
                 PointerBuf::from_tokens(["metadata", "deletionTimestamp"]),
@@ -243,6 +256,7 @@ mod tests {
         PodView {
             labels: labels.map(map),
             annotations: annotations.map(map),
+            uid: None,
             resource_version: None,
             deletion: None,
             containers: Vec::new(),
@@ -282,6 +296,7 @@ mod tests {
             marker,
             annotations: vec![],
             require_not_deleting: false,
+            require_same_pod: false,
         }
     }
 
@@ -345,6 +360,7 @@ mod tests {
             marker: None,
             annotations: vec![],
             require_not_deleting: false,
+            require_same_pod: false,
         };
         assert_eq!(
             patch_json(&plan, &pod),
@@ -365,6 +381,7 @@ mod tests {
             marker: None,
             annotations: vec![],
             require_not_deleting: false,
+            require_same_pod: false,
         };
         assert_eq!(
             patch_json(&plan, &pod),
@@ -434,6 +451,7 @@ mod tests {
         let pod = view(Some(&[]), None);
         let plan = WritePlan {
             require_not_deleting: true,
+            require_same_pod: false,
             ..plan(Some("1"), None)
         };
         assert_eq!(

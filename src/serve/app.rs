@@ -52,4 +52,6 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// The counting label, for `/status`.
     pub label: String,
+    /// `--authenticate=serviceaccount`: checks callers; `None`: anyone may call.
+    pub(crate) authenticator: Option<crate::serve::auth::Authenticator>,
 }

@@ -5,16 +5,18 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::header::{ALLOW, CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
+use http::header::{ALLOW, CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 
+use crate::core::callers::{self, Identity, Scope};
 use crate::core::durations::{Bounds, MAX_WAIT_IDLE};
 use crate::core::jobs::Action;
 use crate::core::pod::PodRef;
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::serve::app::App;
+use crate::serve::auth::Authenticator;
 use crate::serve::in_flight::InFlight;
 use crate::serve::query::{
     COUNTING_PARAMETERS, DEFAULT_WAIT_IDLE, WAIT_IDLE_PARAMETERS, job_call,
@@ -72,6 +74,8 @@ struct Received {
     /// The length of the request target (path and query), checked against
     /// [`MAX_REQUEST_TARGET`].
     target_length: usize,
+    /// The `Authorization` headers (`--authenticate`). Never logged.
+    authorization: Vec<Vec<u8>>,
 }
 
 impl Received {
@@ -95,6 +99,11 @@ impl Received {
                 .uri()
                 .path_and_query()
                 .map_or(0, |target| target.as_str().len()),
+            authorization: headers
+                .get_all(http::header::AUTHORIZATION)
+                .iter()
+                .map(|v| v.as_bytes().to_vec())
+                .collect(),
         }
     }
 }
@@ -119,13 +128,42 @@ pub(crate) async fn handle<B>(
     let action = match route {
         Route::Count(action) => action,
         Route::WaitIdle => return wait_idle(&app, Some(&in_flight), &received).await,
+        Route::Status | Route::Metrics => {
+            // With --authenticate, the tracker's state is for allowed callers only here.
+            if let Some(auth) = &app.authenticator {
+                let allowed = auth
+                    .identify(&received.authorization)
+                    .await
+                    .and_then(|identity| {
+                        callers::may_read_status(&identity, &auth.settings.allowed)
+                            .map_err(|refused| Error::CallerForbidden(refused.0))
+                    });
+                if let Err(error) = allowed {
+                    return refuse(error);
+                }
+            }
+            return serve_admin_route(&app, route);
+        }
         other => return serve_admin_route(&app, other),
     };
+    let caller = match &app.authenticator {
+        Some(auth) => match auth.identify(&received.authorization).await {
+            Ok(identity) => Some((auth, identity)),
+            Err(error) => return refuse(error),
+        },
+        None => None,
+    };
     let resolved = parse_query(&received.query, COUNTING_PARAMETERS).and_then(|query| {
+        let (pod_name, namespace, pod_uid) = caller_scope(
+            caller.as_ref(),
+            query.pod_name.clone(),
+            query.namespace.clone(),
+        )?;
         let pod = app
             .targeting
-            .resolve(query.pod_name.as_deref(), query.namespace.as_deref())?;
-        let call = job_call(action, &query, &received.idempotency_keys)?;
+            .resolve(pod_name.as_deref(), namespace.as_deref())?;
+        let mut call = job_call(action, &query, &received.idempotency_keys)?;
+        call.pod_uid = pod_uid;
         Ok((pod, call))
     });
     let (pod, call) = match resolved {
@@ -152,6 +190,36 @@ pub(crate) async fn handle<B>(
             Error::ShuttingDown
         };
         finish(&stopping, None, Err(error), started, Some(&app.metrics))
+    })
+}
+
+/// The pod a caller may name: what it asked, or (a token bound to a pod) its own pod, with the
+/// uid the pod must have. Decided before any pod is read, so a refusal says nothing about pods.
+fn caller_scope(
+    caller: Option<&(&Authenticator, Identity)>,
+    pod_name: Option<String>,
+    namespace: Option<String>,
+) -> Result<(Option<String>, Option<String>, Option<String>), Error> {
+    let Some((auth, identity)) = caller else {
+        return Ok((pod_name, namespace, None));
+    };
+    let scope = callers::scope(
+        identity,
+        &auth.settings.allowed,
+        pod_name.as_deref(),
+        namespace.as_deref(),
+    )
+    .map_err(|refused| Error::CallerForbidden(refused.0))?;
+    Ok(match scope {
+        Scope::AnyPod {
+            pod_name,
+            namespace,
+        } => (pod_name, namespace, None),
+        Scope::OwnPod {
+            name,
+            namespace,
+            uid,
+        } => (Some(name), Some(namespace), Some(uid)),
     })
 }
 
@@ -187,14 +255,25 @@ async fn wait_idle(
     received: &Received,
 ) -> Response<Body> {
     let started = Instant::now();
+    // On the webhook address (not the admin one, a pod's own), --authenticate applies: a token
+    // bound to a pod may wait for that pod only.
+    let caller = match (&app.authenticator, in_flight) {
+        (Some(auth), Some(_)) => match auth.identify(&received.authorization).await {
+            Ok(identity) => Some((auth, identity)),
+            Err(error) => return finish(received, None, Err(error), started, None),
+        },
+        _ => None,
+    };
     let target = parse_query(&received.query, WAIT_IDLE_PARAMETERS).and_then(|query| {
         let timeout = match query.timeout.as_deref() {
             Some(text) => parse_duration_parameter("timeout", text, Bounds::up_to(MAX_WAIT_IDLE))?,
             None => DEFAULT_WAIT_IDLE,
         };
+        let (pod_name, namespace, _) =
+            caller_scope(caller.as_ref(), query.pod_name, query.namespace)?;
         let pod = app
             .targeting
-            .resolve(query.pod_name.as_deref(), query.namespace.as_deref())?;
+            .resolve(pod_name.as_deref(), namespace.as_deref())?;
         Ok((pod, timeout))
     });
     let (pod, timeout) = match target {
@@ -256,7 +335,8 @@ fn probe(problem: Option<String>) -> Response<Body> {
 pub(crate) fn status_of(error: &Error) -> u16 {
     match error {
         Error::BadRequest(_) => 400,
-        Error::NotAllowed(_) => 403,
+        Error::Unauthenticated(_) => 401,
+        Error::NotAllowed(_) | Error::CallerForbidden(_) => 403,
         Error::PodNotFound { .. } | Error::UnknownPath(_) => 404,
         Error::MethodNotAllowed { .. } => 405,
         Error::NotACount { .. }
@@ -267,7 +347,7 @@ pub(crate) fn status_of(error: &Error) -> u16 {
         Error::UnknownJob { .. } => 404,
         Error::StillBusy { .. } => 503,
         Error::ApiRefused { .. } | Error::ApiRejected { .. } => 502,
-        Error::ApiUnavailable { .. } | Error::ShuttingDown => 503,
+        Error::ApiUnavailable { .. } | Error::ShuttingDown | Error::AuthUnavailable(_) => 503,
         Error::OutcomeUnknown { .. } => 504,
         Error::TargetTooLong { .. } => 414,
         Error::Config(_) | Error::Internal(_) => 500,
@@ -299,7 +379,13 @@ fn finish(
                 Error::ApiUnavailable { retry_after, .. } => {
                     headers.push((RETRY_AFTER, retry_after.as_secs().max(1).to_string()));
                 }
-                Error::ShuttingDown => headers.push((RETRY_AFTER, "1".to_owned())),
+                Error::ShuttingDown | Error::AuthUnavailable(_) => {
+                    headers.push((RETRY_AFTER, "1".to_owned()));
+                }
+                Error::Unauthenticated(_) => headers.push((
+                    WWW_AUTHENTICATE,
+                    "Bearer realm=\"pod-webhook-tracker\"".to_owned(),
+                )),
                 // Not "try this pod again soon": the pod is gone after this long.
                 Error::PodDeleting { retry_after, .. } => {
                     headers.push((RETRY_AFTER, retry_after.as_secs().max(1).to_string()));

@@ -2,6 +2,7 @@
 //! the sidecar's start-up check, and stops gracefully on SIGTERM or SIGINT.
 
 pub(crate) mod app;
+pub mod auth;
 pub(crate) mod http;
 pub(crate) mod in_flight;
 pub(crate) mod query;
@@ -22,8 +23,10 @@ use crate::config::Config;
 use crate::core::pod::PodRef;
 use crate::core::target::Targeting;
 use crate::exit::{EXIT_BAD_CONFIG, EXIT_FAILURE};
+use crate::listen::tls::ServingCertificate;
 use crate::metrics::Metrics;
 use crate::serve::app::{App, Readiness};
+use crate::serve::auth::Authenticator;
 use crate::serve::server::{Server, StopHandle};
 use crate::serve::sweep::Sweep;
 use crate::serve::tracker::Tracker;
@@ -126,7 +129,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         Targeting::Sidecar { own } => {
             let readiness = Arc::new(Readiness::not_ready(format!("checking own pod {own}")));
             runtime.spawn(check_own_pod(
-                pods,
+                pods.clone(),
                 tracker.clone(),
                 own.clone(),
                 Arc::clone(&readiness),
@@ -138,19 +141,52 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         } => {
             let readiness = Arc::new(Readiness::not_ready("checking the API server"));
             runtime.spawn(check_namespace_rights(
-                pods,
+                pods.clone(),
                 default_namespace.clone(),
+                config.authentication.is_some(),
                 Arc::clone(&readiness),
             ));
             readiness
         }
     };
+    let authenticator = config.authentication.clone().map(|settings| {
+        log::info!(
+            "callers must send a service-account token for the audience {}; allowed to count any pod: {}",
+            settings.audience,
+            if settings.allowed.entries().is_empty() {
+                "nobody".to_owned()
+            } else {
+                settings.allowed.entries().join(", ")
+            }
+        );
+        Authenticator::new(pods.clone(), settings)
+    });
+    let tls = match &config.tls {
+        Some((cert, key)) => Some(
+            Arc::new(
+                ServingCertificate::from_files(cert, key)
+                    .map_err(|e| failure(EXIT_BAD_CONFIG, e))?,
+            )
+            .acceptor()
+            .map_err(|e| failure(EXIT_BAD_CONFIG, e))?,
+        ),
+        None => None,
+    };
+    if authenticator.is_some() && tls.is_none() && !config.address.ip().is_loopback() {
+        log::warn!(
+            "callers' tokens arrive over plain HTTP on {}: anyone on the path can read and reuse them; \
+             give --tls-cert-file and --tls-key-file",
+            config.address
+        );
+    }
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let app = App {
         tracker,
         targeting: config.targeting.clone(),
         readiness,
         metrics,
         label: config.keys.label.clone(),
+        authenticator,
     };
     let server = {
         let _in_runtime = runtime.enter();
@@ -159,6 +195,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
             config.admin_address,
             app,
             config.connections,
+            tls,
         )
         .map_err(|e| failure(EXIT_FAILURE, e))?
     };
@@ -178,7 +215,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         log::info!("probes (/healthz, /readyz) also on http://{admin}");
     }
     match server.local_addr() {
-        Some(address) => log::info!("listening on http://{address}"),
+        Some(address) => log::info!("listening on {scheme}://{address}"),
         None => log::info!("listening on {}", config.address),
     }
     Ok(Running {
@@ -257,13 +294,27 @@ async fn check_own_pod(pods: PodClient, tracker: Tracker, own: PodRef, readiness
 /// The standalone service is ready once the API server answers and lets it get and patch pods
 /// in its default namespace; checked until it passes, then never again (a periodic check would
 /// take every replica out of its Service during an API outage, when a 503 says more).
-async fn check_namespace_rights(pods: PodClient, namespace: String, readiness: Arc<Readiness>) {
+async fn check_namespace_rights(
+    pods: PodClient,
+    namespace: String,
+    reviews_tokens: bool,
+    readiness: Arc<Readiness>,
+) {
     loop {
         let mut problems = Vec::new();
         for verb in ["get", "patch"] {
             match pods.may_in_namespace(verb, &namespace).await {
                 Ok(true) => {}
                 Ok(false) => problems.push(format!("may not {verb} pods in namespace {namespace}")),
+                Err(failure) => problems.push(format!("cannot reach the API server: {failure}")),
+            }
+        }
+        if reviews_tokens {
+            match pods.may_create_token_reviews().await {
+                Ok(true) => {}
+                Ok(false) => problems.push(
+                    "may not create tokenreviews.authentication.k8s.io, which --authenticate=serviceaccount needs (bind the ClusterRole system:auth-delegator, or one with that right)".to_owned(),
+                ),
                 Err(failure) => problems.push(format!("cannot reach the API server: {failure}")),
             }
         }

@@ -130,6 +130,7 @@ pub(crate) fn job_call(
         action,
         job: job.map(str::to_owned),
         ttl,
+        pod_uid: None,
     })
 }
 

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 
 use crate::core::durations;
 use crate::listen::{self, ConnectionLimits, Listener, accept};
@@ -24,6 +25,8 @@ pub struct Server {
     in_flight: Arc<InFlight>,
     stop: Arc<watch::Sender<bool>>,
     limits: ConnectionLimits,
+    /// The webhook address's TLS; the admin address stays plain HTTP (probes, in the pod).
+    tls: Option<TlsAcceptor>,
 }
 
 /// Stops a running [`Server`] from any thread (the signal handler, a test, the demo).
@@ -50,6 +53,7 @@ impl Server {
         admin: Option<SocketAddr>,
         app: App,
         limits: ConnectionLimits,
+        tls: Option<TlsAcceptor>,
     ) -> Result<Server, String> {
         Ok(Server {
             webhook: listen::bind(address)?,
@@ -58,6 +62,7 @@ impl Server {
             in_flight: Arc::new(InFlight::default()),
             stop: Arc::new(watch::Sender::new(false)),
             limits,
+            tls,
         })
     }
 
@@ -93,13 +98,19 @@ impl Server {
             &webhook,
             self.stop.subscribe(),
             &connections,
-            Listener::new(
-                "webhook",
-                limits.max_connections,
-                limits,
-                metrics.connections_closed.clone(),
-            )
-            .with_panic_answer(http::internal_error),
+            {
+                let listener = Listener::new(
+                    "webhook",
+                    limits.max_connections,
+                    limits,
+                    metrics.connections_closed.clone(),
+                )
+                .with_panic_answer(http::internal_error);
+                match self.tls {
+                    Some(tls) => listener.with_tls(tls),
+                    None => listener,
+                }
+            },
             webhook_handler,
         );
         let app = Arc::clone(&self.app);

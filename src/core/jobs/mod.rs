@@ -68,6 +68,9 @@ pub struct JobCall {
     pub job: Option<String>,
     /// The lifetime asked for (`?ttl=`), capped by the maximum job duration.
     pub ttl: Option<Duration>,
+    /// The pod must have this uid (a caller whose token is bound to that pod; a re-created pod
+    /// of the same name is another pod); `None`: any pod of that name.
+    pub pod_uid: Option<String>,
 }
 
 impl JobCall {
@@ -77,6 +80,7 @@ impl JobCall {
             action,
             job: None,
             ttl: None,
+            pod_uid: None,
         }
     }
 
@@ -86,6 +90,7 @@ impl JobCall {
             action,
             job: Some(job.into()),
             ttl: None,
+            pod_uid: None,
         }
     }
 }

@@ -638,6 +638,7 @@ mod tests {
                 action,
                 job: keyed.then(|| "job-1".to_owned()),
                 ttl: ttl.map(Duration::from_secs),
+                pod_uid: None,
             };
             let limits = Limits { max_duration: Some(Duration::from_secs(3600)), ..Limits::default() };
             if jobs.apply(&call, now, &limits, DEFAULT, false).is_ok() {

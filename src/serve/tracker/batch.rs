@@ -92,6 +92,16 @@ pub(super) fn compute(
     let answers = calls
         .iter()
         .map(|call| {
+            if let Some(uid) = &call.pod_uid
+                && view.uid.as_ref() != Some(uid)
+            {
+                // Perhaps a stale view of a pod re-created since: decided on a fresh read.
+                needs_fresh_view = true;
+                return Err(Error::CallerForbidden(format!(
+                    "the caller's token is bound to pod {pod} with uid {uid}, and that pod is gone: a pod of the same name ({}) is another pod",
+                    view.uid.as_deref().unwrap_or("no uid")
+                )));
+            }
             pod_jobs
                 .apply(call, now, &settings.limits, settings.policy, deleting)
                 .map_err(|refusal| {

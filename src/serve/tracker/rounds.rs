@@ -136,6 +136,7 @@ pub(super) async fn settle(
                 .map(|(key, value)| (key.as_str(), value.as_deref()))
                 .collect(),
             require_not_deleting: desired.may_start_a_job,
+            require_same_pod: calls.iter().any(|call| call.pod_uid.is_some()),
         };
         plan.marker = None;
         let changes = !plan.changes_nothing(&view);
