@@ -193,15 +193,27 @@ pub(crate) async fn handle<B>(
     })
 }
 
+/// The pod a call names, after `--authenticate` had its say.
+struct Named {
+    pod_name: Option<String>,
+    namespace: Option<String>,
+    /// The uid the pod must have (a token bound to a pod).
+    pod_uid: Option<String>,
+}
+
 /// The pod a caller may name: what it asked, or (a token bound to a pod) its own pod, with the
 /// uid the pod must have. Decided before any pod is read, so a refusal says nothing about pods.
 fn caller_scope(
     caller: Option<&(&Authenticator, Identity)>,
     pod_name: Option<String>,
     namespace: Option<String>,
-) -> Result<(Option<String>, Option<String>, Option<String>), Error> {
+) -> Result<Named, Error> {
     let Some((auth, identity)) = caller else {
-        return Ok((pod_name, namespace, None));
+        return Ok(Named {
+            pod_name,
+            namespace,
+            pod_uid: None,
+        });
     };
     let scope = callers::scope(
         identity,
@@ -214,12 +226,20 @@ fn caller_scope(
         Scope::AnyPod {
             pod_name,
             namespace,
-        } => (pod_name, namespace, None),
+        } => Named {
+            pod_name,
+            namespace,
+            pod_uid: None,
+        },
         Scope::OwnPod {
             name,
             namespace,
             uid,
-        } => (Some(name), Some(namespace), Some(uid)),
+        } => Named {
+            pod_name: Some(name),
+            namespace: Some(namespace),
+            pod_uid: Some(uid),
+        },
     })
 }
 
@@ -269,11 +289,10 @@ async fn wait_idle(
             Some(text) => parse_duration_parameter("timeout", text, Bounds::up_to(MAX_WAIT_IDLE))?,
             None => DEFAULT_WAIT_IDLE,
         };
-        let (pod_name, namespace, _) =
-            caller_scope(caller.as_ref(), query.pod_name, query.namespace)?;
+        let named = caller_scope(caller.as_ref(), query.pod_name, query.namespace)?;
         let pod = app
             .targeting
-            .resolve(pod_name.as_deref(), namespace.as_deref())?;
+            .resolve(named.pod_name.as_deref(), named.namespace.as_deref())?;
         Ok((pod, timeout))
     });
     let (pod, timeout) = match target {
