@@ -154,16 +154,16 @@ pub(crate) async fn handle<B>(
         None => None,
     };
     let resolved = parse_query(&received.query, COUNTING_PARAMETERS).and_then(|query| {
-        let (pod_name, namespace, pod_uid) = caller_scope(
+        let named = caller_scope(
             caller.as_ref(),
             query.pod_name.clone(),
             query.namespace.clone(),
         )?;
         let pod = app
             .targeting
-            .resolve(pod_name.as_deref(), namespace.as_deref())?;
+            .resolve(named.pod_name.as_deref(), named.namespace.as_deref())?;
         let mut call = job_call(action, &query, &received.idempotency_keys)?;
-        call.pod_uid = pod_uid;
+        call.pod_uid = named.pod_uid;
         Ok((pod, call))
     });
     let (pod, call) = match resolved {
