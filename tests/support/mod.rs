@@ -45,6 +45,13 @@ impl TrackerBuilder {
         self
     }
 
+    /// Listens on `address` instead of a loopback port.
+    pub(crate) fn address(mut self, address: &str) -> Self {
+        self.args.retain(|arg| !arg.starts_with("--address="));
+        self.args.push(format!("--address={address}"));
+        self
+    }
+
     /// Sets an environment variable.
     pub(crate) fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.to_owned(), value.to_owned()));
