@@ -207,10 +207,9 @@ fn a_token_of_a_pod_that_was_re_created_under_the_same_name_counts_nothing() {
         "nothing written"
     );
     assert!(
-        api.labels(NS, "job-1")
+        !api.labels(NS, "job-1")
             .expect("the new pod")
-            .get("active-jobs")
-            .is_none()
+            .contains_key("active-jobs")
     );
     // The new pod's own token counts it.
     let new = token(&api, "job-1");
