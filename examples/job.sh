@@ -29,6 +29,10 @@
 #                     a random suffix); letters, digits, '.', '_', ':' and '-', at most 64
 #   TRACKER_TTL       the job's lifetime in seconds, renewed while it runs (default: none;
 #                     the tracker's --max-job-duration still applies)
+#   TRACKER_TOKEN_FILE  a service-account token sent as "Authorization: Bearer", read again
+#                     for every call (the kubelet rotates it), for a standalone tracker with
+#                     --authenticate=serviceaccount (default
+#                     /var/run/secrets/pod-webhook-tracker/token, sent only if it exists)
 #
 # Needs a POSIX sh and curl.
 
@@ -38,6 +42,7 @@ TRACKER_URL=${TRACKER_URL:-http://127.0.0.1:8080}
 TRACKER_ATTEMPTS=${TRACKER_ATTEMPTS:-30}
 TRACKER_TIMEOUT=${TRACKER_TIMEOUT:-60}
 TRACKER_TTL=${TRACKER_TTL:-}
+TRACKER_TOKEN_FILE=${TRACKER_TOKEN_FILE:-/var/run/secrets/pod-webhook-tracker/token}
 
 # A key unique to this run: the pod, this shell and 8 random hex digits.
 random_suffix() {
@@ -90,9 +95,15 @@ call() {
     target="$TRACKER_URL/$1?$query"
     [ "$1" = decrement ] && target="$TRACKER_URL/$1?job=$JOB_ID"
     while :; do
+        # The token goes in a header read from a file: it never shows in `ps`.
+        auth=/dev/null
+        if [ -r "$TRACKER_TOKEN_FILE" ]; then
+            auth=$(mktemp) && printf 'Authorization: Bearer %s\n' "$(cat "$TRACKER_TOKEN_FILE")" >"$auth"
+        fi
         out=$(curl --silent --show-error --request POST --max-time "$TRACKER_TIMEOUT" \
-            --write-out '\n%{http_code}' "$target" 2>&1)
+            --header "@$auth" --write-out '\n%{http_code}' "$target" 2>&1)
         rc=$?
+        [ "$auth" != /dev/null ] && rm -f "$auth"
         code=$(printf '%s\n' "$out" | tail -n 1)
         body=$(printf '%s\n' "$out" | sed '$d' | tr -s '\n' ' ' | sed 's/ *$//')
         if [ "$rc" -eq 0 ]; then

@@ -359,3 +359,92 @@ fn tokens_travel_over_tls_with_a_certificate_read_again_when_it_changes() {
     assert!(matches!(plain, Ok(Err(_))), "{plain:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn run_sends_the_token_it_finds_in_its_token_file() {
+    let api = cluster();
+    let tracker = authenticated(&api).start();
+    tracker.wait_ready();
+    let dir = std::env::temp_dir().join(format!("pwt-auth-run-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a directory");
+    let file = dir.join("token");
+    std::fs::write(&file, format!("{}\n", token(&api, "job-1"))).expect("written");
+    let run = |extra: &[String]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_pod-webhook-tracker"))
+            .arg("run")
+            .arg(format!("--url=http://{}", tracker.address))
+            .arg("--retry-timeout=0")
+            .args(extra)
+            .args(["--", "sh", "-c", "exit 0"])
+            .env_remove("TRACKER_URL")
+            .output()
+            .expect("run runs")
+    };
+    let counted = run(&[format!("--token-file={}", file.display())]);
+    assert_eq!(
+        counted.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&counted.stderr)
+    );
+    let increments = api
+        .requests()
+        .iter()
+        .filter(|r| r.method == "PATCH" && r.path.contains("/pods/job-1"))
+        .count();
+    assert_eq!(increments, 2, "an increment and a decrement for job-1");
+    assert!(
+        !api.labels(NS, "job-1")
+            .expect("job-1")
+            .contains_key("active-jobs")
+    );
+
+    // Without a token the job is not counted, so not started (exit 75), and says why.
+    let refused = run(&[]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(75), "{stderr}");
+    assert!(stderr.contains("401"), "{stderr}");
+    let missing = run(&["--token-file=/nonexistent/token".to_owned()]);
+    assert_eq!(missing.status.code(), Some(2));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_job_sh_wrapper_sends_the_token_from_its_token_file() {
+    let api = cluster();
+    let tracker = authenticated(&api).start();
+    tracker.wait_ready();
+    let dir = std::env::temp_dir().join(format!("pwt-auth-sh-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a directory");
+    let file = dir.join("token");
+    std::fs::write(&file, token(&api, "job-2")).expect("written");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/job.sh");
+    let job = |token_file: &std::path::Path| {
+        std::process::Command::new("sh")
+            .arg(&script)
+            .args(["sh", "-c", "echo working"])
+            .env("TRACKER_URL", format!("http://{}", tracker.address))
+            .env("TRACKER_TOKEN_FILE", token_file)
+            .env("TRACKER_ATTEMPTS", "1")
+            .output()
+            .expect("sh runs")
+    };
+    let counted = job(&file);
+    let stderr = String::from_utf8_lossy(&counted.stderr);
+    assert_eq!(counted.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("increment: ok (active jobs in this pod: 1)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("decrement: ok"), "{stderr}");
+    assert!(
+        !stderr.contains(&token(&api, "job-2")[..40]),
+        "no token in the output"
+    );
+
+    let refused = job(&dir.join("absent"));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_ne!(refused.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("HTTP 401"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

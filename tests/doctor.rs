@@ -474,3 +474,36 @@ fn service_accounts_of_opted_in_pods_without_get_and_patch_are_a_problem() {
     let report = doctor(&api, &[]);
     report.assert_finding("injected-accounts", "ok", &["default", "workers"]);
 }
+
+#[test]
+fn with_authenticate_the_right_to_create_token_reviews_is_checked() {
+    let api = api();
+    budget(&api, "busy-workers", json!({}));
+    let report = doctor(
+        &api,
+        &["--standalone=true", "--authenticate=serviceaccount"],
+    );
+    report.assert_finding(
+        "token-reviews",
+        "problem",
+        &["may not create tokenreviews", "system:auth-delegator"],
+    );
+    report.assert_exit(1);
+    api.allow(
+        Subject::user("system:serviceaccount:jobs:job-tracker"),
+        Rule::new(["create"], ["tokenreviews"]),
+    );
+    let report = doctor(
+        &api,
+        &["--standalone=true", "--authenticate=serviceaccount"],
+    );
+    report.assert_finding("token-reviews", "ok", &["may create tokenreviews"]);
+    let report = doctor(&api, &[]);
+    assert!(
+        report.json["checks"]
+            .as_array()
+            .is_some_and(|c| c.iter().all(|c| c["name"] != "token-reviews")),
+        "{}",
+        report.text
+    );
+}

@@ -313,6 +313,9 @@ pub struct RunArgs {
     /// how long one call may take before its outcome counts as unknown (default 60s)
     #[argh(option, default = "String::from(\"60s\")")]
     pub request_timeout: String,
+    /// send this service-account token (read again for every call, as the kubelet rotates it) as Authorization: Bearer, for a standalone tracker with --authenticate=serviceaccount (default: /var/run/secrets/pod-webhook-tracker/token, if it exists)
+    #[argh(option)]
+    pub token_file: Option<String>,
     /// the job's key, letters, digits and . _ : - (default: a fresh run-… key for each run)
     #[argh(option)]
     pub job: Option<String>,

@@ -129,6 +129,8 @@ pub struct Facts {
     pub access: Result<BTreeMap<String, bool>, String>,
     /// With `--events`: whether that identity may create events in the namespace.
     pub create_events: Option<Result<bool, String>>,
+    /// With `--authenticate=serviceaccount`: whether that identity may create TokenReviews.
+    pub create_token_reviews: Option<Result<bool, String>>,
     /// The service accounts of the namespace's opted-in pods (empty if none, or if the pods
     /// could not be read).
     pub injected: Vec<InjectedAccount>,

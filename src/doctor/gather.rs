@@ -63,6 +63,16 @@ pub(crate) async fn gather(reader: &Reader, config: &Config) -> Facts {
             }
         }
     }
+    let create_token_reviews = if config.authentication.is_some() {
+        let mut review = crate::api::access_review("create", "tokenreviews", "", None);
+        if let Some(attributes) = review.spec.resource_attributes.as_mut() {
+            attributes.group = Some("authentication.k8s.io".to_owned());
+            attributes.namespace = None;
+        }
+        Some(reader.allowed(review).await.map_err(|e| e.message))
+    } else {
+        None
+    };
     let create_events = if config.events {
         let review = crate::api::access_review("create", "events", &namespace, None);
         Some(reader.allowed(review).await.map_err(|e| e.message))
@@ -76,6 +86,7 @@ pub(crate) async fn gather(reader: &Reader, config: &Config) -> Facts {
         budgets: budgets.map_err(unreadable),
         pods: pods.map_err(unreadable),
         create_events,
+        create_token_reviews,
         injected,
         access: match access_failure {
             Some(why) => Err(why),

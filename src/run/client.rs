@@ -13,7 +13,8 @@ use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::{Event, Options, say};
+use super::{Event, Options, TokenFile, say};
+use crate::core::callers::MAX_TOKEN;
 use crate::core::durations;
 
 /// The first pause before a call is repeated; it doubles up to [`MAX_PAUSE`].
@@ -189,6 +190,7 @@ pub struct Tracker {
     retry_timeout: Duration,
     request_timeout: Duration,
     job: String,
+    token_file: Option<TokenFile>,
 }
 
 impl Tracker {
@@ -199,6 +201,7 @@ impl Tracker {
             retry_timeout: options.retry_timeout,
             request_timeout: options.request_timeout,
             job: options.job.clone().unwrap_or_else(new_job_key),
+            token_file: options.token_file.clone(),
         }
     }
 
@@ -266,6 +269,28 @@ impl Tracker {
         }
     }
 
+    /// `Bearer TOKEN` from the token file, read now (the kubelet rotates it); `None` without one.
+    fn bearer(&self) -> std::result::Result<Option<String>, String> {
+        let Some(file) = &self.token_file else {
+            return Ok(None);
+        };
+        match std::fs::read_to_string(&file.path) {
+            Ok(token) if token.trim().len() <= MAX_TOKEN => {
+                let token = token.trim();
+                Ok((!token.is_empty()).then(|| format!("Bearer {token}")))
+            }
+            Ok(_) => Err(format!(
+                "the token in {} is longer than {MAX_TOKEN} bytes",
+                file.path.display()
+            )),
+            Err(_) if !file.required => Ok(None),
+            Err(e) => Err(format!(
+                "cannot read the token in {}: {e}",
+                file.path.display()
+            )),
+        }
+    }
+
     /// One attempt, bounded by the request timeout.
     fn exchange(&self, call: Call) -> Exchange {
         let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -301,7 +326,15 @@ impl Tracker {
             };
         let connection = tokio::spawn(connection);
         let target = format!("{}?job={}", call.path(), self.job);
-        let request = http::Request::post(target)
+        let bearer = match self.bearer() {
+            Ok(bearer) => bearer,
+            Err(why) => return Exchange::NotSent(why),
+        };
+        let mut request = http::Request::post(target);
+        if let Some(bearer) = bearer {
+            request = request.header(http::header::AUTHORIZATION, bearer);
+        }
+        let request = request
             .header(http::header::HOST, &self.endpoint.authority)
             .header(http::header::ACCEPT, "text/plain")
             .header(

@@ -43,8 +43,24 @@ pub struct Options {
     pub job: Option<String>,
     /// How often the running job is renewed (`--renew-interval`); `None`: never.
     pub renew_interval: Option<Duration>,
+    /// Where the caller's token is (`--token-file`); `None`: no token is sent.
+    pub token_file: Option<TokenFile>,
     /// The program and its arguments.
     pub command: Vec<String>,
+}
+
+/// Where the projected service-account token for the tracker's audience is mounted (see
+/// `manifests/standalone/authenticated`), the default of `--token-file`.
+pub const DEFAULT_TOKEN_FILE: &str = "/var/run/secrets/pod-webhook-tracker/token";
+
+/// The caller's token file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenFile {
+    /// Its path.
+    pub path: std::path::PathBuf,
+    /// Given with `--token-file`: a call without it is an error. The default path may be
+    /// absent (a sidecar, or a standalone tracker without `--authenticate`).
+    pub required: bool,
 }
 
 /// Where `run` finds the sidecar when neither `--url` nor `$TRACKER_URL` says.
@@ -88,6 +104,20 @@ impl Options {
                 &format!("{why}; expected 0 or a duration such as 60s"),
             )
         })?;
+        let token_file = match &args.token_file {
+            Some(path) => {
+                std::fs::metadata(path)
+                    .map_err(|e| invalid("--token-file", path, &e.to_string()))?;
+                Some(TokenFile {
+                    path: path.into(),
+                    required: true,
+                })
+            }
+            None => Some(TokenFile {
+                path: DEFAULT_TOKEN_FILE.into(),
+                required: false,
+            }),
+        };
         if args.command.is_empty() {
             return Err(Error::Config(
                 "run: no command given: put it after --, e.g. pod-webhook-tracker run -- /bin/sh -c 'make all'"
@@ -101,6 +131,7 @@ impl Options {
             request_timeout,
             job,
             renew_interval,
+            token_file,
             command: args.command.clone(),
         })
     }
@@ -254,6 +285,7 @@ mod tests {
             request_timeout: "60s".to_owned(),
             job: None,
             renew_interval: "60s".to_owned(),
+            token_file: None,
             command: vec!["true".to_owned()],
         }
     }

@@ -26,6 +26,8 @@ pub const RIGHTS: &str = "rights";
 pub const LEAST_PRIVILEGE: &str = "least-privilege";
 /// Check name: with `--events`, the identity may create events (only checked then).
 pub const EVENTS: &str = "events";
+/// Check name: with `--authenticate`, the identity may create TokenReviews (only checked then).
+pub const TOKEN_REVIEWS: &str = "token-reviews";
 /// Check name: the service accounts of pods that opt in to injection may get and patch pods
 /// (only checked when there are such pods).
 pub const INJECTED: &str = "injected-accounts";
@@ -134,6 +136,7 @@ pub fn diagnose(facts: &Facts) -> Vec<Check> {
     }
     checks.extend(rights(facts));
     checks.extend(events(facts));
+    checks.extend(token_reviews(facts));
     checks.extend(injected_accounts(facts));
     checks
 }
@@ -180,6 +183,7 @@ mod tests {
             pods: Ok(pods),
             access: Ok(NEEDED.iter().map(|v| ((*v).to_owned(), true)).collect()),
             create_events: None,
+            create_token_reviews: None,
             injected: Vec::new(),
         }
     }

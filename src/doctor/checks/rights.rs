@@ -46,6 +46,31 @@ pub(crate) fn events(facts: &Facts) -> Option<Check> {
     Some(check)
 }
 
+/// With `--authenticate=serviceaccount`, every call's token is reviewed: without the right to
+/// create TokenReviews, no call can be counted.
+pub(crate) fn token_reviews(facts: &Facts) -> Option<Check> {
+    let check = match facts.create_token_reviews.as_ref()? {
+        Ok(true) => check(
+            TOKEN_REVIEWS,
+            Status::Ok,
+            "may create tokenreviews, as --authenticate=serviceaccount needs".to_owned(),
+        ),
+        Ok(false) => check(
+            TOKEN_REVIEWS,
+            Status::Problem,
+            "may not create tokenreviews.authentication.k8s.io: with --authenticate=serviceaccount every call \
+             would answer 503 (bind the ClusterRole system:auth-delegator, or one with create on tokenreviews)"
+                .to_owned(),
+        ),
+        Err(why) => check(
+            TOKEN_REVIEWS,
+            Status::Warning,
+            format!("not checked: cannot ask the API server whether this identity may create tokenreviews: {why}"),
+        ),
+    };
+    Some(check)
+}
+
 pub(crate) fn rights(facts: &Facts) -> [Check; 2] {
     let ns = &facts.namespace;
     let access = match &facts.access {
