@@ -15,7 +15,8 @@ const MAX_AUDIENCE: usize = 256;
 /// `--authenticate` and its companions, validated; `None`: anyone may call.
 pub(super) fn authentication(args: &ServeArgs, standalone: bool) -> Result<Option<AuthSettings>> {
     match args.authenticate.trim() {
-        "none" => {
+        // Empty: a ServeArgs built in code rather than parsed (argh's default is "none").
+        "none" | "" => {
             if !args.allowed_callers.is_empty() {
                 return Err(Error::Config(
                     "--allowed-callers needs --authenticate=serviceaccount: without it, anyone may call".to_owned(),

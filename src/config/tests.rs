@@ -429,3 +429,61 @@ fn secrets_do_not_show_in_debug_output() {
     let debug = format!("{config:?}");
     assert!(!debug.contains("s3cr3t"), "{debug}");
 }
+
+#[test]
+fn authentication_is_off_by_default_and_checks_its_flags() {
+    let standalone = |a: &mut ServeArgs| a.standalone = true;
+    assert_eq!(config(standalone).expect("valid").authentication, None);
+    let on = config(|a| {
+        standalone(a);
+        a.authenticate = "serviceaccount".into();
+        a.token_audience = "pod-webhook-tracker".into();
+        a.allowed_callers =
+            vec!["system:serviceaccount:ci:reporter,system:serviceaccounts:ops".into()];
+    })
+    .expect("valid");
+    let settings = on.authentication.expect("on");
+    assert_eq!(settings.audience, "pod-webhook-tracker");
+    assert_eq!(
+        settings.allowed.entries(),
+        [
+            "system:serviceaccount:ci:reporter",
+            "system:serviceaccounts:ops"
+        ]
+    );
+    for (change, expected) in [
+        (
+            (|a: &mut ServeArgs| a.authenticate = "mtls".into()) as fn(&mut ServeArgs),
+            "--authenticate",
+        ),
+        (
+            |a: &mut ServeArgs| {
+                a.authenticate = "serviceaccount".into();
+                a.token_audience = "two words".into();
+            },
+            "--token-audience",
+        ),
+        (
+            |a: &mut ServeArgs| {
+                a.authenticate = "serviceaccount".into();
+                a.token_audience = "x".into();
+                a.allowed_callers = vec!["system:serviceaccount:NOPE".into()];
+            },
+            "--allowed-callers",
+        ),
+        (
+            |a: &mut ServeArgs| a.allowed_callers = vec!["system:serviceaccount:ci:r".into()],
+            "needs --authenticate=serviceaccount",
+        ),
+        (
+            |a: &mut ServeArgs| a.tls_cert_file = Some("/tls/tls.crt".into()),
+            "go together",
+        ),
+    ] {
+        let error = config_error(|a| {
+            standalone(a);
+            change(a);
+        });
+        assert!(error.contains(expected), "{expected}: {error}");
+    }
+}
