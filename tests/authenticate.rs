@@ -448,3 +448,51 @@ fn the_job_sh_wrapper_sends_the_token_from_its_token_file() {
     assert!(stderr.contains("HTTP 401"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn run_calls_an_https_tracker_trusting_the_ca_it_is_given() {
+    let api = cluster();
+    let dir = std::env::temp_dir().join(format!("pwt-auth-run-tls-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let ca = write_certificate(&dir, &["127.0.0.1"]);
+    std::fs::write(dir.join("ca.crt"), &ca).expect("written");
+    std::fs::write(dir.join("token"), token(&api, "job-1")).expect("written");
+    let tracker = authenticated(&api)
+        .args([
+            format!("--tls-cert-file={}", dir.join("tls.crt").display()),
+            format!("--tls-key-file={}", dir.join("tls.key").display()),
+        ])
+        .start();
+    tracker.wait_ready();
+    let run = |ca: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_pod-webhook-tracker"))
+            .arg("run")
+            .arg(format!("--url=https://{}", tracker.address))
+            .arg(format!("--ca-file={}", ca.display()))
+            .arg(format!("--token-file={}", dir.join("token").display()))
+            .args(["--retry-timeout=0", "--", "sh", "-c", "exit 3"])
+            .output()
+            .expect("run runs")
+    };
+    let output = run(&dir.join("ca.crt"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.code(),
+        Some(3),
+        "the command's own status: {stderr}"
+    );
+    let patches = api
+        .requests()
+        .iter()
+        .filter(|r| r.method == "PATCH" && r.path.contains("/pods/job-1"))
+        .count();
+    assert_eq!(patches, 2, "counted and released over TLS");
+    // Another CA: the handshake fails, the job is not counted and not started.
+    let other = write_certificate(&dir.join("other"), &["127.0.0.1"]);
+    std::fs::write(dir.join("other-ca.crt"), other).expect("written");
+    let output = run(&dir.join("other-ca.crt"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(75), "{stderr}");
+    assert!(stderr.contains("TLS handshake failed"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

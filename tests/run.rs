@@ -370,7 +370,7 @@ fn a_decrement_that_cannot_reach_the_tracker_is_reported_and_the_status_kept() {
 }
 
 #[test]
-fn https_and_a_missing_command_are_refused_with_exit_status_2() {
+fn https_without_the_trackers_ca_and_a_missing_command_are_refused_with_exit_status_2() {
     let run = |args: &[&str]| {
         let output = Command::new(env!("CARGO_BIN_EXE_pod-webhook-tracker"))
             .arg("run")
@@ -385,7 +385,10 @@ fn https_and_a_missing_command_are_refused_with_exit_status_2() {
     };
     let (status, stderr) = run(&["--url=https://127.0.0.1:8080", "--", "true"]);
     assert_eq!(status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("https is not supported"), "{stderr}");
+    assert!(
+        stderr.contains("--ca-file") && stderr.contains("cannot read it"),
+        "https needs the tracker's CA: {stderr}"
+    );
     let (status, stderr) = run(&["--"]);
     assert_eq!(status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("no command given"), "{stderr}");
@@ -703,7 +706,7 @@ fn a_long_command_is_renewed_so_that_the_trackers_max_job_duration_does_not_rele
 fn without_url_run_calls_the_tracker_the_injector_names_in_tracker_url() {
     let output = Command::new(env!("CARGO_BIN_EXE_pod-webhook-tracker"))
         .args(["run", "--", "true"])
-        .env("TRACKER_URL", "https://127.0.0.1:1")
+        .env("TRACKER_URL", "ftp://127.0.0.1:1")
         .output()
         .expect("the binary runs");
     let stderr = String::from_utf8_lossy(&output.stderr);

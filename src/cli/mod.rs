@@ -301,7 +301,7 @@ pub struct CompletionArgs {
     error_code(127, "the command was not found")
 )]
 pub struct RunArgs {
-    /// the tracker's address, http://host:port (default: $TRACKER_URL, which the injector sets, else http://127.0.0.1:8080, the sidecar)
+    /// the tracker's address, http://host:port or https://host:port (default: $TRACKER_URL, which the injector sets, else http://127.0.0.1:8080, the sidecar)
     #[argh(option)]
     pub url: Option<String>,
     /// run the command even if the job cannot be counted, with a warning (default false)
@@ -316,6 +316,9 @@ pub struct RunArgs {
     /// send this service-account token (read again for every call, as the kubelet rotates it) as Authorization: Bearer, for a standalone tracker with --authenticate=serviceaccount (default: /var/run/secrets/pod-webhook-tracker/token, if it exists)
     #[argh(option)]
     pub token_file: Option<String>,
+    /// with an https:// --url: the CA certificates (PEM) that sign the tracker's certificate (default: /var/run/secrets/pod-webhook-tracker/ca.crt)
+    #[argh(option)]
+    pub ca_file: Option<String>,
     /// the job's key, letters, digits and . _ : - (default: a fresh run-… key for each run)
     #[argh(option)]
     pub job: Option<String>,

@@ -32,33 +32,29 @@ pub struct Endpoint {
     pub authority: String,
     /// The host name or address (an IPv6 address without its brackets).
     pub host: String,
-    /// The port (80 if the URL names none).
+    /// The port (80, or 443 with https, if the URL names none).
     pub port: u16,
+    /// `https://`: the call goes over TLS (a standalone tracker with `--tls-cert-file`).
+    pub tls: bool,
 }
 
 impl Endpoint {
-    /// Parses `http://host[:port][/]`; anything else (https, a path, credentials) is refused
-    /// with the reason.
+    /// Parses `http://host[:port][/]` or `https://…`; anything else (a path, credentials) is
+    /// refused with the reason.
     pub fn parse(text: &str) -> std::result::Result<Endpoint, String> {
         let uri: http::Uri = text
             .parse()
             .map_err(|e| format!("not a URL ({e}); expected http://host:port"))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                return Err(
-                    "https is not supported: the tracker serves plain HTTP (a sidecar \
-                            on the pod's loopback); use http://host:port"
-                        .to_owned(),
-                );
-            }
+        let tls = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
             Some(other) => {
                 return Err(format!(
                     "the scheme {other} is not supported; expected http://host:port"
                 ));
             }
             None => return Err("expected http://host:port, e.g. http://127.0.0.1:8080".to_owned()),
-        }
+        };
         let authority = uri
             .authority()
             .ok_or_else(|| "expected http://host:port".to_owned())?;
@@ -82,14 +78,16 @@ impl Endpoint {
                 .and_then(|h| h.strip_suffix(']'))
                 .unwrap_or(host)
                 .to_owned(),
-            port: authority.port_u16().unwrap_or(80),
+            port: authority.port_u16().unwrap_or(if tls { 443 } else { 80 }),
+            tls,
         })
     }
 }
 
 impl std::fmt::Display for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "http://{}", self.authority)
+        let scheme = if self.tls { "https" } else { "http" };
+        write!(f, "{scheme}://{}", self.authority)
     }
 }
 
@@ -191,6 +189,35 @@ pub struct Tracker {
     request_timeout: Duration,
     job: String,
     token_file: Option<TokenFile>,
+    /// With an `https://` URL: the TLS client, trusting the CA of `--ca-file`.
+    tls: Option<Tls>,
+}
+
+/// A TLS client for the tracker.
+#[derive(Clone)]
+struct Tls(tokio_rustls::TlsConnector);
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tls")
+    }
+}
+
+fn tls_client(certificates: &[rustls_pki_types::CertificateDer<'static>]) -> Option<Tls> {
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in certificates {
+        roots.add(certificate.clone()).ok()?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .ok()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Some(Tls(tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+        config,
+    ))))
 }
 
 impl Tracker {
@@ -202,6 +229,7 @@ impl Tracker {
             request_timeout: options.request_timeout,
             job: options.job.clone().unwrap_or_else(new_job_key),
             token_file: options.token_file.clone(),
+            tls: options.ca.as_deref().and_then(tls_client),
         }
     }
 
@@ -311,14 +339,39 @@ impl Tracker {
                 Ok(Err(e)) => return Exchange::NotSent(format!("cannot connect: {e}")),
                 Err(_) => return Exchange::NotSent("cannot connect: it took too long".to_owned()),
             };
-            match tokio::time::timeout(self.request_timeout, self.send(call, stream)).await {
+            let exchange = async {
+                match (&self.tls, self.endpoint.tls) {
+                    (_, false) => self.send(call, stream).await,
+                    (Some(tls), true) => {
+                        let Ok(name) =
+                            rustls_pki_types::ServerName::try_from(self.endpoint.host.clone())
+                        else {
+                            return Exchange::NotSent(format!(
+                                "{} is not a TLS server name",
+                                self.endpoint.host
+                            ));
+                        };
+                        match tls.0.connect(name, stream).await {
+                            Ok(stream) => self.send(call, stream).await,
+                            Err(e) => Exchange::NotSent(format!("the TLS handshake failed: {e}")),
+                        }
+                    }
+                    (None, true) => {
+                        Exchange::NotSent("https needs the tracker's CA (--ca-file)".to_owned())
+                    }
+                }
+            };
+            match tokio::time::timeout(self.request_timeout, exchange).await {
                 Ok(exchange) => exchange,
                 Err(_) => Exchange::Lost("no answer within --request-timeout".to_owned()),
             }
         })
     }
 
-    async fn send(&self, call: Call, stream: TcpStream) -> Exchange {
+    async fn send<S>(&self, call: Call, stream: S) -> Exchange
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let (mut sender, connection) =
             match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
                 Ok(handshake) => handshake,
@@ -449,9 +502,11 @@ mod tests {
     }
 
     #[test]
-    fn https_paths_and_credentials_are_refused_with_the_reason() {
-        let https = Endpoint::parse("https://127.0.0.1:8080").expect_err("refused");
-        assert!(https.contains("https is not supported"), "{https}");
+    fn https_is_tls_on_443_and_paths_and_credentials_are_refused_with_the_reason() {
+        let https = Endpoint::parse("https://tracker.jobs.svc").expect("parses");
+        assert!(https.tls);
+        assert_eq!(https.port, 443);
+        assert_eq!(https.to_string(), "https://tracker.jobs.svc");
         for (url, why) in [
             ("http://127.0.0.1:8080/increment", "without a path"),
             (

@@ -45,6 +45,8 @@ pub struct Options {
     pub renew_interval: Option<Duration>,
     /// Where the caller's token is (`--token-file`); `None`: no token is sent.
     pub token_file: Option<TokenFile>,
+    /// With an `https://` URL: the CAs trusted for the tracker's certificate (`--ca-file`).
+    pub ca: Option<Vec<rustls_pki_types::CertificateDer<'static>>>,
     /// The program and its arguments.
     pub command: Vec<String>,
 }
@@ -52,6 +54,10 @@ pub struct Options {
 /// Where the projected service-account token for the tracker's audience is mounted (see
 /// `manifests/standalone/authenticated`), the default of `--token-file`.
 pub const DEFAULT_TOKEN_FILE: &str = "/var/run/secrets/pod-webhook-tracker/token";
+
+/// Where the tracker's CA is mounted beside the token (see
+/// `manifests/standalone/authenticated`), the default of `--ca-file`.
+pub const DEFAULT_CA_FILE: &str = "/var/run/secrets/pod-webhook-tracker/ca.crt";
 
 /// The caller's token file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,6 +124,15 @@ impl Options {
                 required: false,
             }),
         };
+        let ca = if tracker.tls {
+            let (flag, path) = match &args.ca_file {
+                Some(path) => ("--ca-file", path.as_str()),
+                None => ("--ca-file", DEFAULT_CA_FILE),
+            };
+            Some(trusted(path).map_err(|why| invalid(flag, path, &why))?)
+        } else {
+            None
+        };
         if args.command.is_empty() {
             return Err(Error::Config(
                 "run: no command given: put it after --, e.g. pod-webhook-tracker run -- /bin/sh -c 'make all'"
@@ -132,9 +147,31 @@ impl Options {
             job,
             renew_interval,
             token_file,
+            ca,
             command: args.command.clone(),
         })
     }
+}
+
+/// The certificates of a PEM file, for the roots a TLS client trusts.
+fn trusted(
+    path: &str,
+) -> std::result::Result<Vec<rustls_pki_types::CertificateDer<'static>>, String> {
+    use rustls_pki_types::pem::PemObject;
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read it: {e}"))?;
+    let certificates = rustls_pki_types::CertificateDer::pem_slice_iter(&pem)
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| format!("not PEM certificates: {e}"))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in &certificates {
+        roots
+            .add(certificate.clone())
+            .map_err(|e| format!("not a usable CA certificate: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err("it holds no certificate".to_owned());
+    }
+    Ok(certificates)
 }
 
 fn invalid(flag: &str, value: &str, why: &str) -> Error {
@@ -286,6 +323,7 @@ mod tests {
             job: None,
             renew_interval: "60s".to_owned(),
             token_file: None,
+            ca_file: None,
             command: vec!["true".to_owned()],
         }
     }
@@ -299,13 +337,19 @@ mod tests {
         };
         let injected = Options::from_args(&from_env, Some("http://127.0.0.1:8181")).expect("valid");
         assert_eq!(injected.tracker.to_string(), "http://127.0.0.1:8181");
-        let bad = Options::from_args(&from_env, Some("https://x:1")).expect_err("refused");
+        let bad = Options::from_args(&from_env, Some("ftp://x:1")).expect_err("refused");
         assert!(bad.to_string().contains("$TRACKER_URL"), "{bad}");
+        let no_ca = RunArgs {
+            ca_file: Some("/nonexistent/ca.crt".to_owned()),
+            ..args("https://x:1")
+        };
+        let bad = Options::from_args(&no_ca, None).expect_err("refused");
+        assert!(bad.to_string().contains("--ca-file"), "{bad}");
         let default = Options::from_args(&from_env, None).expect("valid");
         assert_eq!(default.tracker.to_string(), DEFAULT_URL);
         assert_eq!(options.retry_timeout, Duration::from_secs(30));
         assert_eq!(options.request_timeout, Duration::from_secs(60));
-        let error = Options::from_args(&args("https://x:1"), None).expect_err("refused");
+        let error = Options::from_args(&args("http://x:1/path"), None).expect_err("refused");
         assert!(error.to_string().contains("--url"), "{error}");
         let mut no_command = args("http://x:1");
         no_command.command.clear();
