@@ -92,6 +92,55 @@ fn every_flag_in_the_manifests_is_known_to_the_program() {
         }
     }
     assert!(injectors >= 1, "expected the injector's Deployment");
+    // Flags a kustomization adds with an inline patch (the authenticated and self-signed
+    // variants) must be known too.
+    let mut patched = 0;
+    for kustomization in &TREE.kustomizations {
+        for patch in kustomization.value["patches"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let Some(text) = patch["patch"].as_str() else {
+                continue;
+            };
+            let target = patch["target"]["name"].as_str().unwrap_or_default();
+            let known = if target.contains("injector") {
+                &inject
+            } else {
+                &serve
+            };
+            let operations: Vec<Value> = serde_saphyr::from_str(text)
+                .unwrap_or_else(|e| panic!("{}: a patch is not YAML: {e}", kustomization.file()));
+            for operation in operations {
+                if !operation["path"]
+                    .as_str()
+                    .is_some_and(|p| p.contains("/args"))
+                {
+                    continue;
+                }
+                let values = match &operation["value"] {
+                    Value::String(one) => vec![one.clone()],
+                    Value::Array(list) => list
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                for flag in values.iter().filter(|v| v.starts_with("--")) {
+                    let name = flag.split_once('=').map_or(flag.as_str(), |(name, _)| name);
+                    assert!(
+                        known.contains(name),
+                        "{}: {name} is not a flag",
+                        kustomization.file()
+                    );
+                    patched += 1;
+                }
+            }
+        }
+    }
+    assert!(patched >= 4, "expected the flags the variants add");
 }
 #[test]
 fn every_variable_an_argument_names_is_defined() {

@@ -1,5 +1,6 @@
 //! Roles and bindings: get and patch on pods, nothing else, for accounts that exist; the
-//! self-signed injector's patch on its own webhook configuration, nothing else.
+//! self-signed injector's patch on its own webhook configuration, and the authenticated
+//! tracker's create on tokenreviews, nothing else.
 
 #[allow(unused_imports)]
 use crate::prelude::*;
@@ -31,6 +32,23 @@ fn roles_grant_exactly_get_and_patch_on_pods() {
             _ => continue,
         };
         let rules = rules.unwrap_or_default();
+        if doc.value.pointer("/metadata/name")
+            == Some(&Value::from("pod-webhook-tracker-tokenreviews"))
+        {
+            let reviews = vec![PolicyRule {
+                api_groups: Some(vec!["authentication.k8s.io".to_owned()]),
+                resources: Some(vec!["tokenreviews".to_owned()]),
+                verbs: vec!["create".to_owned()],
+                ..PolicyRule::default()
+            }];
+            assert_eq!(
+                rules,
+                reviews,
+                "{}: create on tokenreviews only",
+                doc.name()
+            );
+            continue;
+        }
         if doc.value.pointer("/metadata/name") == Some(&Value::from("pod-webhook-tracker-injector"))
         {
             let injector = vec![PolicyRule {
