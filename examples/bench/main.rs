@@ -28,6 +28,7 @@
 //!
 //! Everything listens on loopback; every loop is bounded. Results: `docs/benchmarks.md`.
 
+mod auth;
 mod baseline;
 mod client;
 mod cluster;
@@ -284,7 +285,7 @@ fn run(options: &Options) -> Result<Report, String> {
             address: tracker.address,
             query: match mode {
                 Mode::Sidecar { .. } => String::new(),
-                Mode::Standalone => format!("?pod_name={pod}"),
+                Mode::Standalone | Mode::Authenticated => format!("?pod_name={pod}"),
             },
         };
         let side = measure_side(&cluster, name, true, &endpoint, pod, loads, &|| {
@@ -344,7 +345,17 @@ fn run(options: &Options) -> Result<Report, String> {
     }
 
     let load_after = read_trimmed("/proc/loadavg");
+    eprintln!(
+        "bench: caller authentication ({} jobs with one token)",
+        options.calls / 2
+    );
+    let authentication = Some(auth::measure(
+        &binary,
+        &cluster,
+        (options.calls / 2).max(1),
+    )?);
     Ok(Report {
+        authentication,
         machine: machine(load_before, load_after),
         settings: vec![
             ("tracker binary".into(), binary.display().to_string()),

@@ -35,6 +35,8 @@ pub(crate) struct Side {
 
 /// The whole run.
 pub(crate) struct Report {
+    /// The authenticated standalone phase.
+    pub authentication: Option<crate::auth::Authentication>,
     pub machine: Vec<(String, String)>,
     pub settings: Vec<(String, String)>,
     pub nominal_write: Duration,
@@ -103,8 +105,29 @@ impl Report {
         self.print_first_calls();
         self.print_footprint();
         self.print_slow_clients();
+        self.print_authentication();
         self.print_ratios();
         self.print_targets();
+    }
+
+    fn print_authentication(&self) {
+        let Some(auth) = &self.authentication else {
+            return;
+        };
+        println!(
+            "\n## Caller authentication (standalone, `--authenticate=serviceaccount`, one pod-bound token)\n"
+        );
+        println!(
+            "| calls | TokenReviews | reviews per call | p50 ms | failed |\n| ---: | ---: | ---: | ---: | ---: |"
+        );
+        println!(
+            "| {} | {} | {:.4} | {} | {} |",
+            auth.calls,
+            auth.reviews,
+            auth.reviews as f64 / auth.calls.max(1) as f64,
+            ms(auth.p50),
+            auth.failures
+        );
     }
 
     fn print_slow_clients(&self) {

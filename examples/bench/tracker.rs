@@ -27,6 +27,8 @@ pub(crate) enum Mode {
     Sidecar { pod: String },
     /// `--standalone=true`: callers name the pod.
     Standalone,
+    /// Standalone with `--authenticate=serviceaccount`: callers send pod-bound tokens.
+    Authenticated,
 }
 
 /// The default binary: `<target>/release/pod-webhook-tracker`, beside this example's own
@@ -73,6 +75,13 @@ impl Tracker {
             Mode::Standalone => {
                 command
                     .arg("--standalone=true")
+                    .arg(format!("--namespace={NAMESPACE}"))
+                    .arg(format!("--kube-token={TRACKER_TOKEN}"));
+            }
+            Mode::Authenticated => {
+                command
+                    .arg("--standalone=true")
+                    .arg("--authenticate=serviceaccount")
                     .arg(format!("--namespace={NAMESPACE}"))
                     .arg(format!("--kube-token={TRACKER_TOKEN}"));
             }
