@@ -33,6 +33,8 @@
 #                     for every call (the kubelet rotates it), for a standalone tracker with
 #                     --authenticate=serviceaccount (default
 #                     /var/run/secrets/pod-webhook-tracker/token, sent only if it exists)
+#   TRACKER_CA_FILE   for an https:// TRACKER_URL: the CA that signs the tracker's certificate
+#                     (default /var/run/secrets/pod-webhook-tracker/ca.crt, if it exists)
 #
 # Needs a POSIX sh and curl.
 
@@ -43,6 +45,7 @@ TRACKER_ATTEMPTS=${TRACKER_ATTEMPTS:-30}
 TRACKER_TIMEOUT=${TRACKER_TIMEOUT:-60}
 TRACKER_TTL=${TRACKER_TTL:-}
 TRACKER_TOKEN_FILE=${TRACKER_TOKEN_FILE:-/var/run/secrets/pod-webhook-tracker/token}
+TRACKER_CA_FILE=${TRACKER_CA_FILE:-/var/run/secrets/pod-webhook-tracker/ca.crt}
 
 # A key unique to this run: the pod, this shell and 8 random hex digits.
 random_suffix() {
@@ -100,8 +103,11 @@ call() {
         if [ -r "$TRACKER_TOKEN_FILE" ]; then
             auth=$(mktemp) && printf 'Authorization: Bearer %s\n' "$(cat "$TRACKER_TOKEN_FILE")" >"$auth"
         fi
+        # The CA for https:// (curl's own default store otherwise); /dev/null is no header.
+        ca=$TRACKER_CA_FILE
+        [ -r "$ca" ] || ca=
         out=$(curl --silent --show-error --request POST --max-time "$TRACKER_TIMEOUT" \
-            --header "@$auth" --write-out '\n%{http_code}' "$target" 2>&1)
+            --header "@$auth" ${ca:+--cacert "$ca"} --write-out '\n%{http_code}' "$target" 2>&1)
         rc=$?
         [ "$auth" != /dev/null ] && rm -f "$auth"
         code=$(printf '%s\n' "$out" | tail -n 1)

@@ -446,6 +446,29 @@ fn the_job_sh_wrapper_sends_the_token_from_its_token_file() {
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert_ne!(refused.status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("HTTP 401"), "{stderr}");
+
+    // Over HTTPS, trusting TRACKER_CA_FILE.
+    let ca = write_certificate(&dir.join("tls"), &["127.0.0.1"]);
+    std::fs::write(dir.join("ca.crt"), ca).expect("written");
+    let secure = authenticated(&api)
+        .args([
+            format!("--tls-cert-file={}", dir.join("tls/tls.crt").display()),
+            format!("--tls-key-file={}", dir.join("tls/tls.key").display()),
+        ])
+        .start();
+    secure.wait_ready();
+    let output = std::process::Command::new("sh")
+        .arg(&script)
+        .args(["sh", "-c", "echo working"])
+        .env("TRACKER_URL", format!("https://{}", secure.address))
+        .env("TRACKER_TOKEN_FILE", &file)
+        .env("TRACKER_CA_FILE", dir.join("ca.crt"))
+        .env("TRACKER_ATTEMPTS", "1")
+        .output()
+        .expect("sh runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("increment: ok"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -14,14 +14,22 @@ pub(crate) fn write_certificate(dir: &Path, names: &[&str]) -> String {
     let ca_key = rcgen::KeyPair::generate().expect("a key");
     let mut ca = rcgen::CertificateParams::default();
     ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    // Names of their own: OpenSSL takes a leaf named like its issuer for a self-signed one.
+    ca.distinguished_name = rcgen::DistinguishedName::new();
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "pod-webhook-tracker test CA");
     let ca_cert = ca.self_signed(&ca_key).expect("a CA");
     let issuer = rcgen::Issuer::new(ca, ca_key);
     let key = rcgen::KeyPair::generate().expect("a key");
-    let cert =
+    let mut leaf =
         rcgen::CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
-            .expect("names")
-            .signed_by(&key, &issuer)
-            .expect("a certificate");
+            .expect("names");
+    leaf.distinguished_name = rcgen::DistinguishedName::new();
+    leaf.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        names.first().copied().unwrap_or("tracker"),
+    );
+    let cert = leaf.signed_by(&key, &issuer).expect("a certificate");
     // Written beside and renamed, as a Secret volume swaps its files.
     for (name, text) in [("tls.key", key.serialize_pem()), ("tls.crt", cert.pem())] {
         let part = dir.join(format!("{name}.new"));
