@@ -2,7 +2,8 @@
 //! that every change of any object advances; plus helpers to read and write object metadata
 //! the way Go's typed decoding sees it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
@@ -29,7 +30,41 @@ pub(crate) struct Store {
     /// `kubernetes.io/metadata.name`.
     pub namespace_labels: BTreeMap<String, BTreeMap<String, String>>,
     /// Service-account tokens: the signing key, account uids, reviews cached.
-    pub tokens: crate::tokens::Tokens,
+    pub tokens: Tokens,
+}
+
+/// How long the API server trusts a token it has authenticated without checking again.
+pub(crate) const DEFAULT_TOKEN_CACHE: Duration = Duration::from_secs(10);
+
+/// What the token API keeps (see [`crate::tokens`]): the signing key, the service accounts'
+/// uids, and the cache of successful reviews.
+pub(crate) struct Tokens {
+    pub key: ring::hmac::Key,
+    pub accounts: HashMap<(String, String), String>,
+    pub cache: HashMap<String, (Instant, Value)>,
+    pub cache_for: Duration,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokens")
+            .field("accounts", &self.accounts.len())
+            .field("cache_for", &self.cache_for)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tokens {
+    fn new(seed: u64) -> Tokens {
+        let mut prng = Prng::new(seed ^ 0x70_4E);
+        let secret: Vec<u8> = (0..4).flat_map(|_| prng.next_u64().to_le_bytes()).collect();
+        Tokens {
+            key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret),
+            accounts: HashMap::new(),
+            cache: HashMap::new(),
+            cache_for: DEFAULT_TOKEN_CACHE,
+        }
+    }
 }
 
 impl Store {
@@ -42,7 +77,7 @@ impl Store {
             events: Vec::new(),
             webhook_configs: Objects::new(),
             namespace_labels: BTreeMap::new(),
-            tokens: crate::tokens::Tokens::new(seed),
+            tokens: Tokens::new(seed),
         }
     }
 

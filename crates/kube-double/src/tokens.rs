@@ -7,7 +7,6 @@
 //! same claims (`aud`, `exp`, `sub`, `kubernetes.io.pod`…) as the real ones, so that a client
 //! can read them as it would a real token.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
@@ -15,45 +14,14 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::hmac;
 use serde_json::{Value, json};
 
-use crate::ids::{self, Prng};
+use crate::ids;
 use crate::status::ApiError;
-use crate::store::{Store, meta_str};
+use crate::store::{Store, Tokens, meta_str};
 
 /// The API server's own audience (what a review without audiences is checked against).
 pub(crate) const SERVER_AUDIENCE: &str = "https://kubernetes.default.svc";
 const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
-/// How long the API server trusts a token it has authenticated without checking again.
-pub(crate) const DEFAULT_CACHE: Duration = Duration::from_secs(10);
-
-/// The signing key, the service accounts' uids, and the cache of successful reviews.
-pub(crate) struct Tokens {
-    key: hmac::Key,
-    accounts: HashMap<(String, String), String>,
-    cache: HashMap<String, (Instant, Value)>,
-    pub(crate) cache_for: Duration,
-}
-
-impl std::fmt::Debug for Tokens {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tokens")
-            .field("accounts", &self.accounts.len())
-            .field("cache_for", &self.cache_for)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Tokens {
-    pub(crate) fn new(seed: u64) -> Tokens {
-        let mut prng = Prng::new(seed ^ 0x70_4E);
-        let secret: Vec<u8> = (0..4).flat_map(|_| prng.next_u64().to_le_bytes()).collect();
-        Tokens {
-            key: hmac::Key::new(hmac::HMAC_SHA256, &secret),
-            accounts: HashMap::new(),
-            cache: HashMap::new(),
-            cache_for: DEFAULT_CACHE,
-        }
-    }
-}
+pub(crate) use crate::store::DEFAULT_TOKEN_CACHE as DEFAULT_CACHE;
 
 fn account_uid(store: &mut Store, namespace: &str, name: &str) -> String {
     let key = (namespace.to_string(), name.to_string());
@@ -135,7 +103,7 @@ pub(crate) fn review(store: &mut Store, token: &str, audiences: &[String]) -> Va
         );
         json!({"user": {}, "error": error})
     };
-    let Some(claims) = store.tokens.verified_claims(token) else {
+    let Some(claims) = verified_claims(&store.tokens, token) else {
         return refused(None);
     };
     let Some(claims) = claims else {
@@ -208,26 +176,24 @@ pub(crate) fn review(store: &mut Store, token: &str, audiences: &[String]) -> Va
     json!({"authenticated": true, "user": user, "audiences": granted})
 }
 
-impl Tokens {
-    /// The token's claims: `None` if it is no JWT at all, `Some(None)` if its signature is not
-    /// this server's.
-    fn verified_claims(&self, token: &str) -> Option<Option<Value>> {
-        let mut parts = token.split('.');
-        let (header, payload, signature) = (parts.next()?, parts.next()?, parts.next()?);
-        if parts.next().is_some() {
-            return None;
-        }
-        let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).ok()?).ok()?;
-        header.get("alg")?;
-        let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
-        let signature = URL_SAFE_NO_PAD.decode(signature).ok()?;
-        let signed = &token[..header_and_payload_len(token)];
-        Some(
-            hmac::verify(&self.key, signed.as_bytes(), &signature)
-                .ok()
-                .map(|()| claims),
-        )
+/// The token's claims: `None` if it is no JWT at all, `Some(None)` if its signature is not
+/// this server's.
+fn verified_claims(tokens: &Tokens, token: &str) -> Option<Option<Value>> {
+    let mut parts = token.split('.');
+    let (header, payload, signature) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
     }
+    let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).ok()?).ok()?;
+    header.get("alg")?;
+    let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
+    let signature = URL_SAFE_NO_PAD.decode(signature).ok()?;
+    let signed = &token[..header_and_payload_len(token)];
+    Some(
+        hmac::verify(&tokens.key, signed.as_bytes(), &signature)
+            .ok()
+            .map(|()| claims),
+    )
 }
 
 fn header_and_payload_len(token: &str) -> usize {
