@@ -151,7 +151,7 @@ fn missing_malformed_foreign_and_expired_tokens_are_401_and_nothing_is_touched()
     for (token, says) in [
         (None, "no Authorization header"),
         (Some("not a token"), "characters a token cannot have"),
-        (Some("garbage"), "invalid bearer token"),
+        (Some("garbage"), "not a JWT"),
         (
             Some(other_audience.as_str()),
             "is invalid for the target audiences",

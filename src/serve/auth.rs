@@ -21,6 +21,9 @@ use crate::error::Error;
 pub const CACHE_FOR: Duration = Duration::from_secs(10);
 /// The most verdicts kept (each about 200 bytes).
 pub const MAX_CACHED: usize = 4096;
+/// The most TokenReviews in flight at once: a flood of new tokens queues here instead of
+/// becoming a flood of requests to the API server.
+pub const MAX_CONCURRENT_REVIEWS: usize = 16;
 
 /// What `--authenticate=serviceaccount` checks tokens against.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +93,7 @@ pub(crate) struct Authenticator {
     pods: PodClient,
     pub(crate) settings: AuthSettings,
     cache: Mutex<ReviewCache>,
+    reviewing: tokio::sync::Semaphore,
 }
 
 impl Authenticator {
@@ -98,6 +102,7 @@ impl Authenticator {
             pods,
             settings,
             cache: Mutex::new(ReviewCache::default()),
+            reviewing: tokio::sync::Semaphore::new(MAX_CONCURRENT_REVIEWS),
         }
     }
 
@@ -122,6 +127,9 @@ impl Authenticator {
                 verdict
             }
             None => {
+                let Ok(_permit) = self.reviewing.acquire().await else {
+                    return Err(Error::ShuttingDown);
+                };
                 let verdict = match self.pods.review_token(token, &self.settings.audience).await {
                     Ok(verdict) => verdict,
                     Err(failure) => {

@@ -171,7 +171,11 @@ impl Sidecar {
                 ));
                 continue;
             }
-            if let Err(why) = sidecar.set(setting, value) {
+            if value.len() > MAX_VALUE {
+                problems.push(format!(
+                    "annotation {name}: longer than {MAX_VALUE} characters"
+                ));
+            } else if let Err(why) = sidecar.set(setting, value) {
                 problems.push(format!("annotation {name}: {why}"));
             }
         }
@@ -188,6 +192,10 @@ impl Sidecar {
         }
     }
 }
+
+/// The longest annotation value read (every setting's valid values are far shorter), so that a
+/// huge value is not echoed back in a denial.
+const MAX_VALUE: usize = 256;
 
 /// Every setting of [`Sidecar::set`].
 pub const SETTINGS: &[&str] = &[
@@ -312,6 +320,16 @@ mod tests {
         ] {
             assert!(text.contains(expected), "{expected} in:\n{text}");
         }
+    }
+
+    #[test]
+    fn a_huge_annotation_value_is_refused_without_being_echoed() {
+        let huge = "x".repeat(100_000);
+        let problems = defaults()
+            .for_pod(&annotations(&[("pod-webhook-tracker.io/label", &huge)]))
+            .expect_err("refused");
+        assert!(problems[0].contains("longer than 256"), "{problems:?}");
+        assert!(problems[0].len() < 200, "the value is not repeated");
     }
 
     #[test]
