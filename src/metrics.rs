@@ -282,9 +282,14 @@ impl Metrics {
             .inc();
     }
 
-    /// Sets a pod's current count.
+    /// Sets a pod's current count. A series exists only while the count is not zero, so that a
+    /// fleet of idle pods costs no series.
     pub fn set_count(&self, pod: &PodRef, count: i64) {
-        self.active_jobs.get_or_create(&pod_labels(pod)).set(count);
+        if count == 0 {
+            self.active_jobs.remove(&pod_labels(pod));
+        } else {
+            self.active_jobs.get_or_create(&pod_labels(pod)).set(count);
+        }
     }
 
     /// Forgets a pod that is no longer tracked.
@@ -347,6 +352,15 @@ mod tests {
         }
         assert!(text.contains("pod_webhook_tracker_webhook_call_duration_seconds_bucket"));
         assert!(text.ends_with("# EOF\n"));
+        // Back at zero, the pod's series goes: idle pods cost no series.
+        metrics.set_count(&PodRef::new("jobs", "w-1"), 0);
+        assert!(!metrics.encode().contains("pod=\"w-1\""));
+        metrics.set_count(&PodRef::new("jobs", "w-2"), -1);
+        assert!(
+            metrics
+                .encode()
+                .contains("pod_webhook_tracker_active_jobs{namespace=\"jobs\",pod=\"w-2\"} -1")
+        );
     }
 
     #[test]
