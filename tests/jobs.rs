@@ -761,3 +761,65 @@ fn the_standalone_sweep_releases_expired_jobs_on_pods_nobody_calls_about() {
         "the sweep lists only pods the selector allows"
     );
 }
+
+#[test]
+fn the_sweep_pages_through_a_namespace_and_starts_again_when_its_list_expires() {
+    let api = api();
+    api.allow(
+        Subject::user("tracker"),
+        Rule::new(["list"], ["pods"]).namespace(NS),
+    );
+    let expired = Some(r#"{"v":1,"jobs":{"gone":{"s":1,"d":2}}}"#);
+    for i in 0..7 {
+        let name = format!("stale-{i}");
+        api.create_pod(NS, &name, &[("app", "worker"), ("active-jobs", "1")]);
+        api.set_annotation(NS, &name, JOBS, expired);
+    }
+    let tracker = standalone(&api)
+        .args(["--sweep-interval=100ms", "--sweep-page-size=3"])
+        .start();
+    for i in 0..7 {
+        let pod = format!("stale-{i}");
+        let released = (0..200).any(|_| {
+            let done = label(&api, &pod).is_none();
+            if !done {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            done
+        });
+        assert!(released, "{pod} released:\n{}", tracker.log());
+    }
+    let pages: Vec<String> = api
+        .requests()
+        .iter()
+        .filter(|r| r.verb == Verb::List)
+        .map(|r| r.path.clone())
+        .collect();
+    assert!(pages.iter().all(|p| p.contains("limit=3")), "{pages:?}");
+    assert!(
+        pages.iter().any(|p| p.contains("continue=")),
+        "7 pods take 3 pages: {pages:?}"
+    );
+    // A compaction expires the continue token of a sweep in progress: it lists again. Slower
+    // reads keep each sweep's pages apart in time, so that compactions fall between them.
+    api.set_read_latency(Duration::from_millis(30));
+    let before = api.count(Verb::List, Outcome::Status(410));
+    for _ in 0..150 {
+        api.compact();
+        std::thread::sleep(Duration::from_millis(20));
+        if api.count(Verb::List, Outcome::Status(410)) > before {
+            break;
+        }
+    }
+    assert!(
+        api.count(Verb::List, Outcome::Status(410)) > before,
+        "a page asked with an expired token"
+    );
+    assert!(
+        tracker
+            .wait_for_line("listing again from the start", Duration::from_secs(10))
+            .is_some(),
+        "{}",
+        tracker.log()
+    );
+}

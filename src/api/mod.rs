@@ -59,6 +59,15 @@ impl std::fmt::Display for ApiFailure {
     }
 }
 
+/// One page of a pod list.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PodPage {
+    /// The pods of the page, by name.
+    pub pods: Vec<(String, PodView)>,
+    /// The continue token of the next page; `None` on the last.
+    pub next: Option<String>,
+}
+
 /// The pod calls, with a time limit on each.
 #[derive(Clone)]
 pub struct PodClient {
@@ -113,24 +122,39 @@ impl PodClient {
         .map(view)
     }
 
-    /// Lists the pods of a namespace that match `selector` (label selector syntax; `None`:
-    /// all), for the standalone sweep. Returns each pod's name and view.
-    pub async fn list(
+    /// One page of the pods of `namespace` (at most `limit`, from `continue_token`); `None`
+    /// when the continue token has expired (410: the list must start again).
+    pub(crate) async fn list_page(
         &self,
         namespace: &str,
         selector: Option<&str>,
-    ) -> Result<Vec<(String, PodView)>, ApiFailure> {
+        limit: u32,
+        continue_token: Option<&str>,
+    ) -> Result<Option<PodPage>, ApiFailure> {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
-        let params = match selector {
-            Some(selector) => ListParams::default().labels(selector),
-            None => ListParams::default(),
-        };
-        let pods = self.limited("list", api.list(&params)).await?;
-        Ok(pods
-            .items
-            .into_iter()
-            .filter_map(|pod| Some((pod.metadata.name.clone()?, view(pod))))
-            .collect())
+        let mut params = ListParams::default().limit(limit);
+        if let Some(selector) = selector {
+            params = params.labels(selector);
+        }
+        if let Some(token) = continue_token {
+            params = params.continue_token(token);
+        }
+        let listed = self
+            .limited("list", async {
+                match api.list(&params).await {
+                    Err(kube::Error::Api(status)) if status.code == 410 => Ok(None),
+                    other => other.map(Some),
+                }
+            })
+            .await?;
+        Ok(listed.map(|pods| PodPage {
+            next: pods.metadata.continue_.filter(|token| !token.is_empty()),
+            pods: pods
+                .items
+                .into_iter()
+                .filter_map(|pod| Some((pod.metadata.name.clone()?, view(pod))))
+                .collect(),
+        }))
     }
 
     /// Asks the API server whether the tracker may `verb` this pod (a SelfSubjectAccessReview).

@@ -164,6 +164,9 @@ pub struct ServeArgs {
     /// how long a kept-alive connection may stay without a request before it is closed, 1s to 1h (default 60s)
     #[argh(option, default = "String::from(\"60s\")")]
     pub idle_timeout: String,
+    /// standalone: pods per LIST request of the sweep, 1 to 10000 (default 500)
+    #[argh(option, default = "String::from(\"500\")")]
+    pub sweep_page_size: String,
     /// standalone: who may call: none (anyone who can reach it, the original's behaviour) or serviceaccount (a bearer service-account token, reviewed by the API server; a token bound to a pod counts that pod only) (default none)
     #[argh(option, default = "String::from(\"none\")")]
     pub authenticate: String,

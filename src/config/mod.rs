@@ -118,6 +118,8 @@ pub struct Config {
     pub sweep_interval: Option<Duration>,
     /// What one client may hold of the webhook listener (and the admin listener's own cap).
     pub connections: ConnectionLimits,
+    /// `--sweep-page-size`: pods per LIST request of the sweep.
+    pub sweep_page_size: u32,
     /// `--authenticate=serviceaccount`: how callers' tokens are checked; `None`: not at all.
     pub authentication: Option<AuthSettings>,
     /// The webhook address's certificate and key files (HTTPS); `None`: plain HTTP.
@@ -129,6 +131,27 @@ use flags::{
 };
 use kube_flags::kube_overrides;
 use mode::targeting;
+
+/// The largest `--sweep-page-size` (the API server caps a page near this anyway).
+pub const MAX_SWEEP_PAGE: u32 = 10_000;
+
+/// `--sweep-page-size`: 1 to [`MAX_SWEEP_PAGE`]; empty (a ServeArgs built in code) is 500.
+fn sweep_page_size(text: &str) -> Result<u32> {
+    if text.trim().is_empty() {
+        return Ok(500);
+    }
+    text.trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|n| (1..=MAX_SWEEP_PAGE).contains(n))
+        .ok_or_else(|| {
+            invalid(
+                "--sweep-page-size",
+                text,
+                &format!("expected a number of pods from 1 to {MAX_SWEEP_PAGE}"),
+            )
+        })
+}
 
 impl Config {
     /// Validates the `serve` flags against the environment; every error names its flag.
@@ -239,6 +262,7 @@ impl Config {
                 &args.header_read_timeout,
                 &args.idle_timeout,
             )?,
+            sweep_page_size: sweep_page_size(&args.sweep_page_size)?,
             authentication,
             tls,
         })

@@ -487,3 +487,23 @@ fn authentication_is_off_by_default_and_checks_its_flags() {
         assert!(error.contains(expected), "{expected}: {error}");
     }
 }
+
+#[test]
+fn the_sweep_lists_five_hundred_pods_a_page_unless_told_otherwise() {
+    assert_eq!(
+        config(|a| a.sweep_page_size = "500".into())
+            .expect("valid")
+            .sweep_page_size,
+        500
+    );
+    assert_eq!(
+        config(|a| a.sweep_page_size = "25".into())
+            .expect("valid")
+            .sweep_page_size,
+        25
+    );
+    for bad in ["0", "10001", "many"] {
+        let error = config_error(|a| a.sweep_page_size = bad.into());
+        assert!(error.contains("--sweep-page-size"), "{bad}: {error}");
+    }
+}

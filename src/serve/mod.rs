@@ -117,11 +117,13 @@ pub fn start(config: Config) -> Result<Running, StartError> {
                 .unwrap_or_else(|| vec![default_namespace.clone()]),
             selector: config.selector.clone(),
             jobs_annotation: config.keys.jobs_annotation.clone(),
+            page_size: config.sweep_page_size,
         };
         log::info!(
-            "sweeping pods in {} every {} for expired jobs",
+            "sweeping pods in {} every {} for expired jobs, {} pods per LIST",
             sweep.namespaces.join(", "),
-            humantime::format_duration(interval)
+            humantime::format_duration(interval),
+            sweep.page_size
         );
         runtime.spawn(sweep.run(interval));
     }

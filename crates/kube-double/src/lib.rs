@@ -531,6 +531,15 @@ impl ApiServer {
         .unwrap_or_else(|e| panic!("kube-double: cannot issue a token: {}", e.message))
     }
 
+    /// Compacts the history, as etcd does every few minutes: every continue token issued so far
+    /// has expired, and a list paged with one answers 410 `Expired`.
+    pub fn compact(&self) {
+        let mut state = self.state();
+        state.store.compacted = state.store.revision().parse().unwrap_or(0);
+        // Tokens issued from now on are newer than the compaction.
+        state.store.next_revision();
+    }
+
     /// The pod as the API would serve it.
     pub fn pod(&self, namespace: &str, name: &str) -> Option<Value> {
         self.state()

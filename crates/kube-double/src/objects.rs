@@ -69,7 +69,7 @@ pub(crate) fn list(
     };
     let start = match query.get("continue").filter(|c| !c.is_empty()) {
         None => None,
-        Some(token) => Some(decode_continue(token)?),
+        Some(token) => Some(decode_continue(store, token)?),
     };
     let matching: Vec<(&(String, String), &Value)> = objects
         .iter()
@@ -107,13 +107,16 @@ pub(crate) fn encode_continue(store: &Store, last: &(String, String)) -> String 
     base64::engine::general_purpose::STANDARD.encode(token.to_string())
 }
 
-pub(crate) fn decode_continue(token: &str) -> Result<(String, String), ApiError> {
+pub(crate) fn decode_continue(store: &Store, token: &str) -> Result<(String, String), ApiError> {
     use base64::Engine as _;
     let invalid = || ApiError::bad_request("continue key is not valid");
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(token)
         .map_err(|_| invalid())?;
     let token: Value = serde_json::from_slice(&bytes).map_err(|_| invalid())?;
+    if token.get("rv").and_then(Value::as_u64).unwrap_or(0) <= store.compacted {
+        return Err(ApiError::expired_continue());
+    }
     let start = token
         .get("start")
         .and_then(Value::as_str)

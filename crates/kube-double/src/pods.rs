@@ -818,6 +818,42 @@ mod tests {
     }
 
     #[test]
+    fn a_continue_token_from_before_a_compaction_answers_410_expired() {
+        let mut store = store_with(&[
+            NewPod::new("ns", "a"),
+            NewPod::new("ns", "b"),
+            NewPod::new("ns", "c"),
+        ]);
+        let first = list_pods(&store, Some("ns"), &query("limit=1")).expect("a page");
+        let token = first["metadata"]["continue"]
+            .as_str()
+            .expect("a token")
+            .to_owned();
+        store.compacted = store.revision().parse().expect("a number");
+        store.next_revision();
+        let error = list_pods(
+            &store,
+            Some("ns"),
+            &query(&format!("limit=1&continue={token}")),
+        )
+        .expect_err("expired");
+        assert_eq!((error.code, error.reason), (410, "Expired"));
+        // A new list pages on.
+        let again = list_pods(&store, Some("ns"), &query("limit=1")).expect("a page");
+        let token = again["metadata"]["continue"]
+            .as_str()
+            .expect("a token")
+            .to_owned();
+        let next = list_pods(
+            &store,
+            Some("ns"),
+            &query(&format!("limit=1&continue={token}")),
+        )
+        .expect("the next page");
+        assert_eq!(next["items"][0]["metadata"]["name"], "b");
+    }
+
+    #[test]
     fn lists_filter_by_namespace_labels_and_fields_and_page_with_continue() {
         let store = store_with(&[
             NewPod::new("a", "p1").label("app", "worker"),

@@ -264,6 +264,15 @@ impl ApiError {
         .with_details(details)
     }
 
+    /// 410 `Expired`: a continue token whose snapshot was compacted away.
+    pub(crate) fn expired_continue() -> ApiError {
+        ApiError::new(
+            410,
+            "Expired",
+            "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+        )
+    }
+
     /// A mutating webhook's denial: its code and message, no reason or details.
     pub(crate) fn webhook_denial(code: u16, message: String) -> ApiError {
         ApiError::new(code, "", message)

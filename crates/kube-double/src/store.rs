@@ -31,6 +31,9 @@ pub(crate) struct Store {
     pub namespace_labels: BTreeMap<String, BTreeMap<String, String>>,
     /// Service-account tokens: the signing key, account uids, reviews cached.
     pub tokens: Tokens,
+    /// Continue tokens issued at or before this revision have expired (410), as after etcd
+    /// compacted the snapshot they page through.
+    pub compacted: u64,
 }
 
 /// How long the API server trusts a token it has authenticated without checking again.
@@ -78,6 +81,7 @@ impl Store {
             webhook_configs: Objects::new(),
             namespace_labels: BTreeMap::new(),
             tokens: Tokens::new(seed),
+            compacted: 0,
         }
     }
 
