@@ -328,3 +328,43 @@ fn status_lists_running_job_keys_with_ages_and_deadlines_and_metrics_count_relea
     assert_eq!(status["pods"][0]["count"], 1);
     assert_eq!(status["pods"][0]["jobs"][0]["id"], "build-7");
 }
+
+#[test]
+fn status_lists_busy_pods_only_at_most_a_hundred_and_details_any_pod_on_request() {
+    let api = api();
+    for i in 0..103 {
+        api.create_pod(NS, &format!("worker-{i:03}"), &[]);
+    }
+    let tracker = standalone(&api).start();
+    for i in 0..102 {
+        assert_eq!(
+            tracker
+                .increment(&format!("pod_name=worker-{i:03}"))
+                .count(),
+            1
+        );
+    }
+    // worker-101 goes back to idle; worker-102 was never called.
+    assert_eq!(tracker.decrement("pod_name=worker-101").count(), 0);
+    let status = |query: &str| -> serde_json::Value {
+        let answer = tracker.request("GET", &format!("/status{query}"), &[]);
+        assert_eq!(answer.status, 200);
+        serde_json::from_str(&answer.body).expect("JSON")
+    };
+    let all = status("");
+    assert_eq!(all["trackedPods"], 102);
+    assert_eq!(all["busyPods"], 101);
+    assert_eq!(all["pods"].as_array().map(Vec::len), Some(100));
+    assert_eq!(all["podsTruncated"], true);
+    assert_eq!(all["pods"][0]["pod"], format!("{NS}/worker-000"));
+    let listed = all["pods"].to_string();
+    assert!(!listed.contains("worker-101"), "an idle pod is not listed");
+    assert!(
+        tracker.request("GET", "/status", &[]).body.len() < 20_000,
+        "a few KB"
+    );
+    let idle = status(&format!("?pod={NS}/worker-101"));
+    assert_eq!(idle["pods"][0]["count"], 0, "{idle}");
+    assert_eq!(idle["podsTruncated"], false);
+    assert_eq!(status("?pod=elsewhere/none")["pods"], serde_json::json!([]));
+}

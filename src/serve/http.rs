@@ -142,9 +142,9 @@ pub(crate) async fn handle<B>(
                     return refuse(error);
                 }
             }
-            return serve_admin_route(&app, route);
+            return serve_admin_route(&app, route, &received.query);
         }
-        other => return serve_admin_route(&app, other),
+        other => return serve_admin_route(&app, other, &received.query),
     };
     let caller = match &app.authenticator {
         Some(auth) => match auth.identify(&received.authorization).await {
@@ -317,12 +317,12 @@ pub(crate) async fn handle_admin<B>(app: Arc<App>, request: Request<B>) -> Respo
         Ok(Route::Count(_)) | Err(_) => {
             plain(404, format!("no such path {} here\n", received.path))
         }
-        Ok(other) => serve_admin_route(&app, other),
+        Ok(other) => serve_admin_route(&app, other, &received.query),
     }
 }
 
 /// Probes, metrics and status: answered at once, and kept out of the request log.
-fn serve_admin_route(app: &App, route: Route) -> Response<Body> {
+fn serve_admin_route(app: &App, route: Route, query: &str) -> Response<Body> {
     match route {
         Route::Healthz => probe(None),
         Route::Readyz => probe(app.readiness.problem()),
@@ -335,11 +335,19 @@ fn serve_admin_route(app: &App, route: Route) -> Response<Body> {
         Route::Status => answer(
             200,
             "application/json",
-            status_json(app).to_string(),
+            status_json(app, status_pod(query).as_deref()).to_string(),
             Vec::new(),
         ),
         Route::Count(_) | Route::WaitIdle => plain(404, "not an admin route\n".to_owned()),
     }
+}
+
+/// `/status?pod=NAMESPACE/NAME`: the pod to detail; every other parameter is ignored, as on
+/// every admin route.
+fn status_pod(query: &str) -> Option<String> {
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(key, _)| key == "pod")
+        .map(|(_, value)| value.into_owned())
 }
 
 /// Health probes answer plainly and stay out of the request log.

@@ -1,5 +1,6 @@
-//! `GET /status`: what is tracked, the counts last stored, each pod's running jobs, readiness
-//! and the last API error, as JSON.
+//! `GET /status`: what is tracked, the counts last stored, each busy pod's running jobs,
+//! readiness and the last API error, as JSON. Bounded: it lists busy pods only, at most
+//! [`MAX_LISTED`] of them, and counts the rest; `?pod=NAMESPACE/NAME` details one pod.
 
 use crate::core::durations;
 use crate::core::target::Targeting;
@@ -23,13 +24,30 @@ fn job_status(
         .collect()
 }
 
-/// `GET /status`: what is tracked, the counts last stored, readiness and the last API error.
-pub(crate) fn status_json(app: &App) -> serde_json::Value {
+/// The most pods `/status` lists (a few KB); the others are counted.
+pub(crate) const MAX_LISTED: usize = 100;
+
+/// `GET /status`: what is tracked, the counts last stored, readiness and the last API error;
+/// with `pod`, that pod's entry only (whether busy or not).
+pub(crate) fn status_json(app: &App, pod: Option<&str>) -> serde_json::Value {
     let time = durations::rfc3339_of;
-    let pods: Vec<_> = app
-        .tracker
-        .status()
+    let mut all = app.tracker.status();
+    all.sort_by(|a, b| a.pod.to_string().cmp(&b.pod.to_string()));
+    let tracked = all.len();
+    let busy = all.iter().filter(|status| status.count != 0).count();
+    let sidecar = matches!(app.targeting, Targeting::Sidecar { .. });
+    let listed: Vec<_> = all
         .into_iter()
+        .filter(|status| match pod {
+            Some(wanted) => status.pod.to_string() == wanted,
+            // A sidecar has one pod: always shown. A standalone service shows its busy pods.
+            None => sidecar || status.count != 0,
+        })
+        .collect();
+    let truncated = listed.len() > MAX_LISTED;
+    let pods: Vec<_> = listed
+        .into_iter()
+        .take(MAX_LISTED)
         .map(|pod| {
             serde_json::json!({
                 "pod": pod.pod.to_string(),
@@ -50,7 +68,10 @@ pub(crate) fn status_json(app: &App) -> serde_json::Value {
         "label": app.label,
         "ready": app.readiness.problem().is_none(),
         "notReadyReason": app.readiness.problem(),
+        "trackedPods": tracked,
+        "busyPods": busy,
         "pods": pods,
+        "podsTruncated": truncated,
         "lastApiError": app.metrics.last_error().map(|e| serde_json::json!({"at": time(e.at), "message": e.message})),
     })
 }
