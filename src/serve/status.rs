@@ -32,7 +32,7 @@ pub(crate) const MAX_LISTED: usize = 100;
 pub(crate) fn status_json(app: &App, pod: Option<&str>) -> serde_json::Value {
     let time = durations::rfc3339_of;
     let mut all = app.tracker.status();
-    all.sort_by(|a, b| a.pod.to_string().cmp(&b.pod.to_string()));
+    all.sort_by_key(|status| status.pod.to_string());
     let tracked = all.len();
     let busy = all.iter().filter(|status| status.count != 0).count();
     let sidecar = matches!(app.targeting, Targeting::Sidecar { .. });
