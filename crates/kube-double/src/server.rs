@@ -447,16 +447,16 @@ async fn handle(
     {
         let admitted = {
             let state = shared.lock();
-            authorize(&state, &received).map(|(_, user)| {
+            authorize(&state, &received).map(|(who, user)| {
                 let object = admission::review_object(&received.body)
                     .filter(|object| admission::claimable(object, namespace));
                 let webhooks = object.as_ref().map_or_else(Vec::new, |object| {
                     admission::matching(&state.store, &state.services, namespace, object)
                 });
-                (user, object, webhooks)
+                (who, user, object, webhooks)
             })
         };
-        if let Ok((user, Some(object), webhooks)) = admitted
+        if let Ok((who, user, Some(object), webhooks)) = admitted
             && !webhooks.is_empty()
         {
             let uid = shared.lock().store.uid();
@@ -466,10 +466,6 @@ async fn handle(
                     warnings = said;
                 }
                 Err(error) => {
-                    let who = Identity {
-                        authenticated: Some(user.name().to_string()),
-                        effective: Some(user.name().to_string()),
-                    };
                     tracked.finish(Outcome::Status(error.code), who);
                     return respond_with(error.code, &error.to_json(), warning_headers(&warnings));
                 }
