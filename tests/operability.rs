@@ -368,3 +368,30 @@ fn status_lists_busy_pods_only_at_most_a_hundred_and_details_any_pod_on_request(
     assert_eq!(idle["podsTruncated"], false);
     assert_eq!(status("?pod=elsewhere/none")["pods"], serde_json::json!([]));
 }
+
+#[test]
+fn a_deleted_pod_is_forgotten_by_the_standalone_service_at_its_next_call() {
+    let api = api();
+    api.create_pod(NS, "worker-1", &[]);
+    let tracker = standalone(&api).start();
+    assert_eq!(tracker.increment("pod_name=worker-1").count(), 1);
+    let status = || -> serde_json::Value {
+        serde_json::from_str(&tracker.request("GET", "/status", &[]).body).expect("JSON")
+    };
+    assert_eq!(status()["trackedPods"], 1);
+    assert!(
+        tracker
+            .request("GET", "/metrics", &[])
+            .body
+            .contains("pod=\"worker-1\"")
+    );
+    assert!(api.remove_pod(NS, "worker-1"));
+    assert_eq!(tracker.increment("pod_name=worker-1").status, 404);
+    assert_eq!(status()["trackedPods"], 0, "{}", status());
+    assert!(
+        !tracker
+            .request("GET", "/metrics", &[])
+            .body
+            .contains("pod=\"worker-1\"")
+    );
+}

@@ -10,6 +10,7 @@ use crate::core::durations;
 use crate::core::guard::PodView;
 use crate::core::jobs::{self, JobCall};
 use crate::core::pod::PodRef;
+use crate::error::Error;
 
 use super::batch::unix_now;
 use super::bookkeeping::stored;
@@ -215,6 +216,17 @@ pub(super) async fn write_batch(
         Err(error) => {
             if job_calls.is_empty() {
                 log::warn!("pod {pod}: releasing expired jobs failed: {error}");
+            }
+            if matches!(error, Error::PodNotFound { .. }) && inner.settings.idle_writer.is_some() {
+                // A standalone service forgets a pod that is gone (or no longer countable) at
+                // once: its status entry and series; the idle writer itself ends later.
+                inner
+                    .status
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(pod);
+                inner.client.metrics().forget(pod);
+                *known = None;
             }
             (vec![Err(error); calls.len()], false)
         }
