@@ -19,6 +19,7 @@ use kube_labels::Selector;
 
 use crate::api::KubeOverrides;
 use crate::cli::ServeArgs;
+use crate::core::callers::AuthSettings;
 use crate::core::count::Policy;
 use crate::core::durations::{
     Bounds, MAX_JOB_LIFETIME, MAX_KUBE_REQUEST_TIMEOUT, MAX_RETRY_TIMEOUT, MAX_SHUTDOWN_GRACE,
@@ -29,7 +30,6 @@ use crate::core::keys::TrackerKeys;
 use crate::core::target::Targeting;
 use crate::error::Result;
 use crate::listen::ConnectionLimits;
-use crate::serve::auth::AuthSettings;
 use crate::serve::tracker::{RetryPolicy, Settings};
 
 /// The annotation ReplicaSets read to choose which pods to delete first on scale-in.

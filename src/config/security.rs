@@ -5,9 +5,8 @@ use std::path::PathBuf;
 
 use crate::cli::ServeArgs;
 use crate::config::flags::invalid;
-use crate::core::callers::AllowedCallers;
+use crate::core::callers::{AllowedCallers, AuthSettings};
 use crate::error::{Error, Result};
-use crate::serve::auth::AuthSettings;
 
 /// The longest `--token-audience`.
 const MAX_AUDIENCE: usize = 256;

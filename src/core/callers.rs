@@ -168,6 +168,15 @@ impl AllowedCallers {
     }
 }
 
+/// What `--authenticate=serviceaccount` checks tokens against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthSettings {
+    /// `--token-audience`: tokens must be issued for it.
+    pub audience: String,
+    /// `--allowed-callers`.
+    pub allowed: AllowedCallers,
+}
+
 /// What an authenticated caller may count.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {

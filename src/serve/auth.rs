@@ -12,7 +12,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::api::{ApiFailure, PodClient};
-use crate::core::callers::{self, AllowedCallers, Identity};
+use crate::core::callers::{self, AuthSettings, Identity};
 use crate::core::durations;
 use crate::error::Error;
 
@@ -24,15 +24,6 @@ pub const MAX_CACHED: usize = 4096;
 /// The most TokenReviews in flight at once: a flood of new tokens queues here instead of
 /// becoming a flood of requests to the API server.
 pub const MAX_CONCURRENT_REVIEWS: usize = 16;
-
-/// What `--authenticate=serviceaccount` checks tokens against.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuthSettings {
-    /// `--token-audience`: tokens must be issued for it.
-    pub audience: String,
-    /// `--allowed-callers`.
-    pub allowed: AllowedCallers,
-}
 
 type Verdict = Result<Identity, String>;
 
