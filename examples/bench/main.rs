@@ -32,6 +32,7 @@ mod auth;
 mod baseline;
 mod client;
 mod cluster;
+mod fleet;
 mod load;
 mod report;
 mod scenario;
@@ -120,6 +121,9 @@ struct Options {
     /// normal call is made (default 1000; 0 skips it)
     #[argh(option, default = "1000")]
     slow_clients: usize,
+    /// standalone: pods of the fleet phase, each counted once by --concurrency callers (default 10000; 0 skips it)
+    #[argh(option, default = "10000")]
+    fleet_pods: usize,
     /// small loads, for a smoke run
     #[argh(switch)]
     quick: bool,
@@ -134,6 +138,7 @@ fn main() -> ExitCode {
         options.calls = options.calls.min(60);
         options.burst_calls = options.burst_calls.min(320);
         options.starts = options.starts.min(3);
+        options.fleet_pods = options.fleet_pods.min(1000);
     }
     match run(&options) {
         Ok(report) => {
@@ -354,8 +359,23 @@ fn run(options: &Options) -> Result<Report, String> {
         &cluster,
         (options.calls / 2).max(1),
     )?);
+    let fleet_phase = if options.fleet_pods > 0 {
+        eprintln!(
+            "bench: a fleet of {} pods, {} callers",
+            options.fleet_pods, options.concurrency
+        );
+        Some(fleet::measure(
+            &binary,
+            &cluster,
+            options.fleet_pods,
+            options.concurrency,
+        )?)
+    } else {
+        None
+    };
     Ok(Report {
         authentication,
+        fleet: fleet_phase,
         machine: machine(load_before, load_after),
         settings: vec![
             ("tracker binary".into(), binary.display().to_string()),

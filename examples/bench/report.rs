@@ -37,6 +37,8 @@ pub(crate) struct Side {
 pub(crate) struct Report {
     /// The authenticated standalone phase.
     pub authentication: Option<crate::auth::Authentication>,
+    /// The fleet phase.
+    pub fleet: Option<crate::fleet::Fleet>,
     pub machine: Vec<(String, String)>,
     pub settings: Vec<(String, String)>,
     pub nominal_write: Duration,
@@ -106,8 +108,33 @@ impl Report {
         self.print_footprint();
         self.print_slow_clients();
         self.print_authentication();
+        self.print_fleet();
         self.print_ratios();
         self.print_targets();
+    }
+
+    fn print_fleet(&self) {
+        let Some(fleet) = &self.fleet else {
+            return;
+        };
+        println!(
+            "\n## A fleet (standalone, {} pods each counted once, {} callers)\n",
+            fleet.pods, fleet.callers
+        );
+        println!(
+            "| calls | failed | calls/s | p50 ms | p99 ms | RSS idle | RSS after | per tracked pod |\n| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        );
+        println!(
+            "| {} | {} | {:.0} | {} | {} | {} | {} | {:.0} bytes |",
+            fleet.calls,
+            fleet.failures,
+            fleet.calls as f64 / fleet.elapsed.as_secs_f64().max(1e-9),
+            ms(fleet.p50),
+            ms(fleet.p99),
+            mib(fleet.idle.current_kib),
+            mib(fleet.after.current_kib),
+            fleet.per_pod_bytes()
+        );
     }
 
     fn print_authentication(&self) {
