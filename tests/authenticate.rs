@@ -73,6 +73,14 @@ fn touched(api: &ApiServer, pod: &str) -> usize {
         .count()
 }
 
+/// A fresh, empty directory for one test's files.
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("pwt-auth-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a directory");
+    dir
+}
+
 fn reviews(api: &ApiServer) -> usize {
     api.requests()
         .iter()
@@ -323,8 +331,7 @@ fn https_increment(address: SocketAddr, ca: &str, token: &str) -> (u16, String) 
 #[test]
 fn tokens_travel_over_tls_with_a_certificate_read_again_when_it_changes() {
     let api = cluster();
-    let dir = std::env::temp_dir().join(format!("pwt-auth-tls-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = scratch("tls");
     let first = write_certificate(&dir, &["127.0.0.1"]);
     let tracker = authenticated(&api)
         .args([
@@ -365,8 +372,7 @@ fn run_sends_the_token_it_finds_in_its_token_file() {
     let api = cluster();
     let tracker = authenticated(&api).start();
     tracker.wait_ready();
-    let dir = std::env::temp_dir().join(format!("pwt-auth-run-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("a directory");
+    let dir = scratch("run");
     let file = dir.join("token");
     std::fs::write(&file, format!("{}\n", token(&api, "job-1"))).expect("written");
     let run = |extra: &[String]| {
@@ -414,8 +420,7 @@ fn the_job_sh_wrapper_sends_the_token_from_its_token_file() {
     let api = cluster();
     let tracker = authenticated(&api).start();
     tracker.wait_ready();
-    let dir = std::env::temp_dir().join(format!("pwt-auth-sh-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("a directory");
+    let dir = scratch("sh");
     let file = dir.join("token");
     std::fs::write(&file, token(&api, "job-2")).expect("written");
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/job.sh");
@@ -475,8 +480,7 @@ fn the_job_sh_wrapper_sends_the_token_from_its_token_file() {
 #[test]
 fn run_calls_an_https_tracker_trusting_the_ca_it_is_given() {
     let api = cluster();
-    let dir = std::env::temp_dir().join(format!("pwt-auth-run-tls-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = scratch("run-tls");
     let ca = write_certificate(&dir, &["127.0.0.1"]);
     std::fs::write(dir.join("ca.crt"), &ca).expect("written");
     std::fs::write(dir.join("token"), token(&api, "job-1")).expect("written");

@@ -14,7 +14,7 @@ use crate::pods;
 use crate::rbac::User;
 use crate::routes::Query;
 use crate::status::{ApiError, GroupResource};
-use crate::store::{Store, meta_str, metadata_mut};
+use crate::store::{Store, meta_str, metadata_mut, string_list};
 use crate::validation;
 
 const KIND: &str = "MutatingWebhookConfiguration";
@@ -437,13 +437,7 @@ pub(crate) fn verdict(
     if got != uid {
         return failed(format!("expected response.uid={uid:?}, got {got:?}"));
     }
-    let warnings: Vec<String> = response["warnings"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .map(str::to_string)
-        .collect();
+    let warnings = string_list(&response["warnings"]);
     if response["allowed"] != true {
         let status = &response["status"];
         let code = status["code"]

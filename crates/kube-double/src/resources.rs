@@ -243,12 +243,7 @@ pub(crate) fn subject_access_review(rbac: &Rbac, body: &[u8]) -> Result<Value, A
             )],
         ));
     }
-    let groups = spec["groups"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .map(str::to_string);
+    let groups = crate::store::string_list(&spec["groups"]);
     let user = User::new(name).groups(groups);
     let mut answer = access_review(rbac, &user, body)?;
     answer["kind"] = json!("SubjectAccessReview");

@@ -36,6 +36,18 @@ pub(crate) struct Store {
     pub compacted: u64,
 }
 
+/// The strings of a JSON array (`[]` for anything else, and non-strings left out), as Go
+/// decodes a `[]string` field it is lenient about.
+pub(crate) fn string_list(value: &Value) -> Vec<String> {
+    value
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(str::to_string)
+        .collect()
+}
+
 /// How long the API server trusts a token it has authenticated without checking again.
 pub(crate) const DEFAULT_TOKEN_CACHE: Duration = Duration::from_secs(10);
 

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use crate::ids;
 use crate::status::ApiError;
-use crate::store::{Store, Tokens, meta_str};
+use crate::store::{Store, Tokens, meta_str, string_list};
 
 /// The API server's own audience (what a review without audiences is checked against).
 pub(crate) const SERVER_AUDIENCE: &str = "https://kubernetes.default.svc";
@@ -109,13 +109,7 @@ pub(crate) fn review(store: &mut Store, token: &str, audiences: &[String]) -> Va
     let Some(claims) = claims else {
         return refused(Some("square/go-jose: error in cryptographic primitive"));
     };
-    let token_audiences: Vec<String> = claims["aud"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .map(str::to_string)
-        .collect();
+    let token_audiences = string_list(&claims["aud"]);
     let granted: Vec<&String> = audiences
         .iter()
         .filter(|a| token_audiences.contains(a))
@@ -220,14 +214,10 @@ pub(crate) fn token_request(
     let request: Value =
         serde_json::from_slice(body).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let mut spec = request.get("spec").cloned().unwrap_or_else(|| json!({}));
-    let audiences: Vec<String> = match spec["audiences"].as_array() {
-        Some(list) if !list.is_empty() => list
-            .iter()
-            .filter_map(Value::as_str)
-            .map(str::to_string)
-            .collect(),
-        _ => vec![SERVER_AUDIENCE.to_string()],
-    };
+    let mut audiences = string_list(&spec["audiences"]);
+    if audiences.is_empty() {
+        audiences.push(SERVER_AUDIENCE.to_string());
+    }
     spec["audiences"] = json!(audiences);
     let seconds = spec["expirationSeconds"].as_u64().unwrap_or(3600);
     if seconds < 600 {
@@ -270,13 +260,7 @@ pub(crate) fn token_review(store: &mut Store, body: &[u8]) -> Result<Value, ApiE
         serde_json::from_slice(body).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let spec = request.get("spec").cloned().unwrap_or_else(|| json!({}));
     let token = spec["token"].as_str().unwrap_or_default();
-    let audiences: Vec<String> = spec["audiences"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .map(str::to_string)
-        .collect();
+    let audiences = string_list(&spec["audiences"]);
     let status = review(store, token, &audiences);
     Ok(json!({
         "kind": "TokenReview",
