@@ -523,3 +523,22 @@ fn run_calls_an_https_tracker_trusting_the_ca_it_is_given() {
     assert!(stderr.contains("TLS handshake failed"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn wait_idle_on_the_webhook_address_takes_the_same_token_rules() {
+    let api = cluster();
+    let tracker = authenticated(&api).start();
+    tracker.wait_ready();
+    let own = token(&api, "job-1");
+    let bearer = format!("Bearer {own}");
+    let wait = |query: &str, headers: &[(&str, &str)]| {
+        tracker.request("GET", &format!("/wait-idle?timeout=0s{query}"), headers)
+    };
+    let idle = wait("", &[("Authorization", &bearer)]);
+    assert_eq!((idle.status, idle.body.trim()), (200, "0"), "{idle:?}");
+    assert_eq!(wait("", &[]).status, 401);
+    assert_eq!(
+        wait("&pod_name=job-2", &[("Authorization", &bearer)]).status,
+        403
+    );
+}
