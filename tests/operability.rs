@@ -395,3 +395,46 @@ fn a_deleted_pod_is_forgotten_by_the_standalone_service_at_its_next_call() {
             .contains("pod=\"worker-1\"")
     );
 }
+
+#[test]
+fn a_standalone_service_forgets_pods_nobody_called_for_forget_idle_pods_after() {
+    let api = api();
+    for name in ["worker-1", "worker-2"] {
+        api.create_pod(NS, name, &[]);
+    }
+    let tracker = standalone(&api)
+        .args(["--forget-idle-pods-after", "1s"])
+        .start();
+    assert_eq!(tracker.increment("pod_name=worker-1").count(), 1);
+    assert_eq!(tracker.increment("pod_name=worker-2").count(), 1);
+    let status = || -> serde_json::Value {
+        serde_json::from_str(&tracker.request("GET", "/status", &[]).body).expect("JSON")
+    };
+    assert_eq!(status()["trackedPods"], 2);
+    let waited = std::time::Instant::now();
+    while status()["trackedPods"] != 0 {
+        assert!(
+            waited.elapsed() < Duration::from_secs(10),
+            "forgotten soon after 1s: {}",
+            status()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        !tracker
+            .request("GET", "/metrics", &[])
+            .body
+            .contains("active_jobs{"),
+        "no series left"
+    );
+    // Forgetting is the tracker's memory only: the pods keep their counts, and the next
+    // call reads them again.
+    assert_eq!(
+        api.labels(NS, "worker-1")
+            .and_then(|labels| labels.get("active-jobs").cloned())
+            .as_deref(),
+        Some("1")
+    );
+    assert_eq!(tracker.increment("pod_name=worker-1").count(), 2);
+    assert_eq!(status()["trackedPods"], 1);
+}

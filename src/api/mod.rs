@@ -20,8 +20,8 @@ use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Api, ListParams, PatchParams, PostParams};
 
-use crate::core::guard::{ContainerRestarts, PodView};
 use crate::core::pod::PodRef;
+use crate::core::view::{ContainerRestarts, PodView};
 use crate::error::Result;
 use crate::metrics::Metrics;
 

@@ -164,6 +164,9 @@ pub struct ServeArgs {
     /// how long a kept-alive connection may stay without a request before it is closed, 1s to 1h (default 60s)
     #[argh(option, default = "String::from(\"60s\")")]
     pub idle_timeout: String,
+    /// standalone: forget a pod (its /status entry, its series, its kept view) after this long without a call or a job to release, 1s to 24h (default 5m)
+    #[argh(option)]
+    pub forget_idle_pods_after: Option<String>,
     /// standalone: pods per LIST request of the sweep, 1 to 10000 (default 500)
     #[argh(option, default = "String::from(\"500\")")]
     pub sweep_page_size: String,

@@ -35,8 +35,12 @@ use crate::serve::tracker::{RetryPolicy, Settings};
 /// The annotation ReplicaSets read to choose which pods to delete first on scale-in.
 pub const POD_DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
 
-/// How long a standalone writer keeps a pod it has not heard of.
-const IDLE_WRITER: Duration = Duration::from_secs(300);
+/// How long a standalone service keeps a pod it has not heard of (`--forget-idle-pods-after`).
+pub const DEFAULT_FORGET_IDLE: Duration = Duration::from_secs(300);
+
+/// The bounds of `--forget-idle-pods-after`.
+pub const FORGET_IDLE_BOUNDS: (Duration, Duration) =
+    (Duration::from_secs(1), Duration::from_secs(24 * 3600));
 
 /// How often a sidecar with `--release-on-restart` reads its pod again while it has jobs,
 /// unless `--sweep-interval` says otherwise.
@@ -120,6 +124,9 @@ pub struct Config {
     pub connections: ConnectionLimits,
     /// `--sweep-page-size`: pods per LIST request of the sweep.
     pub sweep_page_size: u32,
+    /// `--forget-idle-pods-after`: a standalone service forgets a pod after this long without
+    /// work; `None` in a sidecar (its one pod is kept as long as it runs).
+    pub forget_idle_pods_after: Option<Duration>,
     /// `--authenticate=serviceaccount`: how callers' tokens are checked; `None`: not at all.
     pub authentication: Option<AuthSettings>,
     /// The webhook address's certificate and key files (HTTPS); `None`: plain HTTP.
@@ -134,6 +141,31 @@ use mode::targeting;
 
 /// The largest `--sweep-page-size` (the API server caps a page near this anyway).
 pub const MAX_SWEEP_PAGE: u32 = 10_000;
+
+/// `--forget-idle-pods-after`: standalone only, within [`FORGET_IDLE_BOUNDS`].
+fn forget_idle_pods_after(text: Option<&str>, sidecar: bool) -> Result<Option<Duration>> {
+    let flag = "--forget-idle-pods-after";
+    match text {
+        None => Ok((!sidecar).then_some(DEFAULT_FORGET_IDLE)),
+        Some(text) if sidecar => Err(invalid(
+            flag,
+            text,
+            "a sidecar keeps its own pod for as long as it runs; the flag is for the standalone service",
+        )),
+        Some(text) => {
+            let (min, max) = FORGET_IDLE_BOUNDS;
+            crate::core::durations::parse_bounded(text, Bounds::new(min, max))
+                .map(Some)
+                .map_err(|why| {
+                    invalid(
+                        flag,
+                        text,
+                        &format!("{why}; expected a duration such as 30s, 5m, 1h"),
+                    )
+                })
+        }
+    }
+}
 
 /// `--sweep-page-size`: 1 to [`MAX_SWEEP_PAGE`]; empty (a ServeArgs built in code) is 500.
 fn sweep_page_size(text: &str) -> Result<u32> {
@@ -263,6 +295,10 @@ impl Config {
                 &args.idle_timeout,
             )?,
             sweep_page_size: sweep_page_size(&args.sweep_page_size)?,
+            forget_idle_pods_after: forget_idle_pods_after(
+                args.forget_idle_pods_after.as_deref(),
+                sidecar,
+            )?,
             authentication,
             tls,
         })
@@ -280,9 +316,9 @@ impl Config {
                 deadline: self.retry_timeout,
                 ..RetryPolicy::default()
             },
-            // A sidecar's one writer lives as long as the process; a standalone service
-            // forgets pods it has not heard of.
-            idle_writer: (!sidecar).then_some(IDLE_WRITER),
+            // A sidecar keeps its one pod as long as it runs; a standalone service forgets
+            // pods it has not heard of.
+            idle_writer: self.forget_idle_pods_after,
             events: self.events,
             limits: Limits {
                 max_duration: self.max_job_duration,

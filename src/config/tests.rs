@@ -507,3 +507,36 @@ fn the_sweep_lists_five_hundred_pods_a_page_unless_told_otherwise() {
         assert!(error.contains("--sweep-page-size"), "{bad}: {error}");
     }
 }
+
+#[test]
+fn a_standalone_service_forgets_idle_pods_after_five_minutes_unless_told_and_a_sidecar_never() {
+    let standalone = config(|_| {}).expect("valid");
+    assert_eq!(standalone.forget_idle_pods_after, Some(DEFAULT_FORGET_IDLE));
+    assert_eq!(
+        standalone.tracker_settings().idle_writer,
+        Some(Duration::from_secs(300))
+    );
+    let told = config(|a| a.forget_idle_pods_after = Some("30s".into())).expect("valid");
+    assert_eq!(
+        told.tracker_settings().idle_writer,
+        Some(Duration::from_secs(30))
+    );
+    for bad in ["0", "500ms", "25h", "soon", "-1s"] {
+        let error = config_error(|a| a.forget_idle_pods_after = Some(bad.into()));
+        assert!(error.contains("--forget-idle-pods-after"), "{bad}: {error}");
+    }
+    let env = Environment {
+        pod_name: Some("job-1".into()),
+        pod_namespace: Some("jobs".into()),
+        ..Default::default()
+    };
+    let sidecar = Config::from_args(&args(|_| {}), &env).expect("valid");
+    assert_eq!(sidecar.tracker_settings().idle_writer, None);
+    let error = Config::from_args(
+        &args(|a| a.forget_idle_pods_after = Some("1m".into())),
+        &env,
+    )
+    .expect_err("refused")
+    .to_string();
+    assert!(error.contains("--forget-idle-pods-after"), "{error}");
+}

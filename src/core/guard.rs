@@ -5,6 +5,8 @@
 
 use std::collections::BTreeMap;
 
+use super::view::PodView;
+
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation, TestOperation};
 use serde_json::Value;
@@ -14,57 +16,6 @@ use serde_json::Value;
 /// A write whose outcome is unknown (timeout, dropped connection) is looked up here on the next
 /// read; it would only fall out if this many other writes landed in between.
 pub const MARKER_DEPTH: usize = 16;
-
-/// The parts of a pod that counting depends on.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PodView {
-    /// `metadata.labels`; `None` when the pod has no labels map at all.
-    pub labels: Option<BTreeMap<String, String>>,
-    /// `metadata.annotations`; `None` when the pod has no annotations map at all.
-    pub annotations: Option<BTreeMap<String, String>>,
-    /// `metadata.uid`: which pod of this name it is.
-    pub uid: Option<String>,
-    /// `metadata.resourceVersion`, for logs only: guards test values, not versions, so that
-    /// unrelated writes (status updates by the kubelet) do not cost a retry.
-    pub resource_version: Option<String>,
-    /// `metadata.deletionTimestamp`: set once the pod is being deleted (it cannot be unset).
-    pub deletion: Option<std::time::SystemTime>,
-    /// `status.containerStatuses`: how often each container restarted, and when its previous
-    /// instance ended (for `--release-on-restart`).
-    pub containers: Vec<ContainerRestarts>,
-}
-
-/// One container's restarts, from `status.containerStatuses[]`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ContainerRestarts {
-    /// The container's name.
-    pub name: String,
-    /// `restartCount`.
-    pub restart_count: u32,
-    /// `lastState.terminated.finishedAt` (Unix seconds): when the previous instance ended.
-    pub last_finished: Option<u64>,
-}
-
-impl PodView {
-    /// The value of a label, if the pod carries it.
-    pub fn label(&self, key: &str) -> Option<&str> {
-        self.labels.as_ref()?.get(key).map(String::as_str)
-    }
-
-    /// The value of an annotation, if the pod carries it.
-    pub fn annotation(&self, key: &str) -> Option<&str> {
-        self.annotations.as_ref()?.get(key).map(String::as_str)
-    }
-
-    /// When the previous instance of `container` ended (Unix seconds), if it has restarted
-    /// at least once: jobs started before then belonged to that instance.
-    pub fn restarted_at(&self, container: &str) -> Option<u64> {
-        self.containers
-            .iter()
-            .find(|status| status.name == container && status.restart_count > 0)
-            .and_then(|status| status.last_finished)
-    }
-}
 
 /// One map of the pod's metadata (`labels` or `annotations`) as the write sees it.
 struct MapWrite<'a> {
@@ -261,27 +212,6 @@ mod tests {
             deletion: None,
             containers: Vec::new(),
         }
-    }
-
-    #[test]
-    fn a_container_restart_shows_when_its_previous_instance_ended() {
-        let mut pod = view(None, None);
-        assert_eq!(pod.restarted_at("main"), None);
-        pod.containers = vec![
-            ContainerRestarts {
-                name: "main".into(),
-                restart_count: 0,
-                last_finished: None,
-            },
-            ContainerRestarts {
-                name: "worker".into(),
-                restart_count: 2,
-                last_finished: Some(1_700_000_000),
-            },
-        ];
-        assert_eq!(pod.restarted_at("main"), None, "never restarted");
-        assert_eq!(pod.restarted_at("worker"), Some(1_700_000_000));
-        assert_eq!(pod.restarted_at("other"), None);
     }
 
     fn patch_json(plan: &WritePlan<'_>, view: &PodView) -> Value {

@@ -10,3 +10,4 @@ pub mod jobs;
 pub mod keys;
 pub mod pod;
 pub mod target;
+pub mod view;

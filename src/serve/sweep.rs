@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use crate::api::{ApiFailure, PodClient, PodPage};
 use crate::core::durations;
-use crate::core::guard::PodView;
 use crate::core::pod::PodRef;
+use crate::core::view::PodView;
 use crate::serve::tracker::Tracker;
 
 /// The standalone service's periodic sweep: it lists the pods it may touch and has each one

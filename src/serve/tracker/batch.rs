@@ -5,9 +5,9 @@ use std::time::{Duration, SystemTime};
 
 use crate::core::count;
 use crate::core::durations;
-use crate::core::guard::PodView;
 use crate::core::jobs::{self, Action, JobCall, PodJobs, Refusal};
 use crate::core::pod::PodRef;
+use crate::core::view::PodView;
 use crate::error::{Error, Result};
 
 use super::bookkeeping::{Released, Settled};

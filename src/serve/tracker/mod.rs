@@ -10,36 +10,40 @@
 //! - a caller gets 200 only after the API server answered that it stored the value (or a
 //!   re-read shows the marker), so every acknowledged call is in the label exactly once.
 //!
-//! The writer's parts: [`writer`] (what wakes it, batching queued calls), [`rounds`] (rounds of
-//! read → compute → guarded write, and settling a lost answer), [`batch`] (every caller's count
-//! and what to store), [`bookkeeping`] (status, metrics and events after a stored batch).
+//! The writer's parts: [`slots`] (what is kept per pod between calls, and the timers),
+//! [`writer`] (the task that runs while a pod has work, batching queued calls), [`rounds`]
+//! (rounds of read → compute → guarded write, and settling a lost answer), [`batch`] (every
+//! caller's count and what to store), [`bookkeeping`] (status, metrics and events after a
+//! stored batch).
 
 mod batch;
 mod bookkeeping;
 mod rounds;
+mod slots;
 mod writer;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use kube_labels::Selector;
 use tokio::runtime::Handle;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, oneshot};
 
 use crate::api::PodClient;
 use crate::core::count::Policy;
-use crate::core::guard::PodView;
 use crate::core::jobs::{Job, JobCall, Limits};
 use crate::core::keys::TrackerKeys;
 use crate::core::pod::PodRef;
+use crate::core::view::{PodView, ViewKeys};
 use crate::error::{Error, Result};
 
 use batch::current_count;
 use rounds::final_or_retry;
-use writer::run_writer;
+use slots::{Pods, Round};
+use writer::{run_timers, run_writer};
 
 /// How hard the writer tries before it answers 503 (or 504 when a write's fate is unknown).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,21 +118,15 @@ struct Call {
     reply: oneshot::Sender<Result<i64>>,
 }
 
-/// What a pod's writer is sent.
-enum Message {
-    /// A webhook call.
-    Call(Call),
-    /// The standalone sweep saw a job past its deadline on this pod (as listed): release it.
-    Sweep(Box<PodView>),
-    /// Tests only: the writer panics holding this call, as a bug in it would.
-    #[cfg(test)]
-    Panic(Call),
-}
-
 struct Inner {
     client: PodClient,
     settings: Settings,
-    writers: Mutex<HashMap<PodRef, mpsc::UnboundedSender<Message>>>,
+    /// What a kept view of a pod holds (see [`PodView::keeping`]).
+    view_keys: ViewKeys,
+    /// Every tracked pod's slot and timer.
+    pods: Mutex<Pods>,
+    /// Woken when a writer parks with a timer (the timer task may need to wake earlier).
+    timers_changed: Arc<Notify>,
     runtime: Handle,
     instance: String,
     next_write: AtomicU64,
@@ -136,10 +134,30 @@ struct Inner {
     /// Cleared for good when the API server refuses to create events (no rights).
     events_allowed: AtomicBool,
     /// Woken after every stored write, for `/wait-idle`.
-    stored_writes: tokio::sync::Notify,
-    /// Pods already read elsewhere (the sidecar's start-up check): a new writer starts from
-    /// that view instead of reading the pod again.
-    primed: Mutex<HashMap<PodRef, PodView>>,
+    stored_writes: Notify,
+}
+
+impl Inner {
+    fn pods(&self) -> MutexGuard<'_, Pods> {
+        // Slots are changed in steps that never panic halfway.
+        self.pods.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn status(&self) -> MutexGuard<'_, BTreeMap<PodRef, PodStatus>> {
+        self.status.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Starts the pod's writer (after [`Pods`] said none runs).
+    fn start_writer(self: &Arc<Self>, pod: PodRef) {
+        self.runtime.spawn(run_writer(Arc::clone(self), pod));
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The timer task ends once it sees the tracker gone.
+        self.timers_changed.notify_one();
+    }
 }
 
 /// Hands each call to its pod's writer. Cheap to clone; safe to use from any thread.
@@ -156,20 +174,29 @@ impl Tracker {
             "{:08x}",
             RandomState::new().hash_one(std::process::id()) as u32
         );
-        Tracker {
-            inner: Arc::new(Inner {
-                client,
-                settings,
-                writers: Mutex::new(HashMap::new()),
-                runtime,
-                instance,
-                next_write: AtomicU64::new(1),
-                status: Mutex::new(BTreeMap::new()),
-                events_allowed: AtomicBool::new(true),
-                primed: Mutex::new(HashMap::new()),
-                stored_writes: tokio::sync::Notify::new(),
-            }),
-        }
+        let timers_changed = Arc::new(Notify::new());
+        let inner = Arc::new(Inner {
+            view_keys: ViewKeys::of(
+                &settings.keys,
+                settings.selector.as_ref(),
+                &settings.active_annotations,
+                settings.release_on_restart.as_deref(),
+            ),
+            client,
+            settings,
+            pods: Mutex::new(Pods::default()),
+            timers_changed: Arc::clone(&timers_changed),
+            runtime,
+            instance,
+            next_write: AtomicU64::new(1),
+            status: Mutex::new(BTreeMap::new()),
+            events_allowed: AtomicBool::new(true),
+            stored_writes: Notify::new(),
+        });
+        inner
+            .runtime
+            .spawn(run_timers(Arc::downgrade(&inner), timers_changed));
+        Tracker { inner }
     }
 
     /// Queues one call; the receiver gets exactly one answer: the count right after this call,
@@ -178,39 +205,27 @@ impl Tracker {
     /// Never blocks, so it can be called from the HTTP threads.
     pub fn submit(&self, pod: PodRef, call: JobCall) -> oneshot::Receiver<Result<i64>> {
         let (reply, answer) = oneshot::channel();
-        self.send(pod, Message::Call(Call { call, reply }));
+        if self.inner.pods().enqueue(&pod, Call { call, reply }) {
+            self.inner.start_writer(pod);
+        }
         answer
     }
 
     /// Has the pod's writer release its jobs past their deadline, in an ordinary guarded
     /// round (the standalone sweep; `listed` is the pod as the list showed it).
     pub fn sweep(&self, pod: PodRef, listed: PodView) {
-        self.send(pod, Message::Sweep(Box::new(listed)));
+        self.ask_round(pod, Round::Sweep(Box::new(listed)));
     }
 
-    /// Hands a message to the pod's writer, starting one if there is none.
-    fn send(&self, pod: PodRef, message: Message) {
-        let mut message = message;
-        let mut writers = self
-            .inner
-            .writers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(writer) = writers.get(&pod) {
-            match writer.send(message) {
-                Ok(()) => return,
-                // The writer stopped; start a new one below.
-                Err(mpsc::error::SendError(returned)) => message = returned,
-            }
+    fn ask_round(&self, pod: PodRef, round: Round) {
+        if self.inner.pods().ask_round(&pod, round) {
+            self.inner.start_writer(pod);
         }
-        let (writer, calls) = mpsc::unbounded_channel();
-        // The receiver is alive: it was made on the line above.
-        let _ = writer.send(message);
-        writers.insert(pod.clone(), writer);
-        drop(writers);
-        self.inner
-            .runtime
-            .spawn(run_writer(Arc::clone(&self.inner), pod, calls));
+    }
+
+    /// How many pods the tracker keeps a slot for.
+    pub fn tracked_pods(&self) -> usize {
+        self.inner.pods().len()
     }
 
     /// Waits until the pod's count is zero (or below) and returns it, or answers
@@ -264,28 +279,13 @@ impl Tracker {
     /// Hands a freshly read view of a pod to its future writer, saving the first call's read.
     /// Ignored when the pod already has a writer (it knows better).
     pub fn prime(&self, pod: PodRef, view: PodView) {
-        let writers = self
-            .inner
-            .writers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if !writers.contains_key(&pod) {
-            self.inner
-                .primed
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(pod, view);
-        }
+        let view = view.keeping(&self.inner.view_keys);
+        self.inner.pods().prime(&pod, view);
     }
 
     /// What was last stored for each tracked pod.
     pub fn status(&self) -> Vec<PodStatus> {
-        let status = self
-            .inner
-            .status
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        status.values().cloned().collect()
+        self.inner.status().values().cloned().collect()
     }
 }
 
@@ -349,21 +349,14 @@ mod tests {
         // caller 500, see `http::writer_failed`) and nothing is stored for it.
         let (reply, lost) = oneshot::channel();
         let call = JobCall::anonymous(crate::core::jobs::Action::Increment);
-        tracker.send(pod.clone(), Message::Panic(Call { call, reply }));
+        tracker.ask_round(pod.clone(), Round::Panic(Call { call, reply }));
         assert!(lost.await.is_err(), "the panicked writer dropped the call");
-        // Once the dead writer's queue is closed, the next call starts a new writer.
+        // Once the dead writer's slot is gone, the next call starts a new writer.
         let dead = std::time::Instant::now();
-        while tracker
-            .inner
-            .writers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&pod)
-            .is_some_and(|writer| !writer.is_closed())
-        {
+        while tracker.tracked_pods() != 0 {
             assert!(
                 dead.elapsed() < Duration::from_secs(5),
-                "the writer task ended"
+                "the dead writer's slot was dropped"
             );
             tokio::time::sleep(Duration::from_millis(1)).await;
         }

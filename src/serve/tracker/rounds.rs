@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 use kube_labels::Selector;
 
 use crate::api::ApiFailure;
-use crate::core::guard::{PodView, WritePlan, marker_records, next_marker};
+use crate::core::guard::{WritePlan, marker_records, next_marker};
 use crate::core::jobs::JobCall;
 use crate::core::pod::PodRef;
+use crate::core::view::PodView;
 use crate::error::{Error, Result};
 
 use super::batch::compute;

@@ -1,35 +1,23 @@
-//! A pod's writer: what wakes it (a call, a deadline, a recheck, the sweep), and how it folds
-//! queued calls into one batch.
+//! A pod's writer: a task that runs while its pod's slot has work (calls, or a round asked for
+//! by a timer or the sweep), folds queued calls into batches, and parks with the pod's next
+//! timer when the work is done.
 
-use std::sync::{Arc, PoisonError};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 
 use crate::core::durations;
-use crate::core::guard::PodView;
 use crate::core::jobs::{self, JobCall};
 use crate::core::pod::PodRef;
+use crate::core::view::PodView;
 use crate::error::Error;
 
 use super::batch::unix_now;
 use super::bookkeeping::stored;
 use super::rounds::settle;
-use super::{Call, EXPIRY_RETRY, Inner, MAX_BATCH, Message, Settings};
-
-/// What wakes a writer.
-pub(super) enum Wake {
-    /// A call arrived.
-    Call(Call),
-    /// A keyed job's deadline passed: release it.
-    Deadline,
-    /// Time to read the pod again (`Settings::recheck`): release what it shows is over.
-    Recheck,
-    /// The sweep saw a job past its deadline: release it, starting from this view.
-    Sweep(Box<PodView>),
-    /// No call for the idle time (standalone), or the tracker is gone: stop.
-    Stop,
-}
+use super::slots::{Resumed, Round, Timer, Work};
+use super::{Call, EXPIRY_RETRY, Inner, MAX_BATCH, Settings};
 
 /// How long until the earliest deadline of a keyed job on the kept view, if any.
 pub(super) fn until_next_deadline(
@@ -58,27 +46,16 @@ pub(super) fn until_recheck(settings: &Settings, known: Option<&PodView>) -> Opt
     has_jobs.then_some(every)
 }
 
-pub(super) fn wake_of(message: Option<Message>) -> Wake {
-    match message {
-        Some(Message::Call(call)) => Wake::Call(call),
-        Some(Message::Sweep(view)) => Wake::Sweep(view),
-        #[cfg(test)]
-        Some(Message::Panic(held)) => {
-            let _held = held;
-            panic!("a writer bug, as a test asks")
-        }
-        None => Wake::Stop,
-    }
-}
-
-pub(super) async fn next_wake(
-    inner: &Inner,
+/// The slot's next timer once its writer parks: the earliest deadline or recheck (not before
+/// `expiry_not_before`), or else the end of the idle time.
+pub(super) fn next_timer(
+    settings: &Settings,
     known: Option<&PodView>,
     expiry_not_before: Option<Instant>,
-    calls: &mut mpsc::UnboundedReceiver<Message>,
-) -> Wake {
-    let deadline = until_next_deadline(&inner.settings, known).map(|wait| (wait, Wake::Deadline));
-    let recheck = until_recheck(&inner.settings, known).map(|wait| (wait, Wake::Recheck));
+    now: Instant,
+) -> Option<(Instant, Timer)> {
+    let deadline = until_next_deadline(settings, known).map(|wait| (wait, Timer::Deadline));
+    let recheck = until_recheck(settings, known).map(|wait| (wait, Timer::Recheck));
     let mut timer = match (deadline, recheck) {
         (Some(deadline), Some(recheck)) => Some(if recheck.0 < deadline.0 {
             recheck
@@ -88,102 +65,110 @@ pub(super) async fn next_wake(
         (one, other) => one.or(other),
     };
     if let (Some((wait, _)), Some(not_before)) = (timer.as_mut(), expiry_not_before) {
-        *wait = (*wait).max(not_before.saturating_duration_since(Instant::now()));
+        *wait = (*wait).max(not_before.saturating_duration_since(now));
     }
-    // A writer with jobs still to release does not go idle: it is the sweep of its pod.
-    let limit = match (timer, inner.settings.idle_writer) {
-        (Some(timer), _) => Some(timer),
-        (None, Some(idle)) => Some((idle, Wake::Stop)),
-        (None, None) => None,
-    };
-    match limit {
-        Some((wait, on_timeout)) => match tokio::time::timeout(wait, calls.recv()).await {
-            Ok(message) => wake_of(message),
-            Err(_) => on_timeout,
-        },
-        None => wake_of(calls.recv().await),
+    // A pod with jobs still to release does not go idle: its writer is the sweep of its pod.
+    timer
+        .or_else(|| settings.idle_writer.map(|idle| (idle, Timer::Idle)))
+        .map(|(wait, timer)| (durations::instant_after(now, wait), timer))
+}
+
+/// Ends a writer whose task unwinds (a bug) or is cancelled: its pod's slot and queued calls
+/// are dropped, so those callers learn it failed and the next call starts afresh.
+struct Running<'a> {
+    inner: &'a Inner,
+    pod: &'a PodRef,
+    parked: bool,
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        if !self.parked {
+            self.inner.pods().remove(self.pod);
+            self.inner.status().remove(self.pod);
+            self.inner.client.metrics().forget(self.pod);
+        }
     }
 }
 
-pub(super) async fn run_writer(
-    inner: Arc<Inner>,
-    pod: PodRef,
-    mut calls: mpsc::UnboundedReceiver<Message>,
-) {
+/// A pod's writer: runs while its slot has work, then parks and ends.
+pub(super) async fn run_writer(inner: Arc<Inner>, pod: PodRef) {
+    let mut running = Running {
+        inner: &inner,
+        pod: &pod,
+        parked: false,
+    };
     // A primed view is only a starting point: guards catch it if it is stale, and refusals are
     // decided on fresh reads only.
-    let mut known: Option<PodView> = inner
-        .primed
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .remove(&pod);
-    let mut expiry_not_before: Option<Instant> = None;
+    let Resumed {
+        mut known,
+        mut expiry_not_before,
+    } = inner.pods().resume(&pod);
+    let mut gone = false;
     loop {
-        let wake = next_wake(&inner, known.as_ref(), expiry_not_before, &mut calls).await;
-        let first = match wake {
-            Wake::Call(call) => Some(call),
-            Wake::Deadline | Wake::Recheck | Wake::Sweep(_) => {
-                match wake {
+        let work = {
+            let mut pods = inner.pods();
+            match pods.next_work(&pod, MAX_BATCH) {
+                Some(work) => work,
+                None => {
+                    let forget = gone && inner.settings.idle_writer.is_some();
+                    let known = known.map(|view| view.keeping(&inner.view_keys));
+                    let next = next_timer(
+                        &inner.settings,
+                        known.as_ref(),
+                        expiry_not_before,
+                        Instant::now(),
+                    );
+                    let resumed = Resumed {
+                        known,
+                        expiry_not_before,
+                    };
+                    pods.park(&pod, resumed, next, forget);
+                    running.parked = true;
+                    drop(pods);
+                    if next.is_some() {
+                        inner.timers_changed.notify_one();
+                    }
+                    return;
+                }
+            }
+        };
+        let outcome = match work {
+            Work::Calls(batch) => write_batch(&inner, &pod, &mut known, batch).await,
+            Work::Round(round) => {
+                match round {
                     // A fresh read shows restarts and other writers' jobs.
-                    Wake::Recheck => known = None,
+                    Round::Recheck => known = None,
                     // The listed view may be older or newer than the kept one; either way
                     // the round's guards decide, and a stale view costs one re-read.
-                    Wake::Sweep(listed) => known = Some(*listed),
-                    _ => {}
+                    Round::Sweep(listed) => known = Some(*listed),
+                    Round::Deadline => {}
+                    #[cfg(test)]
+                    Round::Panic(held) => {
+                        let _held = held;
+                        panic!("a writer bug, as a test asks")
+                    }
                 }
                 // A round without calls: the computation releases what is due.
-                if write_batch(&inner, &pod, &mut known, Vec::new()).await {
-                    expiry_not_before = None;
-                } else {
-                    expiry_not_before =
-                        Some(durations::instant_after(Instant::now(), EXPIRY_RETRY));
-                }
-                continue;
+                let outcome = write_batch(&inner, &pod, &mut known, Vec::new()).await;
+                expiry_not_before = (outcome != Outcome::Stored)
+                    .then(|| durations::instant_after(Instant::now(), EXPIRY_RETRY));
+                outcome
             }
-            Wake::Stop => None,
         };
-        let Some(first) = first else {
-            // Leave the map first, under its lock, so no new call can reach this writer; then
-            // answer whatever slipped in before.
-            inner
-                .writers
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(&pod);
-            inner
-                .status
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(&pod);
-            inner.client.metrics().forget(&pod);
-            calls.close();
-            let mut rest = Vec::new();
-            while let Ok(message) = calls.try_recv() {
-                if let Message::Call(call) = message {
-                    rest.push(call);
-                }
-            }
-            if !rest.is_empty() {
-                write_batch(&inner, &pod, &mut known, rest).await;
-            }
-            return;
-        };
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match calls.try_recv() {
-                Ok(Message::Call(call)) => batch.push(call),
-                // This batch's round releases what is due anyway.
-                Ok(Message::Sweep(_)) => {}
-                #[cfg(test)]
-                Ok(Message::Panic(held)) => {
-                    let _held = held;
-                    panic!("a writer bug, as a test asks")
-                }
-                Err(_) => break,
-            }
-        }
-        write_batch(&inner, &pod, &mut known, batch).await;
+        gone = outcome == Outcome::Gone;
     }
+}
+
+/// How a batch ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Outcome {
+    /// Stored (or nothing to store).
+    Stored,
+    /// The pod is gone or no longer countable (404, or it left the selector).
+    Gone,
+    /// Another failure.
+    Failed,
 }
 
 /// Settles one batch and answers each caller; returns whether it was stored.
@@ -192,7 +177,7 @@ pub(super) async fn write_batch(
     pod: &PodRef,
     known: &mut Option<PodView>,
     calls: Vec<Call>,
-) -> bool {
+) -> Outcome {
     let job_calls: Vec<JobCall> = calls.iter().map(|call| call.call.clone()).collect();
     if !job_calls.is_empty() {
         inner
@@ -201,7 +186,7 @@ pub(super) async fn write_batch(
             .calls_per_write
             .observe(job_calls.len() as f64);
     }
-    let (answers, ok) = match settle(inner, pod, known, &job_calls).await {
+    let (answers, outcome) = match settle(inner, pod, known, &job_calls).await {
         Ok(settled) => {
             let jobs = known
                 .as_ref()
@@ -211,29 +196,65 @@ pub(super) async fn write_batch(
                 .map(|state| state.jobs)
                 .unwrap_or_default();
             stored(inner, pod, &settled, jobs);
-            (settled.answers, true)
+            (settled.answers, Outcome::Stored)
         }
         Err(error) => {
             if job_calls.is_empty() {
                 log::warn!("pod {pod}: releasing expired jobs failed: {error}");
             }
-            if matches!(error, Error::PodNotFound { .. }) && inner.settings.idle_writer.is_some() {
+            let outcome = if matches!(error, Error::PodNotFound { .. }) {
+                Outcome::Gone
+            } else {
+                Outcome::Failed
+            };
+            if outcome == Outcome::Gone && inner.settings.idle_writer.is_some() {
                 // A standalone service forgets a pod that is gone (or no longer countable) at
-                // once: its status entry and series; the idle writer itself ends later.
-                inner
-                    .status
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .remove(pod);
+                // once: its status entry and series now, its slot when its writer parks.
+                inner.status().remove(pod);
                 inner.client.metrics().forget(pod);
                 *known = None;
             }
-            (vec![Err(error); calls.len()], false)
+            (vec![Err(error); calls.len()], outcome)
         }
     };
     for (call, answer) in calls.into_iter().zip(answers) {
         // A caller that went away does not need its answer; the count stands either way.
         let _ = call.reply.send(answer);
     }
-    ok
+    outcome
+}
+
+/// The one timer task of all pods: fires due timers (starting the writers they wake, forgetting
+/// idle pods) and sleeps until the earliest, or until a parking writer sets a new one. Ends
+/// with the tracker.
+pub(super) async fn run_timers(inner: Weak<Inner>, changed: Arc<Notify>) {
+    loop {
+        let Some(strong) = inner.upgrade() else {
+            return;
+        };
+        let (fired, earliest) = {
+            let mut pods = strong.pods();
+            let fired = pods.fire(Instant::now());
+            (fired, pods.next_timer())
+        };
+        for pod in fired.forgotten {
+            strong.status().remove(&pod);
+            strong.client.metrics().forget(&pod);
+        }
+        for pod in fired.start {
+            strong.runtime.spawn(run_writer(Arc::clone(&strong), pod));
+        }
+        // Holding the tracker while asleep would keep it alive for ever.
+        drop(strong);
+        let notified = changed.notified();
+        match earliest {
+            Some(at) => {
+                tokio::select! {
+                    () = notified => {}
+                    () = tokio::time::sleep_until(at.into()) => {}
+                }
+            }
+            None => notified.await,
+        }
+    }
 }

@@ -1,0 +1,395 @@
+//! What the tracker keeps per pod between calls: a small slot (queued calls, the trimmed view,
+//! one timer), and the one schedule of every slot's next timer.
+//!
+//! No task or channel lives per idle pod: a writer task runs only while its pod has work
+//! ([`Pods::enqueue`] says when to start one, [`Pods::next_work`] and [`Pods::park`] end it),
+//! and one timer task for all pods wakes slots whose deadline, recheck or idle time has come.
+//! Everything here runs under one lock and never awaits.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::Instant;
+
+use crate::core::pod::PodRef;
+use crate::core::view::PodView;
+
+use super::Call;
+
+/// What a timer or the sweep asks of a writer besides calls: a round without calls.
+pub(super) enum Round {
+    /// A keyed job's deadline passed: release it.
+    Deadline,
+    /// Time to read the pod again (`Settings::recheck`): release what it shows is over.
+    Recheck,
+    /// The sweep saw a job past its deadline: release it, starting from this view.
+    Sweep(Box<PodView>),
+    /// Tests only: the writer panics holding this call, as a bug in it would.
+    #[cfg(test)]
+    Panic(Call),
+}
+
+/// Why a slot's timer is set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Timer {
+    /// A keyed job's deadline.
+    Deadline,
+    /// The next recheck.
+    Recheck,
+    /// The idle time ends: forget the pod.
+    Idle,
+}
+
+/// A pod's state between calls.
+#[derive(Default)]
+pub(super) struct Slot {
+    /// Calls not yet taken by the writer.
+    calls: VecDeque<Call>,
+    /// A round asked for besides the calls (the latest wins; a batch of calls does it too).
+    round: Option<Round>,
+    /// A writer task owns the pod now (it holds the view).
+    running: bool,
+    /// The last view of the pod, trimmed to what counting reads; `None` while a writer runs
+    /// or when the next round must read the pod.
+    known: Option<PodView>,
+    /// No expiry round before this (after a failed one).
+    expiry_not_before: Option<Instant>,
+    /// This slot's entry in [`Pods::timers`].
+    timer: Option<TimerKey>,
+}
+
+/// When a timer fires, and a sequence number that keeps keys unique.
+pub(super) type TimerKey = (Instant, u64);
+
+/// What a writer takes from its slot.
+pub(super) enum Work {
+    /// Calls to fold into one write.
+    Calls(Vec<Call>),
+    /// A round without calls.
+    Round(Round),
+}
+
+/// What a starting writer takes over from its slot.
+pub(super) struct Resumed {
+    pub(super) known: Option<PodView>,
+    pub(super) expiry_not_before: Option<Instant>,
+}
+
+/// What a timer woke: the pods whose writer must start, and the pods forgotten.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct Fired {
+    pub(super) start: Vec<PodRef>,
+    pub(super) forgotten: Vec<PodRef>,
+}
+
+/// Every tracked pod's slot and the schedule of their timers.
+#[derive(Default)]
+pub(super) struct Pods {
+    slots: HashMap<PodRef, Slot>,
+    timers: BTreeMap<TimerKey, (PodRef, Timer)>,
+    next_timer: u64,
+}
+
+impl Pods {
+    /// Queues a call; `true` when no writer runs for the pod and the caller must start one.
+    pub(super) fn enqueue(&mut self, pod: &PodRef, call: Call) -> bool {
+        let slot = self.slot(pod);
+        slot.calls.push_back(call);
+        slot.start()
+    }
+
+    /// Asks for a round without calls; `true` when the caller must start a writer.
+    pub(super) fn ask_round(&mut self, pod: &PodRef, round: Round) -> bool {
+        let slot = self.slot(pod);
+        slot.round = Some(round);
+        slot.start()
+    }
+
+    /// Keeps a freshly read view for the pod's first writer, unless the pod already has a slot
+    /// (its writer knows better).
+    pub(super) fn prime(&mut self, pod: &PodRef, view: PodView) {
+        if !self.slots.contains_key(pod) {
+            self.slot(pod).known = Some(view);
+        }
+    }
+
+    /// A starting writer takes the slot's view and expiry pause.
+    pub(super) fn resume(&mut self, pod: &PodRef) -> Resumed {
+        let slot = self.slot(pod);
+        Resumed {
+            known: slot.known.take(),
+            expiry_not_before: slot.expiry_not_before.take(),
+        }
+    }
+
+    /// The writer's next work: up to `max` queued calls, or else the round asked for; `None`
+    /// when there is nothing (then the writer must [`Pods::park`] before it lets the lock go).
+    pub(super) fn next_work(&mut self, pod: &PodRef, max: usize) -> Option<Work> {
+        let slot = self.slots.get_mut(pod)?;
+        if slot.calls.is_empty() {
+            return slot.round.take().map(Work::Round);
+        }
+        // This batch's round releases what is due anyway.
+        #[cfg(test)]
+        if let Some(Round::Panic(_)) = slot.round {
+            return slot.round.take().map(Work::Round);
+        }
+        slot.round = None;
+        let take = slot.calls.len().min(max);
+        Some(Work::Calls(slot.calls.drain(..take).collect()))
+    }
+
+    /// The writer stops: it leaves its view and sets the slot's next timer (`None`: none).
+    /// `forget`: the pod is gone, keep nothing. Call only right after [`Pods::next_work`]
+    /// returned `None`, under the same lock.
+    pub(super) fn park(
+        &mut self,
+        pod: &PodRef,
+        resumed: Resumed,
+        next: Option<(Instant, Timer)>,
+        forget: bool,
+    ) {
+        if forget {
+            self.remove(pod);
+            return;
+        }
+        let Some(slot) = self.slots.get_mut(pod) else {
+            return;
+        };
+        slot.running = false;
+        slot.known = resumed.known;
+        slot.expiry_not_before = resumed.expiry_not_before;
+        let old = slot.timer.take();
+        let new = next.map(|(at, timer)| {
+            let key = (at, self.next_timer);
+            self.next_timer = self.next_timer.wrapping_add(1);
+            (key, timer)
+        });
+        slot.timer = new.map(|(key, _)| key);
+        if let Some(old) = old {
+            self.timers.remove(&old);
+        }
+        if let Some((key, timer)) = new {
+            self.timers.insert(key, (pod.clone(), timer));
+        }
+    }
+
+    /// Drops the pod's slot, its queued calls (their callers learn the writer failed) and its
+    /// timer: after a writer's panic, or when it is gone.
+    pub(super) fn remove(&mut self, pod: &PodRef) {
+        if let Some(slot) = self.slots.remove(pod)
+            && let Some(key) = slot.timer
+        {
+            self.timers.remove(&key);
+        }
+    }
+
+    /// When the earliest timer fires.
+    pub(super) fn next_timer(&self) -> Option<Instant> {
+        self.timers.first_key_value().map(|(&(at, _), _)| at)
+    }
+
+    /// Fires every timer due at `now`: a deadline or recheck asks its slot for a round, an
+    /// idle time forgets its slot (a slot with work is never idle: its timer is set again
+    /// when its writer parks).
+    pub(super) fn fire(&mut self, now: Instant) -> Fired {
+        let mut fired = Fired::default();
+        while let Some(entry) = self.timers.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let (key, (pod, timer)) = entry.remove_entry();
+            let Some(slot) = self.slots.get_mut(&pod) else {
+                continue;
+            };
+            if slot.timer != Some(key) {
+                continue;
+            }
+            slot.timer = None;
+            match timer {
+                Timer::Idle => {
+                    if !slot.running && slot.calls.is_empty() && slot.round.is_none() {
+                        self.slots.remove(&pod);
+                        fired.forgotten.push(pod);
+                    }
+                }
+                Timer::Deadline | Timer::Recheck => {
+                    slot.round = Some(if timer == Timer::Recheck {
+                        Round::Recheck
+                    } else {
+                        Round::Deadline
+                    });
+                    if slot.start() {
+                        fired.start.push(pod);
+                    }
+                }
+            }
+        }
+        fired
+    }
+
+    /// How many pods have a slot.
+    pub(super) fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    fn slot(&mut self, pod: &PodRef) -> &mut Slot {
+        self.slots.entry(pod.clone()).or_default()
+    }
+}
+
+impl Slot {
+    /// Marks a writer as running; `true` when none was.
+    fn start(&mut self) -> bool {
+        !std::mem::replace(&mut self.running, true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::sync::oneshot;
+
+    use super::*;
+    use crate::core::jobs::{Action, JobCall};
+
+    fn call() -> (Call, oneshot::Receiver<crate::error::Result<i64>>) {
+        let (reply, answer) = oneshot::channel();
+        let call = Call {
+            call: JobCall::anonymous(Action::Increment),
+            reply,
+        };
+        (call, answer)
+    }
+
+    fn pod(name: &str) -> PodRef {
+        PodRef::new("jobs", name)
+    }
+
+    fn resumed(pods: &mut Pods, pod: &PodRef) -> Resumed {
+        pods.resume(pod)
+    }
+
+    #[test]
+    fn only_the_first_call_to_an_idle_pod_starts_a_writer_and_the_writer_takes_every_queued_call() {
+        let mut pods = Pods::default();
+        let w1 = pod("w1");
+        assert!(pods.enqueue(&w1, call().0));
+        assert!(!pods.enqueue(&w1, call().0));
+        assert!(!pods.enqueue(&w1, call().0));
+        let Some(Work::Calls(batch)) = pods.next_work(&w1, 2) else {
+            panic!("a batch of calls")
+        };
+        assert_eq!(batch.len(), 2, "at most the batch size");
+        let Some(Work::Calls(batch)) = pods.next_work(&w1, 2) else {
+            panic!("the rest")
+        };
+        assert_eq!(batch.len(), 1);
+        assert!(pods.next_work(&w1, 2).is_none());
+        let state = resumed(&mut pods, &w1);
+        pods.park(&w1, state, None, false);
+        assert!(
+            pods.enqueue(&w1, call().0),
+            "a parked pod needs a new writer"
+        );
+    }
+
+    #[test]
+    fn a_parked_writer_leaves_its_view_for_the_next_one() {
+        let mut pods = Pods::default();
+        let w1 = pod("w1");
+        assert!(pods.enqueue(&w1, call().0));
+        let view = PodView {
+            uid: Some("u1".to_owned()),
+            ..PodView::default()
+        };
+        let _ = pods.next_work(&w1, 8);
+        assert!(pods.next_work(&w1, 8).is_none());
+        let state = Resumed {
+            known: Some(view.clone()),
+            expiry_not_before: None,
+        };
+        pods.park(&w1, state, None, false);
+        assert!(pods.enqueue(&w1, call().0));
+        assert_eq!(pods.resume(&w1).known, Some(view));
+    }
+
+    #[test]
+    fn an_idle_timer_forgets_a_pod_that_has_no_work_and_only_its_own_latest_timer_counts() {
+        let mut pods = Pods::default();
+        let (w1, w2) = (pod("w1"), pod("w2"));
+        let now = Instant::now();
+        for pod in [&w1, &w2] {
+            assert!(pods.enqueue(pod, call().0));
+            let _ = pods.next_work(pod, 8);
+            assert!(pods.next_work(pod, 8).is_none());
+            let state = resumed(&mut pods, pod);
+            pods.park(pod, state, Some((now, Timer::Idle)), false);
+        }
+        // w2 is called again before its idle time: its writer runs, so it is not forgotten,
+        // and parking again replaces its timer.
+        assert!(pods.enqueue(&w2, call().0));
+        let fired = pods.fire(now);
+        assert_eq!(fired.forgotten, vec![w1.clone()]);
+        assert!(fired.start.is_empty());
+        assert_eq!(pods.len(), 1);
+        let _ = pods.next_work(&w2, 8);
+        assert!(pods.next_work(&w2, 8).is_none());
+        let later = now + Duration::from_secs(60);
+        let state = resumed(&mut pods, &w2);
+        pods.park(&w2, state, Some((later, Timer::Idle)), false);
+        assert_eq!(pods.next_timer(), Some(later));
+        assert_eq!(pods.fire(now), Fired::default(), "not due yet");
+        assert_eq!(pods.fire(later).forgotten, vec![w2]);
+        assert_eq!(pods.len(), 0);
+        assert_eq!(pods.next_timer(), None);
+    }
+
+    #[test]
+    fn a_deadline_timer_asks_for_a_round_and_starts_a_writer_only_if_none_runs() {
+        let mut pods = Pods::default();
+        let w1 = pod("w1");
+        let now = Instant::now();
+        assert!(pods.enqueue(&w1, call().0));
+        let _ = pods.next_work(&w1, 8);
+        assert!(pods.next_work(&w1, 8).is_none());
+        let state = resumed(&mut pods, &w1);
+        pods.park(&w1, state, Some((now, Timer::Deadline)), false);
+        assert_eq!(pods.fire(now).start, vec![w1.clone()]);
+        assert!(matches!(
+            pods.next_work(&w1, 8),
+            Some(Work::Round(Round::Deadline))
+        ));
+        assert!(pods.next_work(&w1, 8).is_none());
+    }
+
+    #[test]
+    fn a_pod_found_gone_keeps_nothing_and_its_queued_callers_learn_the_writer_failed() {
+        let mut pods = Pods::default();
+        let w1 = pod("w1");
+        let (first, _) = call();
+        assert!(pods.enqueue(&w1, first));
+        let _ = pods.next_work(&w1, 8);
+        let state = resumed(&mut pods, &w1);
+        pods.park(&w1, state, Some((Instant::now(), Timer::Idle)), true);
+        assert_eq!(pods.len(), 0);
+        assert_eq!(pods.next_timer(), None);
+        let (queued, answer) = call();
+        assert!(pods.enqueue(&w1, queued));
+        pods.remove(&w1);
+        assert!(answer.blocking_recv().is_err(), "the call was dropped");
+    }
+
+    #[test]
+    fn a_primed_view_is_kept_only_for_a_pod_without_a_slot() {
+        let mut pods = Pods::default();
+        let w1 = pod("w1");
+        let view = |uid: &str| PodView {
+            uid: Some(uid.to_owned()),
+            ..PodView::default()
+        };
+        pods.prime(&w1, view("first"));
+        pods.prime(&w1, view("second"));
+        assert!(pods.enqueue(&w1, call().0), "priming starts no writer");
+        assert_eq!(pods.resume(&w1).known, Some(view("first")));
+    }
+}
