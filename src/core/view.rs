@@ -96,22 +96,70 @@ impl ViewKeys {
 }
 
 impl PodView {
-    /// The view with only the labels, annotations and container that `keys` names: every count,
-    /// refusal and patch computed from it is the one computed from the whole view.
-    ///
-    /// A map that exists stays (perhaps empty): "no map at all" is what makes a write add the
-    /// whole map instead of one key (see `guard`).
-    pub fn keeping(mut self, keys: &ViewKeys) -> PodView {
-        if let Some(labels) = &mut self.labels {
-            labels.retain(|key, _| keys.labels.contains(key));
+    /// The view kept between calls: only the labels, annotations and container that `keys`
+    /// names, in as little memory as they take. Every count, refusal and patch computed from
+    /// [`KeptView::into_view`] is the one computed from the whole view.
+    pub fn keep(self, keys: &ViewKeys) -> KeptView {
+        // A map that exists stays (perhaps empty): "no map at all" is what makes a write add
+        // the whole map instead of one key (see `guard`).
+        let kept = |map: Option<BTreeMap<String, String>>, wanted: &BTreeSet<String>| {
+            map.map(|map| {
+                map.into_iter()
+                    .filter(|(key, _)| wanted.contains(key))
+                    .map(|(key, value)| (key.into_boxed_str(), value.into_boxed_str()))
+                    .collect::<Box<[_]>>()
+            })
+        };
+        KeptView {
+            labels: kept(self.labels, &keys.labels),
+            annotations: kept(self.annotations, &keys.annotations),
+            uid: self.uid.map(String::into_boxed_str),
+            resource_version: self.resource_version.map(String::into_boxed_str),
+            deletion: self.deletion,
+            containers: self
+                .containers
+                .into_iter()
+                .filter(|status| keys.container.as_deref() == Some(status.name.as_str()))
+                .collect(),
         }
-        if let Some(annotations) = &mut self.annotations {
-            annotations.retain(|key, _| keys.annotations.contains(key));
+    }
+}
+
+/// A kept labels or annotations map: its pairs in key order.
+type KeptMap = Box<[(Box<str>, Box<str>)]>;
+
+/// A [`PodView`] as the tracker keeps it between calls (see [`PodView::keep`]): boxed slices
+/// instead of maps, as a map's first node alone takes more than half a kilobyte.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptView {
+    labels: Option<KeptMap>,
+    annotations: Option<KeptMap>,
+    uid: Option<Box<str>>,
+    resource_version: Option<Box<str>>,
+    deletion: Option<std::time::SystemTime>,
+    containers: Box<[ContainerRestarts]>,
+}
+
+impl KeptView {
+    /// The view to compute with.
+    pub fn into_view(self) -> PodView {
+        let map = |pairs: Option<KeptMap>| {
+            pairs.map(|pairs| {
+                pairs
+                    .into_vec()
+                    .into_iter()
+                    .map(|(key, value)| (key.into_string(), value.into_string()))
+                    .collect()
+            })
+        };
+        PodView {
+            labels: map(self.labels),
+            annotations: map(self.annotations),
+            uid: self.uid.map(str::into_string),
+            resource_version: self.resource_version.map(str::into_string),
+            deletion: self.deletion,
+            containers: self.containers.into_vec(),
         }
-        self.containers
-            .retain(|status| keys.container.as_deref() == Some(status.name.as_str()));
-        self.containers.shrink_to_fit();
-        self
     }
 }
 
@@ -160,7 +208,7 @@ mod tests {
             ],
             ..PodView::default()
         };
-        let kept = full.clone().keeping(&keys());
+        let kept = full.clone().keep(&keys()).into_view();
         assert_eq!(
             kept.labels
                 .as_ref()
@@ -249,7 +297,7 @@ mod tests {
             same_pod in any::<bool>(),
         ) {
             let keys = keys();
-            let kept = full.clone().keeping(&keys);
+            let kept = full.clone().keep(&keys).into_view();
             for key in ["active-jobs", "team", "tier"] {
                 prop_assert_eq!(kept.label(key), full.label(key));
             }

@@ -31,19 +31,13 @@ pub(crate) const MAX_LISTED: usize = 100;
 /// with `pod`, that pod's entry only (whether busy or not).
 pub(crate) fn status_json(app: &App, pod: Option<&str>) -> serde_json::Value {
     let time = durations::rfc3339_of;
-    let mut all = app.tracker.status();
-    all.sort_by_key(|status| status.pod.to_string());
-    let tracked = all.len();
-    let busy = all.iter().filter(|status| status.count != 0).count();
     let sidecar = matches!(app.targeting, Targeting::Sidecar { .. });
-    let listed: Vec<_> = all
-        .into_iter()
-        .filter(|status| match pod {
-            Some(wanted) => status.pod.to_string() == wanted,
-            // A sidecar has one pod: always shown. A standalone service shows its busy pods.
-            None => sidecar || status.count != 0,
-        })
-        .collect();
+    let census = app.tracker.status(|tracked, count| match pod {
+        Some(wanted) => tracked.to_string() == wanted,
+        // A sidecar has one pod: always shown. A standalone service shows its busy pods.
+        None => sidecar || count != 0,
+    });
+    let (tracked, busy, listed) = (census.tracked, census.busy, census.pods);
     let truncated = listed.len() > MAX_LISTED;
     let pods: Vec<_> = listed
         .into_iter()

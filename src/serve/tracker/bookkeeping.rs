@@ -2,18 +2,18 @@
 //! batch (status, the count metric, busy/idle and release events).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, PoisonError};
 use std::time::SystemTime;
 
 use crate::api::ApiFailure;
-use crate::core::count;
 use crate::core::durations;
 use crate::core::jobs::Job;
 use crate::core::pod::PodRef;
 use crate::error::Result;
 
-use super::{Inner, PodStatus};
+use super::Inner;
+use super::slots::Stored;
 
 /// A batch's outcome once stored: each caller's answer, and the count before and after.
 pub(super) struct Settled {
@@ -40,20 +40,15 @@ pub(super) fn stored(
     settled: &Settled,
     jobs: BTreeMap<String, Job>,
 ) {
-    let policy = inner.settings.policy;
     inner.client.metrics().set_count(pod, settled.after);
-    let status = PodStatus {
-        pod: pod.clone(),
-        count: settled.after,
-        label: count::label_for(settled.after, policy),
-        updated: SystemTime::now(),
-        jobs,
-    };
-    inner
-        .status
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .insert(pod.clone(), status);
+    inner.pods().record(
+        pod,
+        Stored {
+            count: settled.after,
+            updated: SystemTime::now(),
+            jobs,
+        },
+    );
     inner.stored_writes.notify_waiters();
     let time = durations::rfc3339;
     for Released { id, job, restart } in &settled.released {

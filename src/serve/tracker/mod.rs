@@ -113,6 +113,17 @@ pub struct PodStatus {
     pub jobs: BTreeMap<String, Job>,
 }
 
+/// What `/status` reports of the pods: see [`Tracker::status`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusCensus {
+    /// Pods with a stored count.
+    pub tracked: usize,
+    /// Of them, those whose count is not zero.
+    pub busy: usize,
+    /// The statuses asked for, sorted by pod.
+    pub pods: Vec<PodStatus>,
+}
+
 struct Call {
     call: JobCall,
     reply: oneshot::Sender<Result<i64>>,
@@ -121,7 +132,7 @@ struct Call {
 struct Inner {
     client: PodClient,
     settings: Settings,
-    /// What a kept view of a pod holds (see [`PodView::keeping`]).
+    /// What a kept view of a pod holds (see [`PodView::keep`]).
     view_keys: ViewKeys,
     /// Every tracked pod's slot and timer.
     pods: Mutex<Pods>,
@@ -130,7 +141,6 @@ struct Inner {
     runtime: Handle,
     instance: String,
     next_write: AtomicU64,
-    status: Mutex<BTreeMap<PodRef, PodStatus>>,
     /// Cleared for good when the API server refuses to create events (no rights).
     events_allowed: AtomicBool,
     /// Woken after every stored write, for `/wait-idle`.
@@ -141,10 +151,6 @@ impl Inner {
     fn pods(&self) -> MutexGuard<'_, Pods> {
         // Slots are changed in steps that never panic halfway.
         self.pods.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn status(&self) -> MutexGuard<'_, BTreeMap<PodRef, PodStatus>> {
-        self.status.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Starts the pod's writer (after [`Pods`] said none runs).
@@ -189,7 +195,6 @@ impl Tracker {
             runtime,
             instance,
             next_write: AtomicU64::new(1),
-            status: Mutex::new(BTreeMap::new()),
             events_allowed: AtomicBool::new(true),
             stored_writes: Notify::new(),
         });
@@ -279,13 +284,34 @@ impl Tracker {
     /// Hands a freshly read view of a pod to its future writer, saving the first call's read.
     /// Ignored when the pod already has a writer (it knows better).
     pub fn prime(&self, pod: PodRef, view: PodView) {
-        let view = view.keeping(&self.inner.view_keys);
+        let view = view.keep(&self.inner.view_keys);
         self.inner.pods().prime(&pod, view);
     }
 
     /// What was last stored for each tracked pod.
-    pub fn status(&self) -> Vec<PodStatus> {
-        self.inner.status().values().cloned().collect()
+    ///
+    /// Returns how many pods have a stored count, how many of them are busy, and the
+    /// statuses of those `wanted` picks (given the pod and its count), sorted by pod.
+    pub fn status(&self, wanted: impl Fn(&PodRef, i64) -> bool) -> StatusCensus {
+        let census = self.inner.pods().stored(wanted);
+        let policy = self.inner.settings.policy;
+        let mut pods: Vec<PodStatus> = census
+            .picked
+            .into_iter()
+            .map(|(pod, stored)| PodStatus {
+                pod,
+                count: stored.count,
+                label: crate::core::count::label_for(stored.count, policy),
+                updated: stored.updated,
+                jobs: stored.jobs,
+            })
+            .collect();
+        pods.sort_by(|a, b| a.pod.cmp(&b.pod));
+        StatusCensus {
+            tracked: census.tracked,
+            busy: census.busy,
+            pods,
+        }
     }
 }
 

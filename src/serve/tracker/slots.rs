@@ -1,5 +1,5 @@
 //! What the tracker keeps per pod between calls: a small slot (queued calls, the trimmed view,
-//! one timer), and the one schedule of every slot's next timer.
+//! what was last stored for `/status`, one timer), and the one schedule of every slot's timer.
 //!
 //! No task or channel lives per idle pod: a writer task runs only while its pod has work
 //! ([`Pods::enqueue`] says when to start one, [`Pods::next_work`] and [`Pods::park`] end it),
@@ -7,10 +7,11 @@
 //! Everything here runs under one lock and never awaits.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
+use crate::core::jobs::Job;
 use crate::core::pod::PodRef;
-use crate::core::view::PodView;
+use crate::core::view::{KeptView, PodView};
 
 use super::Call;
 
@@ -49,7 +50,9 @@ pub(super) struct Slot {
     running: bool,
     /// The last view of the pod, trimmed to what counting reads; `None` while a writer runs
     /// or when the next round must read the pod.
-    known: Option<PodView>,
+    known: Option<KeptView>,
+    /// What the last stored batch left, for `/status`; `None` before the first.
+    stored: Option<Stored>,
     /// No expiry round before this (after a failed one).
     expiry_not_before: Option<Instant>,
     /// This slot's entry in [`Pods::timers`].
@@ -67,9 +70,28 @@ pub(super) enum Work {
     Round(Round),
 }
 
+/// What the last stored batch left on a pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Stored {
+    /// The count then.
+    pub(super) count: i64,
+    /// When it was stored.
+    pub(super) updated: SystemTime,
+    /// The keyed jobs running then, by id.
+    pub(super) jobs: BTreeMap<String, Job>,
+}
+
+/// What [`Pods::stored`] found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct Census {
+    pub(super) tracked: usize,
+    pub(super) busy: usize,
+    pub(super) picked: Vec<(PodRef, Stored)>,
+}
+
 /// What a starting writer takes over from its slot.
 pub(super) struct Resumed {
-    pub(super) known: Option<PodView>,
+    pub(super) known: Option<KeptView>,
     pub(super) expiry_not_before: Option<Instant>,
 }
 
@@ -105,7 +127,7 @@ impl Pods {
 
     /// Keeps a freshly read view for the pod's first writer, unless the pod already has a slot
     /// (its writer knows better).
-    pub(super) fn prime(&mut self, pod: &PodRef, view: PodView) {
+    pub(super) fn prime(&mut self, pod: &PodRef, view: KeptView) {
         if !self.slots.contains_key(pod) {
             self.slot(pod).known = Some(view);
         }
@@ -182,6 +204,38 @@ impl Pods {
         }
     }
 
+    /// Records what a stored batch left (the pod's writer is running, so its slot exists).
+    pub(super) fn record(&mut self, pod: &PodRef, stored: Stored) {
+        if let Some(slot) = self.slots.get_mut(pod) {
+            slot.stored = Some(stored);
+        }
+    }
+
+    /// Forgets what was stored for the pod (it is gone); its slot goes when its writer parks.
+    pub(super) fn clear_stored(&mut self, pod: &PodRef) {
+        if let Some(slot) = self.slots.get_mut(pod) {
+            slot.stored = None;
+        }
+    }
+
+    /// The pods with something stored: how many, how many of them busy (count not zero),
+    /// and those `wanted` picks (given the pod and its count).
+    pub(super) fn stored(&self, wanted: impl Fn(&PodRef, i64) -> bool) -> Census {
+        let mut census = Census::default();
+        for (pod, slot) in &self.slots {
+            if let Some(stored) = &slot.stored {
+                census.tracked = census.tracked.saturating_add(1);
+                if stored.count != 0 {
+                    census.busy = census.busy.saturating_add(1);
+                }
+                if wanted(pod, stored.count) {
+                    census.picked.push((pod.clone(), stored.clone()));
+                }
+            }
+        }
+        census
+    }
+
     /// When the earliest timer fires.
     pub(super) fn next_timer(&self) -> Option<Instant> {
         self.timers.first_key_value().map(|(&(at, _), _)| at)
@@ -251,6 +305,15 @@ mod tests {
 
     use super::*;
     use crate::core::jobs::{Action, JobCall};
+    use crate::core::view::ViewKeys;
+
+    fn kept(uid: &str) -> KeptView {
+        PodView {
+            uid: Some(uid.to_owned()),
+            ..PodView::default()
+        }
+        .keep(&ViewKeys::default())
+    }
 
     fn call() -> (Call, oneshot::Receiver<crate::error::Result<i64>>) {
         let (reply, answer) = oneshot::channel();
@@ -298,10 +361,7 @@ mod tests {
         let mut pods = Pods::default();
         let w1 = pod("w1");
         assert!(pods.enqueue(&w1, call().0));
-        let view = PodView {
-            uid: Some("u1".to_owned()),
-            ..PodView::default()
-        };
+        let view = kept("u1");
         let _ = pods.next_work(&w1, 8);
         assert!(pods.next_work(&w1, 8).is_none());
         let state = Resumed {
@@ -380,16 +440,33 @@ mod tests {
     }
 
     #[test]
+    fn only_pods_with_a_stored_batch_are_tracked_and_a_gone_pods_entry_is_cleared_at_once() {
+        let mut pods = Pods::default();
+        let (w1, w2) = (pod("w1"), pod("w2"));
+        let stored = |count| Stored {
+            count,
+            updated: SystemTime::UNIX_EPOCH,
+            jobs: BTreeMap::new(),
+        };
+        assert!(pods.enqueue(&w1, call().0));
+        assert!(pods.enqueue(&w2, call().0));
+        pods.record(&w1, stored(0));
+        pods.record(&w2, stored(3));
+        let census = pods.stored(|pod, _| pod.name == "w2");
+        assert_eq!((census.tracked, census.busy), (2, 1));
+        assert_eq!(census.picked, vec![(w2.clone(), stored(3))]);
+        pods.clear_stored(&w2);
+        assert_eq!(pods.stored(|_, _| true).tracked, 1);
+        assert_eq!(pods.len(), 2, "the slot stays until its writer parks");
+    }
+
+    #[test]
     fn a_primed_view_is_kept_only_for_a_pod_without_a_slot() {
         let mut pods = Pods::default();
         let w1 = pod("w1");
-        let view = |uid: &str| PodView {
-            uid: Some(uid.to_owned()),
-            ..PodView::default()
-        };
-        pods.prime(&w1, view("first"));
-        pods.prime(&w1, view("second"));
+        pods.prime(&w1, kept("first"));
+        pods.prime(&w1, kept("second"));
         assert!(pods.enqueue(&w1, call().0), "priming starts no writer");
-        assert_eq!(pods.resume(&w1).known, Some(view("first")));
+        assert_eq!(pods.resume(&w1).known, Some(kept("first")));
     }
 }

@@ -10,7 +10,7 @@ use tokio::sync::Notify;
 use crate::core::durations;
 use crate::core::jobs::{self, JobCall};
 use crate::core::pod::PodRef;
-use crate::core::view::PodView;
+use crate::core::view::{KeptView, PodView};
 use crate::error::Error;
 
 use super::batch::unix_now;
@@ -85,7 +85,6 @@ impl Drop for Running<'_> {
     fn drop(&mut self) {
         if !self.parked {
             self.inner.pods().remove(self.pod);
-            self.inner.status().remove(self.pod);
             self.inner.client.metrics().forget(self.pod);
         }
     }
@@ -101,9 +100,10 @@ pub(super) async fn run_writer(inner: Arc<Inner>, pod: PodRef) {
     // A primed view is only a starting point: guards catch it if it is stale, and refusals are
     // decided on fresh reads only.
     let Resumed {
-        mut known,
+        known,
         mut expiry_not_before,
     } = inner.pods().resume(&pod);
+    let mut known = known.map(KeptView::into_view);
     let mut gone = false;
     loop {
         let work = {
@@ -112,7 +112,6 @@ pub(super) async fn run_writer(inner: Arc<Inner>, pod: PodRef) {
                 Some(work) => work,
                 None => {
                     let forget = gone && inner.settings.idle_writer.is_some();
-                    let known = known.map(|view| view.keeping(&inner.view_keys));
                     let next = next_timer(
                         &inner.settings,
                         known.as_ref(),
@@ -120,7 +119,7 @@ pub(super) async fn run_writer(inner: Arc<Inner>, pod: PodRef) {
                         Instant::now(),
                     );
                     let resumed = Resumed {
-                        known,
+                        known: known.map(|view| view.keep(&inner.view_keys)),
                         expiry_not_before,
                     };
                     pods.park(&pod, resumed, next, forget);
@@ -210,7 +209,7 @@ pub(super) async fn write_batch(
             if outcome == Outcome::Gone && inner.settings.idle_writer.is_some() {
                 // A standalone service forgets a pod that is gone (or no longer countable) at
                 // once: its status entry and series now, its slot when its writer parks.
-                inner.status().remove(pod);
+                inner.pods().clear_stored(pod);
                 inner.client.metrics().forget(pod);
                 *known = None;
             }
@@ -238,7 +237,6 @@ pub(super) async fn run_timers(inner: Weak<Inner>, changed: Arc<Notify>) {
             (fired, pods.next_timer())
         };
         for pod in fired.forgotten {
-            strong.status().remove(&pod);
             strong.client.metrics().forget(&pod);
         }
         for pod in fired.start {
