@@ -106,6 +106,12 @@ pub struct Metrics {
     /// Callers' tokens by outcome: authenticated or refused by a TokenReview, cached (no
     /// review sent), failed (the review itself failed).
     pub token_reviews: Family<ReasonLabels, Counter>,
+    /// Pods the tracker keeps state for (a slot: a kept view, a `/status` entry, a timer).
+    pub tracked_pods: Gauge,
+    /// How long each standalone sweep took (every namespace, every page).
+    pub sweep_seconds: Histogram,
+    /// Pods the standalone sweeps listed.
+    pub sweep_pods: Counter,
     last_error: Mutex<Option<LastError>>,
 }
 
@@ -143,6 +149,10 @@ impl Metrics {
             jobs_released: Family::default(),
             connections_closed: Family::default(),
             token_reviews: Family::default(),
+            tracked_pods: Gauge::default(),
+            // 10 ms to ~3 min: a page of 500 pods takes tens of milliseconds.
+            sweep_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 15)),
+            sweep_pods: Counter::default(),
             last_error: Mutex::new(None),
             registry: Registry::default(),
         };
@@ -195,6 +205,21 @@ impl Metrics {
             "token_reviews",
             "Callers' bearer tokens (--authenticate) by outcome: authenticated, refused, cached (answered without a TokenReview), failed",
             metrics.token_reviews.clone(),
+        );
+        registry.register(
+            "tracked_pods",
+            "Pods the tracker keeps state for; a standalone service forgets a pod after --forget-idle-pods-after",
+            metrics.tracked_pods.clone(),
+        );
+        registry.register(
+            "sweep_duration_seconds",
+            "How long each standalone sweep (--sweep-interval) took, every namespace and page",
+            metrics.sweep_seconds.clone(),
+        );
+        registry.register(
+            "sweep_pods",
+            "Pods listed by the standalone sweeps",
+            metrics.sweep_pods.clone(),
         );
         registry.register(
             "active_jobs",

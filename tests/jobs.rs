@@ -796,6 +796,21 @@ fn the_sweep_pages_through_a_namespace_and_starts_again_when_its_list_expires() 
         .map(|r| r.path.clone())
         .collect();
     assert!(pages.iter().all(|p| p.contains("limit=3")), "{pages:?}");
+    // Each sweep counts the pods it listed and how long it took.
+    let metrics = tracker.request("GET", "/metrics", &[]).body;
+    let series = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {metrics}"))
+    };
+    let sweeps = series("pod_webhook_tracker_sweep_duration_seconds_count");
+    assert!(sweeps >= 1.0, "{metrics}");
+    let listed = series("pod_webhook_tracker_sweep_pods_total");
+    assert!(
+        listed >= 7.0 * sweeps - 7.0,
+        "every sweep lists the 7 pods: {metrics}"
+    );
     assert!(
         pages.iter().any(|p| p.contains("continue=")),
         "7 pods take 3 pages: {pages:?}"

@@ -411,6 +411,19 @@ fn a_standalone_service_forgets_pods_nobody_called_for_forget_idle_pods_after() 
         serde_json::from_str(&tracker.request("GET", "/status", &[]).body).expect("JSON")
     };
     assert_eq!(status()["trackedPods"], 2);
+    let tracked = || {
+        tracker
+            .request("GET", "/metrics", &[])
+            .body
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix("pod_webhook_tracker_tracked_pods ")?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .expect("the tracked_pods gauge")
+    };
+    assert_eq!(tracked(), 2);
     let waited = std::time::Instant::now();
     while status()["trackedPods"] != 0 {
         assert!(
@@ -427,6 +440,7 @@ fn a_standalone_service_forgets_pods_nobody_called_for_forget_idle_pods_after() 
             .contains("active_jobs{"),
         "no series left"
     );
+    assert_eq!(tracked(), 0, "no slot left");
     // Forgetting is the tracker's memory only: the pods keep their counts, and the next
     // call reads them again.
     assert_eq!(

@@ -326,12 +326,16 @@ fn serve_admin_route(app: &App, route: Route, query: &str) -> Response<Body> {
     match route {
         Route::Healthz => probe(None),
         Route::Readyz => probe(app.readiness.problem()),
-        Route::Metrics => answer(
-            200,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            app.metrics.encode(),
-            Vec::new(),
-        ),
+        Route::Metrics => {
+            let tracked = i64::try_from(app.tracker.tracked_pods()).unwrap_or(i64::MAX);
+            app.metrics.tracked_pods.set(tracked);
+            answer(
+                200,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                app.metrics.encode(),
+                Vec::new(),
+            )
+        }
         Route::Status => answer(
             200,
             "application/json",

@@ -79,6 +79,7 @@ impl Sweep {
     }
 
     async fn once(&self) {
+        let started = std::time::Instant::now();
         let selector = self.selector.as_ref().map(ToString::to_string);
         let now = durations::unix_seconds(std::time::SystemTime::now());
         for namespace in &self.namespaces {
@@ -96,6 +97,7 @@ impl Sweep {
                 }
             };
             let each = |pods: Vec<(String, PodView)>| {
+                self.pods.metrics().sweep_pods.inc_by(pods.len() as u64);
                 for (name, view) in pods {
                     let due = crate::core::jobs::decode(view.annotation(&self.jobs_annotation))
                         .is_ok_and(|state| crate::core::jobs::has_due_job(&state, now));
@@ -116,6 +118,10 @@ impl Sweep {
                 );
             }
         }
+        self.pods
+            .metrics()
+            .sweep_seconds
+            .observe(started.elapsed().as_secs_f64());
     }
 }
 
