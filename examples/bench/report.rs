@@ -118,22 +118,47 @@ impl Report {
             return;
         };
         println!(
-            "\n## A fleet (standalone, {} pods each counted once, {} callers)\n",
-            fleet.pods, fleet.callers
+            "\n## A fleet (standalone, {} pods, each counted once per load)\n",
+            fleet.pods
         );
         println!(
-            "| calls | failed | calls/s | p50 ms | p99 ms | RSS idle | RSS after | per tracked pod |\n| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+            "| callers | spread over | calls | failed | calls/s | p50 ms | p99 ms |\n| ---: | --- | ---: | ---: | ---: | ---: | ---: |"
+        );
+        for run in &fleet.runs {
+            println!(
+                "| {} | {} | {} | {} | {:.0} | {} | {} |",
+                run.callers,
+                if run.one_pod {
+                    "one pod".to_owned()
+                } else {
+                    format!("{} pods", fleet.pods)
+                },
+                run.calls,
+                run.failures,
+                run.per_second(),
+                ms(run.p50),
+                ms(run.p99),
+            );
+        }
+        println!(
+            "\n| RSS idle | RSS with {} pods tracked | per tracked pod | RSS once forgotten | peak |\n| ---: | ---: | ---: | ---: | ---: |",
+            fleet.tracked
         );
         println!(
-            "| {} | {} | {:.0} | {} | {} | {} | {} | {:.0} bytes |",
-            fleet.calls,
-            fleet.failures,
-            fleet.calls as f64 / fleet.elapsed.as_secs_f64().max(1e-9),
-            ms(fleet.p50),
-            ms(fleet.p99),
+            "| {} | {} | {:.0} bytes | {} | {} |",
             mib(fleet.idle.current_kib),
             mib(fleet.after.current_kib),
-            fleet.per_pod_bytes()
+            fleet.per_pod_bytes(),
+            mib(fleet.forgotten.current_kib),
+            mib(fleet.forgotten.peak_kib),
+        );
+        let sweep = &fleet.sweep;
+        println!(
+            "\nOne sweep (`--sweep-interval`, pages of 500): {:.0} pods, {:.1} LIST requests, {:.1} ms; the sweeping tracker's peak RSS {}.",
+            sweep.pods,
+            sweep.lists,
+            sweep.seconds * 1000.0,
+            mib(sweep.peak.peak_kib),
         );
     }
 
@@ -495,6 +520,9 @@ impl Report {
                 });
             }
         }
+        if let Some(fleet) = &self.fleet {
+            targets.extend(fleet_targets(fleet));
+        }
         targets.push(Target {
             what: "stripped release binary".into(),
             measured: format!(
@@ -525,4 +553,54 @@ impl Report {
             );
         }
     }
+}
+
+/// The fleet phase's targets (issue #15).
+fn fleet_targets(fleet: &crate::fleet::Fleet) -> Vec<Target> {
+    let failures: usize = fleet.runs.iter().map(|run| run.failures).sum();
+    let calls: usize = fleet.runs.iter().map(|run| run.calls).sum();
+    let per_pod = fleet.per_pod_bytes();
+    let forgotten_above_idle = fleet
+        .forgotten
+        .current_kib
+        .saturating_sub(fleet.idle.current_kib);
+    vec![
+        Target {
+            what: format!(
+                "fleet: every call answered 200 ({} loads)",
+                fleet.runs.len()
+            ),
+            measured: format!("{failures} of {calls} failed"),
+            limit: "none failed".into(),
+            met: failures == 0,
+        },
+        Target {
+            what: "fleet: every pod tracked at the end of the first load".into(),
+            measured: format!("{} of {}", fleet.tracked, fleet.pods),
+            limit: format!("{}", fleet.pods),
+            met: fleet.tracked == fleet.pods as f64,
+        },
+        Target {
+            what: "fleet: resident memory per tracked pod".into(),
+            measured: format!("{per_pod:.0} bytes"),
+            limit: "≤ 2048 bytes".into(),
+            met: per_pod <= 2048.0,
+        },
+        Target {
+            what: format!("fleet: RSS with {} pods tracked", fleet.pods),
+            measured: mib(fleet.after.current_kib),
+            limit: "≤ 32 MiB (for 10,000 pods)".into(),
+            met: fleet.after.current_kib <= 32 * 1024,
+        },
+        Target {
+            what: "fleet: RSS once the idle pods are forgotten, above the idle figure".into(),
+            measured: mib(forgotten_above_idle),
+            limit: "≤ half of what the tracked pods added".into(),
+            met: 2 * forgotten_above_idle
+                <= fleet
+                    .after
+                    .current_kib
+                    .saturating_sub(fleet.idle.current_kib),
+        },
+    ]
 }

@@ -53,6 +53,16 @@ pub(crate) struct Tracker {
 impl Tracker {
     /// Starts the binary and waits for its `listening on http://ADDR` line.
     pub(crate) fn spawn(binary: &Path, mode: &Mode, api_url: &str) -> Result<Tracker, String> {
+        Tracker::spawn_with(binary, mode, api_url, &[])
+    }
+
+    /// [`Tracker::spawn`] with more `serve` flags.
+    pub(crate) fn spawn_with(
+        binary: &Path,
+        mode: &Mode,
+        api_url: &str,
+        flags: &[&str],
+    ) -> Result<Tracker, String> {
         let mut command = Command::new(binary);
         command.arg("serve").arg("--address=127.0.0.1:0");
         command.arg(format!("--kube-server={api_url}"));
@@ -87,6 +97,7 @@ impl Tracker {
             }
         }
         command
+            .args(flags)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -162,6 +173,21 @@ impl Tracker {
             }
             thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    /// One sample of its `/metrics` (a line `NAME VALUE`, no labels), if it has it.
+    pub(crate) fn metric(&self, name: &str) -> Result<Option<f64>, String> {
+        let mut conn = Conn::new(self.address);
+        let response = conn
+            .request("GET", "/metrics", &[], b"")
+            .map_err(|e| format!("GET /metrics: {e}"))?;
+        Ok(response.text().lines().find_map(|line| {
+            line.strip_prefix(name)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        }))
     }
 
     /// The last lines it logged.

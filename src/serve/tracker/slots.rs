@@ -105,7 +105,9 @@ pub(super) struct Fired {
 /// Every tracked pod's slot and the schedule of their timers.
 #[derive(Default)]
 pub(super) struct Pods {
-    slots: HashMap<PodRef, Slot>,
+    /// Boxed: a map keeps room for more entries than it holds, and an empty place should cost
+    /// a pointer, not a whole slot.
+    slots: HashMap<PodRef, Box<Slot>>,
     timers: BTreeMap<TimerKey, (PodRef, Timer)>,
     next_timer: u64,
 }
@@ -202,6 +204,15 @@ impl Pods {
         {
             self.timers.remove(&key);
         }
+        self.shrink();
+    }
+
+    /// Gives memory back once most pods are forgotten (a fleet that shrank, or a burst of new
+    /// names that went idle).
+    fn shrink(&mut self) {
+        if self.slots.len().saturating_mul(4) < self.slots.capacity() {
+            self.slots.shrink_to(self.slots.len().saturating_mul(2));
+        }
     }
 
     /// Records what a stored batch left (the pod's writer is running, so its slot exists).
@@ -277,6 +288,7 @@ impl Pods {
                 }
             }
         }
+        self.shrink();
         fired
     }
 
@@ -401,6 +413,7 @@ mod tests {
         assert_eq!(pods.fire(now), Fired::default(), "not due yet");
         assert_eq!(pods.fire(later).forgotten, vec![w2]);
         assert_eq!(pods.len(), 0);
+        assert_eq!(pods.slots.capacity(), 0, "the memory is given back");
         assert_eq!(pods.next_timer(), None);
     }
 
