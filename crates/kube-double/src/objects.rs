@@ -3,6 +3,7 @@
 
 use kube_labels::Selector;
 use serde_json::{Map, Value, json};
+use std::ops::Bound;
 
 use crate::ids;
 use crate::routes::{FieldSelector, Query};
@@ -71,12 +72,20 @@ pub(crate) fn list(
         None => None,
         Some(token) => Some(decode_continue(store, token)?),
     };
+    // Keys sort by namespace, then name: a page starts where the namespace (or the continue
+    // token) does, and the selectors are only evaluated when there are any (a sweep of a large
+    // fleet lists every pod, page after page).
+    let from = match (&start, namespace) {
+        (Some(after), _) => Bound::Excluded(after.clone()),
+        (None, Some(ns)) => Bound::Included((ns.to_owned(), String::new())),
+        (None, None) => Bound::Unbounded,
+    };
     let matching: Vec<(&(String, String), &Value)> = objects
-        .iter()
-        .filter(|((ns, _), _)| namespace.is_none_or(|wanted| wanted == ns))
-        .filter(|(k, _)| start.as_ref().is_none_or(|s| *k > s))
-        .filter(|(_, object)| labels.matches(&string_map(object, "labels")))
-        .filter(|(_, object)| fields.matches(|f| field_value(object, f)))
+        .range((from, Bound::Unbounded))
+        .skip_while(|((ns, _), _)| namespace.is_some_and(|wanted| wanted != ns))
+        .take_while(|((ns, _), _)| namespace.is_none_or(|wanted| wanted == ns))
+        .filter(|(_, object)| labels.is_empty() || labels.matches(&string_map(object, "labels")))
+        .filter(|(_, object)| fields.terms.is_empty() || fields.matches(|f| field_value(object, f)))
         .collect();
     let mut metadata = Map::new();
     let page = match limit {
