@@ -6,6 +6,7 @@
 
 pub(crate) mod connect;
 pub(crate) mod reads;
+mod slim;
 pub(crate) mod tokens;
 
 pub(crate) use connect::{KubeOverrides, connect};
@@ -18,12 +19,13 @@ use k8s_openapi::api::authorization::v1::{
 };
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use kube::api::{Api, ListParams, PatchParams, PostParams};
+use kube::api::{Api, GetParams, ListParams, PatchParams, PostParams};
 
 use crate::core::pod::PodRef;
-use crate::core::view::{ContainerRestarts, PodView};
+use crate::core::view::PodView;
 use crate::error::Result;
 use crate::metrics::Metrics;
+use slim::{SlimList, SlimPod};
 
 /// Why an API call failed, in the terms the tracker acts on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,9 +97,16 @@ impl PodClient {
         Api::namespaced(self.client.clone(), &pod.namespace)
     }
 
-    /// Reads the pod: the parts counting depends on.
+    /// Reads the pod: the parts counting depends on (decoded as [`slim::SlimPod`]).
     pub async fn get(&self, pod: &PodRef) -> Result<PodView, ApiFailure> {
-        self.get_pod(pod).await.map(view)
+        let call = async {
+            let mut request = pods_request(pod)
+                .get(&pod.name, &GetParams::default())
+                .map_err(kube::Error::BuildRequest)?;
+            request.extensions_mut().insert("get");
+            self.client.request::<SlimPod>(request).await
+        };
+        self.limited("get", call).await.map(SlimPod::into_view)
     }
 
     /// Reads the whole pod.
@@ -112,14 +121,15 @@ impl PodClient {
         pod: &PodRef,
         patch: json_patch::Patch,
     ) -> Result<PodView, ApiFailure> {
-        let api = self.pods(pod);
         let patch = kube::api::Patch::<()>::Json(patch);
-        self.limited(
-            "patch",
-            api.patch(&pod.name, &PatchParams::default(), &patch),
-        )
-        .await
-        .map(view)
+        let call = async {
+            let mut request = pods_request(pod)
+                .patch(&pod.name, &PatchParams::default(), &patch)
+                .map_err(kube::Error::BuildRequest)?;
+            request.extensions_mut().insert("patch");
+            self.client.request::<SlimPod>(request).await
+        };
+        self.limited("patch", call).await.map(SlimPod::into_view)
     }
 
     /// One page of the pods of `namespace` (at most `limit`, from `continue_token`); `None`
@@ -131,7 +141,6 @@ impl PodClient {
         limit: u32,
         continue_token: Option<&str>,
     ) -> Result<Option<PodPage>, ApiFailure> {
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
         let mut params = ListParams::default().limit(limit);
         if let Some(selector) = selector {
             params = params.labels(selector);
@@ -139,21 +148,20 @@ impl PodClient {
         if let Some(token) = continue_token {
             params = params.continue_token(token);
         }
-        let listed = self
-            .limited("list", async {
-                match api.list(&params).await {
-                    Err(kube::Error::Api(status)) if status.code == 410 => Ok(None),
-                    other => other.map(Some),
-                }
-            })
-            .await?;
-        Ok(listed.map(|pods| PodPage {
-            next: pods.metadata.continue_.filter(|token| !token.is_empty()),
-            pods: pods
-                .items
-                .into_iter()
-                .filter_map(|pod| Some((pod.metadata.name.clone()?, view(pod))))
-                .collect(),
+        let call = async {
+            let mut request = kube::core::Request::new(pods_path(namespace))
+                .list(&params)
+                .map_err(kube::Error::BuildRequest)?;
+            request.extensions_mut().insert("list");
+            match self.client.request::<SlimList>(request).await {
+                Err(kube::Error::Api(status)) if status.code == 410 => Ok(None),
+                other => other.map(Some),
+            }
+        };
+        let listed = self.limited("list", call).await?;
+        Ok(listed.map(|list| {
+            let (next, pods) = list.into_page();
+            PodPage { pods, next }
         }))
     }
 
@@ -273,11 +281,6 @@ fn classify_with_code(error: kube::Error) -> (&'static str, ApiFailure) {
     (label, classify(error))
 }
 
-/// Unix seconds of an API time; a time before 1970 does not occur, so it is clamped.
-fn unix_seconds(time: &Time) -> u64 {
-    u64::try_from(time.0.as_second()).unwrap_or(0)
-}
-
 /// A SelfSubjectAccessReview asking whether the caller may `verb` pods in `namespace` (one pod
 /// when `name` is given).
 pub(crate) fn pod_access_review(
@@ -310,39 +313,23 @@ pub(crate) fn access_review(
     }
 }
 
-/// The parts of a pod that counting depends on.
+/// Where a namespace's pods are.
+fn pods_path(namespace: &str) -> String {
+    format!("/api/v1/namespaces/{namespace}/pods")
+}
+
+fn pods_request(pod: &PodRef) -> kube::core::Request {
+    kube::core::Request::new(pods_path(&pod.namespace))
+}
+
+/// The parts of a whole pod that counting depends on (the sidecar reads its whole pod once, at
+/// start-up; every other read is decoded slim). One conversion to maintain: the whole pod goes
+/// through the slim decoding too.
 pub(crate) fn view(pod: Pod) -> PodView {
-    let containers = pod
-        .status
-        .and_then(|status| status.container_statuses)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|status| ContainerRestarts {
-            restart_count: u32::try_from(status.restart_count).unwrap_or(0),
-            last_finished: status
-                .last_state
-                .and_then(|state| state.terminated)
-                .and_then(|terminated| terminated.finished_at)
-                .map(|at| unix_seconds(&at)),
-            name: status.name,
-        })
-        .collect();
-    PodView {
-        containers,
-        labels: pod.metadata.labels,
-        annotations: pod.metadata.annotations,
-        uid: pod.metadata.uid,
-        resource_version: pod.metadata.resource_version,
-        deletion: pod
-            .metadata
-            .deletion_timestamp
-            // Being deleted is what matters: a time past SystemTime's range still counts.
-            .map(|time| {
-                std::time::UNIX_EPOCH
-                    .checked_add(Duration::from_secs(unix_seconds(&time)))
-                    .unwrap_or(std::time::UNIX_EPOCH)
-            }),
-    }
+    serde_json::to_value(pod)
+        .and_then(serde_json::from_value::<SlimPod>)
+        // Only a starting point for the writer: a wrong view costs a failed guard and a read.
+        .map_or_else(|_| PodView::default(), SlimPod::into_view)
 }
 
 /// Sorts a kube error into what the tracker does next.
