@@ -452,3 +452,44 @@ fn a_standalone_service_forgets_pods_nobody_called_for_forget_idle_pods_after() 
     assert_eq!(tracker.increment("pod_name=worker-1").count(), 2);
     assert_eq!(status()["trackedPods"], 1);
 }
+
+#[test]
+fn a_sweep_forgets_the_tracked_pods_it_no_longer_lists() {
+    let api = api();
+    api.allow(
+        Subject::user("tracker"),
+        Rule::new(["list"], ["pods"]).namespace(NS),
+    );
+    for name in ["worker-1", "worker-2", "worker-3"] {
+        api.create_pod(NS, name, &[]);
+    }
+    let tracker = standalone(&api)
+        .args(["--sweep-interval=100ms", "--sweep-page-size=2"])
+        .start();
+    for name in ["worker-1", "worker-2", "worker-3"] {
+        assert_eq!(tracker.increment(&format!("pod_name={name}")).count(), 1);
+    }
+    let status = || -> serde_json::Value {
+        serde_json::from_str(&tracker.request("GET", "/status", &[]).body).expect("JSON")
+    };
+    assert_eq!(status()["trackedPods"], 3);
+    // Deleted behind the tracker's back, and nobody calls about it again.
+    assert!(api.remove_pod(NS, "worker-2"));
+    let waited = std::time::Instant::now();
+    while status()["trackedPods"] != 2 {
+        assert!(
+            waited.elapsed() < Duration::from_secs(10),
+            "the sweep forgot worker-2: {}\n{}",
+            status(),
+            tracker.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let metrics = tracker.request("GET", "/metrics", &[]).body;
+    assert!(!metrics.contains("pod=\"worker-2\""), "{metrics}");
+    assert!(metrics.contains("pod=\"worker-1\""), "{metrics}");
+    // The pods it still lists stay tracked, sweep after sweep.
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(status()["trackedPods"], 2, "{}", status());
+    assert_eq!(tracker.increment("pod_name=worker-3").count(), 2);
+}

@@ -2,6 +2,7 @@
 //! pods nobody calls about are released by those pods' writers. The pods are listed a page at a
 //! time (`--sweep-page-size`), so a sweep of a large fleet never holds the whole list; when the
 //! API server has compacted the list's snapshot meanwhile (410 Expired), the list starts again.
+//! A complete list also tells which tracked pods are gone: the tracker forgets them.
 
 use std::future::Future;
 use std::time::Duration;
@@ -83,6 +84,10 @@ impl Sweep {
         let selector = self.selector.as_ref().map(ToString::to_string);
         let now = durations::unix_seconds(std::time::SystemTime::now());
         for namespace in &self.namespaces {
+            // The pods tracked before the list: those it does not show are gone (or no longer
+            // selected), and what the tracker keeps of them is forgotten.
+            let tracked = self.tracker.tracked_in(namespace);
+            let mut listed = vec![false; tracked.len()];
             let fetch = |token: Option<String>| {
                 let selector = selector.clone();
                 async move {
@@ -99,6 +104,11 @@ impl Sweep {
             let each = |pods: Vec<(String, PodView)>| {
                 self.pods.metrics().sweep_pods.inc_by(pods.len() as u64);
                 for (name, view) in pods {
+                    if let Ok(index) = tracked.binary_search(&name)
+                        && let Some(seen) = listed.get_mut(index)
+                    {
+                        *seen = true;
+                    }
                     let due = crate::core::jobs::decode(view.annotation(&self.jobs_annotation))
                         .is_ok_and(|state| crate::core::jobs::has_due_job(&state, now));
                     let selected = self
@@ -112,10 +122,23 @@ impl Sweep {
                     }
                 }
             };
-            if let Err(failure) = for_each_page(fetch, each).await {
-                log::warn!(
+            match for_each_page(fetch, each).await {
+                Ok(_) => {
+                    let unlisted: Vec<String> = tracked
+                        .into_iter()
+                        .zip(listed)
+                        .filter_map(|(name, seen)| (!seen).then_some(name))
+                        .collect();
+                    let forgotten = self.tracker.forget_unlisted(namespace, unlisted);
+                    if forgotten > 0 {
+                        log::debug!(
+                            "sweep: forgot {forgotten} pod(s) of {namespace} that are gone or no longer selected"
+                        );
+                    }
+                }
+                Err(failure) => log::warn!(
                     "sweep: cannot list pods in {namespace}: {failure} (grant list on pods for the sweep)"
-                );
+                ),
             }
         }
         self.pods

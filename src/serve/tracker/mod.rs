@@ -228,6 +228,23 @@ impl Tracker {
         }
     }
 
+    /// The names of the pods of `namespace` the tracker keeps, sorted (a sweep marks those it
+    /// lists).
+    pub fn tracked_in(&self, namespace: &str) -> Vec<String> {
+        self.inner.pods().names_in(namespace)
+    }
+
+    /// Forgets the pods of `namespace` named in `names` that have no call or round in
+    /// progress: a complete sweep did not list them (deleted, or no longer selected). Returns
+    /// how many were forgotten.
+    pub fn forget_unlisted(&self, namespace: &str, names: Vec<String>) -> usize {
+        let forgotten = self.inner.pods().forget_unlisted(namespace, names);
+        for pod in &forgotten {
+            self.inner.client.metrics().forget(pod);
+        }
+        forgotten.len()
+    }
+
     /// How many pods the tracker keeps a slot for.
     pub fn tracked_pods(&self) -> usize {
         self.inner.pods().len()

@@ -292,6 +292,37 @@ impl Pods {
         fired
     }
 
+    /// The names of the pods of `namespace` with a slot, sorted.
+    pub(super) fn names_in(&self, namespace: &str) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .slots
+            .keys()
+            .filter(|pod| pod.namespace == namespace)
+            .map(|pod| pod.name.clone())
+            .collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// Forgets the pods of `namespace` named in `names` whose slots have no work (a sweep did
+    /// not list them: deleted, or no longer selected); returns those forgotten. A pod that does
+    /// exist only costs a read at its next call: a slot is a cache of what the label holds.
+    pub(super) fn forget_unlisted(&mut self, namespace: &str, names: Vec<String>) -> Vec<PodRef> {
+        let mut forgotten = Vec::new();
+        for name in names {
+            let pod = PodRef::new(namespace, name);
+            let idle = self
+                .slots
+                .get(&pod)
+                .is_some_and(|slot| !slot.running && slot.calls.is_empty() && slot.round.is_none());
+            if idle {
+                self.remove(&pod);
+                forgotten.push(pod);
+            }
+        }
+        forgotten
+    }
+
     /// How many pods have a slot.
     pub(super) fn len(&self) -> usize {
         self.slots.len()
@@ -471,6 +502,26 @@ mod tests {
         pods.clear_stored(&w2);
         assert_eq!(pods.stored(|_, _| true).tracked, 1);
         assert_eq!(pods.len(), 2, "the slot stays until its writer parks");
+    }
+
+    #[test]
+    fn a_sweep_forgets_only_unlisted_pods_of_its_namespace_that_have_no_work() {
+        let mut pods = Pods::default();
+        let (w1, w2, busy) = (pod("w1"), pod("w2"), pod("busy"));
+        let elsewhere = PodRef::new("other", "w1");
+        for pod in [&w1, &w2, &busy, &elsewhere] {
+            assert!(pods.enqueue(pod, call().0));
+            let _ = pods.next_work(pod, 8);
+            assert!(pods.next_work(pod, 8).is_none());
+            let state = resumed(&mut pods, pod);
+            pods.park(pod, state, Some((Instant::now(), Timer::Idle)), false);
+        }
+        assert!(pods.enqueue(&busy, call().0), "busy has work again");
+        assert_eq!(pods.names_in("jobs"), vec!["busy", "w1", "w2"]);
+        let unlisted = vec!["busy".to_owned(), "w2".to_owned(), "never".to_owned()];
+        assert_eq!(pods.forget_unlisted("jobs", unlisted), vec![w2]);
+        assert_eq!(pods.names_in("jobs"), vec!["busy", "w1"]);
+        assert_eq!(pods.names_in("other"), vec!["w1"]);
     }
 
     #[test]
