@@ -85,7 +85,10 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     };
     // A sidecar serves one pod, whose calls queue behind one writer anyway: one worker thread
     // is enough, and each thread costs memory (its stack, and with glibc its malloc arena).
-    let sidecar = matches!(config.targeting, crate::core::target::Targeting::Sidecar { .. });
+    let sidecar = matches!(
+        config.targeting,
+        crate::core::target::Targeting::Sidecar { .. }
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(if sidecar { 1 } else { 2 })
         // Nothing runs on tokio's blocking pool but kube's rare file reads (kubeconfig, tokens).

@@ -14,12 +14,13 @@
 //! [`writer`] (the task that runs while a pod has work, batching queued calls), [`rounds`]
 //! (rounds of read → compute → guarded write, and settling a lost answer), [`batch`] (every
 //! caller's count and what to store), [`bookkeeping`] (status, metrics and events after a
-//! stored batch).
+//! stored batch), [`trim`] (memory back to the system once most pods are forgotten).
 
 mod batch;
 mod bookkeeping;
 mod rounds;
 mod slots;
+mod trim;
 mod writer;
 
 use std::collections::BTreeMap;
@@ -238,9 +239,16 @@ impl Tracker {
     /// progress: a complete sweep did not list them (deleted, or no longer selected). Returns
     /// how many were forgotten.
     pub fn forget_unlisted(&self, namespace: &str, names: Vec<String>) -> usize {
-        let forgotten = self.inner.pods().forget_unlisted(namespace, names);
+        let (forgotten, shrunk) = {
+            let mut pods = self.inner.pods();
+            let forgotten = pods.forget_unlisted(namespace, names);
+            (forgotten, pods.take_shrunk())
+        };
         for pod in &forgotten {
             self.inner.client.metrics().forget(pod);
+        }
+        if shrunk {
+            trim::give_back_free_memory();
         }
         forgotten.len()
     }

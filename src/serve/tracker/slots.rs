@@ -110,6 +110,8 @@ pub(super) struct Pods {
     slots: HashMap<PodRef, Box<Slot>>,
     timers: BTreeMap<TimerKey, (PodRef, Timer)>,
     next_timer: u64,
+    /// The slot map shrank since [`Pods::take_shrunk`] was last asked.
+    shrunk: bool,
 }
 
 impl Pods {
@@ -212,7 +214,14 @@ impl Pods {
     fn shrink(&mut self) {
         if self.slots.len().saturating_mul(4) < self.slots.capacity() {
             self.slots.shrink_to(self.slots.len().saturating_mul(2));
+            self.shrunk = true;
         }
+    }
+
+    /// Whether the slot map shrank since last asked: most pods are forgotten, and the memory
+    /// they took is worth giving back to the system.
+    pub(super) fn take_shrunk(&mut self) -> bool {
+        std::mem::take(&mut self.shrunk)
     }
 
     /// Records what a stored batch left (the pod's writer is running, so its slot exists).
@@ -445,6 +454,8 @@ mod tests {
         assert_eq!(pods.fire(later).forgotten, vec![w2]);
         assert_eq!(pods.len(), 0);
         assert_eq!(pods.slots.capacity(), 0, "the memory is given back");
+        assert!(pods.take_shrunk());
+        assert!(!pods.take_shrunk(), "told once");
         assert_eq!(pods.next_timer(), None);
     }
 

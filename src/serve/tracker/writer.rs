@@ -17,6 +17,7 @@ use super::batch::unix_now;
 use super::bookkeeping::stored;
 use super::rounds::settle;
 use super::slots::{Resumed, Round, Timer, Work};
+use super::trim::give_back_free_memory;
 use super::{Call, EXPIRY_RETRY, Inner, MAX_BATCH, Settings};
 
 /// How long until the earliest deadline of a keyed job on the kept view, if any.
@@ -231,11 +232,14 @@ pub(super) async fn run_timers(inner: Weak<Inner>, changed: Arc<Notify>) {
         let Some(strong) = inner.upgrade() else {
             return;
         };
-        let (fired, earliest) = {
+        let (fired, earliest, shrunk) = {
             let mut pods = strong.pods();
             let fired = pods.fire(Instant::now());
-            (fired, pods.next_timer())
+            (fired, pods.next_timer(), pods.take_shrunk())
         };
+        if shrunk {
+            give_back_free_memory();
+        }
         for pod in fired.forgotten {
             strong.client.metrics().forget(&pod);
         }
