@@ -902,6 +902,28 @@ mod tests {
         .expect("list");
         assert_eq!(names(&rest), ["p3"]);
         assert!(rest["metadata"].get("continue").is_none());
+        // A namespace's pages never run into the next namespace, and the whole-cluster list
+        // pages across namespaces.
+        let b = list_pods(&store, Some("b"), &query("limit=5")).expect("list");
+        assert_eq!(names(&b), ["p4"]);
+        assert!(b["metadata"].get("continue").is_none());
+        let across = list_pods(&store, None, &query("limit=3")).expect("list");
+        assert_eq!(names(&across), ["p1", "p2", "p3"]);
+        let token = across["metadata"]["continue"]
+            .as_str()
+            .expect("continue token")
+            .to_string();
+        let next = list_pods(
+            &store,
+            None,
+            &Query(vec![
+                ("limit".into(), "3".into()),
+                ("continue".into(), token),
+            ]),
+        )
+        .expect("list");
+        assert_eq!(names(&next), ["p4"]);
+        assert!(list_pods(&store, Some("c"), &query("")).is_ok_and(|l| names(&l).is_empty()));
         let error =
             list_pods(&store, None, &query("fieldSelector=spec.foo%3Dx")).expect_err("unsupported");
         assert_eq!(error.message, "field label not supported: spec.foo");
