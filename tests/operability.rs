@@ -493,3 +493,38 @@ fn a_sweep_forgets_the_tracked_pods_it_no_longer_lists() {
     assert_eq!(status()["trackedPods"], 2, "{}", status());
     assert_eq!(tracker.increment("pod_name=worker-3").count(), 2);
 }
+
+#[test]
+fn calls_for_pods_that_do_not_exist_or_may_not_be_touched_leave_nothing_tracked() {
+    let api = api();
+    api.create_pod(NS, "worker-1", &[]);
+    api.create_pod("elsewhere", "worker-1", &[]);
+    let tracker = standalone(&api).start();
+    let tracked = || {
+        tracker
+            .request("GET", "/metrics", &[])
+            .body
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix("pod_webhook_tracker_tracked_pods ")?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .expect("the tracked_pods gauge")
+    };
+    for i in 0..50 {
+        assert_eq!(
+            tracker
+                .increment(&format!("pod_name=no-such-pod-{i}"))
+                .status,
+            404
+        );
+    }
+    // The tracker has no rights in this namespace: the API server refuses it (502), and
+    // nothing is kept either.
+    let refused = tracker.increment("pod_name=worker-1&namespace=elsewhere");
+    assert_eq!(refused.status, 502, "{refused:?}");
+    assert_eq!(tracked(), 0, "no slot kept for a pod never counted");
+    assert_eq!(tracker.increment("pod_name=worker-1").count(), 1);
+    assert_eq!(tracked(), 1);
+}

@@ -231,6 +231,13 @@ impl Pods {
         }
     }
 
+    /// Whether a batch was ever stored for the pod (and not cleared since).
+    pub(super) fn has_stored(&self, pod: &PodRef) -> bool {
+        self.slots
+            .get(pod)
+            .is_some_and(|slot| slot.stored.is_some())
+    }
+
     /// Forgets what was stored for the pod (it is gone); its slot goes when its writer parks.
     pub(super) fn clear_stored(&mut self, pod: &PodRef) {
         if let Some(slot) = self.slots.get_mut(pod) {

@@ -112,7 +112,12 @@ pub(super) async fn run_writer(inner: Arc<Inner>, pod: PodRef) {
             match pods.next_work(&pod, MAX_BATCH) {
                 Some(work) => work,
                 None => {
-                    let forget = gone && inner.settings.idle_writer.is_some();
+                    // A standalone service keeps nothing of a pod that is gone, nor of one it
+                    // never stored anything for and holds no view of (every call refused or
+                    // failed: a caller naming pods that do not exist, or that the tracker may
+                    // not touch, must not make it grow).
+                    let worthless = known.is_none() && !pods.has_stored(&pod);
+                    let forget = inner.settings.idle_writer.is_some() && (gone || worthless);
                     let next = next_timer(
                         &inner.settings,
                         known.as_ref(),
