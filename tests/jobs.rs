@@ -838,3 +838,27 @@ fn the_sweep_pages_through_a_namespace_and_starts_again_when_its_list_expires() 
         tracker.log()
     );
 }
+
+#[test]
+fn a_restarted_sidecar_releases_a_job_past_its_deadline_without_waiting_for_a_call() {
+    let api = api();
+    // What a sidecar that was restarted finds: a job whose deadline has passed meanwhile.
+    api.create_pod(NS, "job-1", &[("active-jobs", "1")]);
+    api.set_annotation(
+        NS,
+        "job-1",
+        JOBS,
+        Some(r#"{"v":1,"jobs":{"gone":{"s":1,"d":2}}}"#),
+    );
+    let tracker = sidecar(&api, "job-1").start();
+    tracker.wait_ready();
+    let released = (0..100).any(|_| {
+        let done = label(&api, "job-1").is_none();
+        if !done {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        done
+    });
+    assert!(released, "released with no call:\n{}", tracker.log());
+    assert_eq!(annotation(&api, "job-1", JOBS), None);
+}

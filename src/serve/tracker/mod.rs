@@ -308,9 +308,15 @@ impl Tracker {
 
     /// Hands a freshly read view of a pod to its future writer, saving the first call's read.
     /// Ignored when the pod already has a writer (it knows better).
+    ///
+    /// The view's deadlines and rechecks are scheduled at once: jobs found on the pod are
+    /// released when due, before any call.
     pub fn prime(&self, pod: PodRef, view: PodView) {
+        let next = writer::next_timer(&self.inner.settings, Some(&view), None, Instant::now());
         let view = view.keep(&self.inner.view_keys);
-        self.inner.pods().prime(&pod, view);
+        if self.inner.pods().prime(&pod, view, next) && next.is_some() {
+            self.inner.timers_changed.notify_one();
+        }
     }
 
     /// What was last stored for each tracked pod.

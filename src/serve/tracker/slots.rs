@@ -131,10 +131,22 @@ impl Pods {
 
     /// Keeps a freshly read view for the pod's first writer, unless the pod already has a slot
     /// (its writer knows better).
-    pub(super) fn prime(&mut self, pod: &PodRef, view: KeptView) {
-        if !self.slots.contains_key(pod) {
-            self.slot(pod).known = Some(view);
+    ///
+    /// `next` is the timer the view calls for (a job's deadline, a recheck), so that the jobs a
+    /// restarted tracker finds are released without waiting for a call. Returns whether the
+    /// view was kept.
+    pub(super) fn prime(
+        &mut self,
+        pod: &PodRef,
+        view: KeptView,
+        next: Option<(Instant, Timer)>,
+    ) -> bool {
+        if self.slots.contains_key(pod) {
+            return false;
         }
+        self.slot(pod).known = Some(view);
+        self.set_timer(pod, next);
+        true
     }
 
     /// A starting writer takes the slot's view and expiry pause.
@@ -183,13 +195,20 @@ impl Pods {
         slot.running = false;
         slot.known = resumed.known;
         slot.expiry_not_before = resumed.expiry_not_before;
-        let old = slot.timer.take();
+        self.set_timer(pod, next);
+    }
+
+    /// Replaces the slot's timer (`None`: no timer).
+    fn set_timer(&mut self, pod: &PodRef, next: Option<(Instant, Timer)>) {
         let new = next.map(|(at, timer)| {
             let key = (at, self.next_timer);
             self.next_timer = self.next_timer.wrapping_add(1);
             (key, timer)
         });
-        slot.timer = new.map(|(key, _)| key);
+        let Some(slot) = self.slots.get_mut(pod) else {
+            return;
+        };
+        let old = std::mem::replace(&mut slot.timer, new.map(|(key, _)| key));
         if let Some(old) = old {
             self.timers.remove(&old);
         }
@@ -546,8 +565,10 @@ mod tests {
     fn a_primed_view_is_kept_only_for_a_pod_without_a_slot() {
         let mut pods = Pods::default();
         let w1 = pod("w1");
-        pods.prime(&w1, kept("first"));
-        pods.prime(&w1, kept("second"));
+        let due = Instant::now();
+        assert!(pods.prime(&w1, kept("first"), Some((due, Timer::Deadline))));
+        assert!(!pods.prime(&w1, kept("second"), None));
+        assert_eq!(pods.next_timer(), Some(due), "the view's deadline is kept");
         assert!(pods.enqueue(&w1, call().0), "priming starts no writer");
         assert_eq!(pods.resume(&w1).known, Some(kept("first")));
     }
