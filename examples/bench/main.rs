@@ -2,7 +2,7 @@
 //! algorithm, side by side, against the same in-process API server test double.
 //!
 //! ```sh
-//! cargo build --release && cargo run --release --example bench   # full run, about 1.5 min
+//! cargo build --release && cargo run --release --example bench   # full run, about 2.5 min
 //! cargo run --release --example bench -- --quick                  # smoke run, about 30 s
 //! cargo run --release --example bench -- --check                  # exit 1 if a target is missed
 //! cargo run --release --example bench -- --help                   # every option
