@@ -149,27 +149,33 @@ async fn mutate(injector: &Injector, request: Request<Incoming>) -> Response<Bod
     let Ok(_permit) = injector.permits.acquire().await else {
         return plain(StatusCode::SERVICE_UNAVAILABLE, "stopping".to_owned());
     };
+    let too_large = || {
+        injector.count("refused");
+        plain(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the review is larger than {MAX_REVIEW} bytes"),
+        )
+    };
+    // A declared length above the bound is refused before any of the body is read.
+    if hyper::body::Body::size_hint(request.body()).lower() > MAX_REVIEW as u64 {
+        return too_large();
+    }
     let body = match Limited::new(request.into_body(), MAX_REVIEW)
         .collect()
         .await
     {
         Ok(body) => body.to_bytes(),
         Err(e) => {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                return too_large();
+            }
             injector.count("refused");
-            let too_large = e
-                .downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some();
-            return if too_large {
-                plain(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("the review is larger than {MAX_REVIEW} bytes"),
-                )
-            } else {
-                plain(
-                    StatusCode::BAD_REQUEST,
-                    format!("the review could not be read: {e}"),
-                )
-            };
+            return plain(
+                StatusCode::BAD_REQUEST,
+                format!("the review could not be read: {e}"),
+            );
         }
     };
     let version = env!("CARGO_PKG_VERSION");

@@ -39,6 +39,86 @@ pub(crate) fn write_certificate(dir: &Path, names: &[&str]) -> String {
     ca_cert.pem()
 }
 
+/// A client configuration trusting `ca_pem`.
+fn client_config(ca_pem: &str) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.expect("a certificate")).expect("added");
+    }
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
+
+/// A POST with these headers whose body is only `sent` (the headers may declare more), then the
+/// answer: the status and the body. For a server that refuses a body before its end — a client
+/// that went on writing it could lose that answer to a reset.
+pub(crate) fn post_raw(
+    address: SocketAddr,
+    ca_pem: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    sent: &[u8],
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(address)
+            .await
+            .expect("connects");
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("a name");
+        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(client_config(ca_pem)))
+            .connect(name, tcp)
+            .await
+            .expect("a handshake");
+        let mut head = format!("POST {path} HTTP/1.1\r\nhost: tracker\r\n");
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("\r\n");
+        tls.write_all(head.as_bytes())
+            .await
+            .expect("the head is sent");
+        tls.write_all(sent).await.expect("the first bytes are sent");
+        tls.flush().await.expect("flushed");
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            let mut chunk = [0_u8; 4096];
+            loop {
+                let mut headers = [httparse::EMPTY_HEADER; 32];
+                let mut response = httparse::Response::new(&mut headers);
+                if let Ok(httparse::Status::Complete(length)) = response.parse(&answer) {
+                    let body_length = response
+                        .headers
+                        .iter()
+                        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                        .and_then(|h| std::str::from_utf8(h.value).ok()?.parse::<usize>().ok())
+                        .unwrap_or(0);
+                    if answer.len() >= length + body_length {
+                        let status = response.code.expect("a status");
+                        let body = String::from_utf8_lossy(&answer[length..length + body_length])
+                            .into_owned();
+                        return (status, body);
+                    }
+                }
+                let n = tls.read(&mut chunk).await.expect("the answer is read");
+                assert!(
+                    n > 0,
+                    "the connection closed before a whole answer: {answer:?}"
+                );
+                answer.extend_from_slice(&chunk[..n]);
+            }
+        })
+        .await;
+        read.expect("an answer within 10 s")
+    })
+}
+
 /// One HTTPS request, trusting `ca_pem` for the name 127.0.0.1: the status and the body.
 pub(crate) fn request(
     address: SocketAddr,
@@ -53,17 +133,7 @@ pub(crate) fn request(
         .build()
         .expect("a runtime");
     runtime.block_on(async {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(ca_pem.as_bytes()) {
-            roots.add(cert.expect("a certificate")).expect("added");
-        }
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let config = client_config(ca_pem);
         let tcp = tokio::net::TcpStream::connect(address)
             .await
             .expect("connects");
