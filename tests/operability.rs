@@ -39,6 +39,25 @@ fn metrics(tracker: &Tracker) -> BTreeMap<String, f64> {
     parse_metrics(&answer.body)
 }
 
+/// `GET /status` on the webhook address, as JSON.
+fn status_of(tracker: &Tracker) -> serde_json::Value {
+    serde_json::from_str(&tracker.request("GET", "/status", &[]).body).expect("JSON")
+}
+
+/// The `tracked_pods` gauge, from `/metrics` on the webhook address.
+fn tracked_pods(tracker: &Tracker) -> u64 {
+    tracker
+        .request("GET", "/metrics", &[])
+        .body
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("pod_webhook_tracker_tracked_pods ")?
+                .parse::<u64>()
+                .ok()
+        })
+        .expect("the tracked_pods gauge")
+}
+
 fn value(metrics: &BTreeMap<String, f64>, series: &str) -> f64 {
     metrics
         .get(series)
@@ -375,9 +394,7 @@ fn a_deleted_pod_is_forgotten_by_the_standalone_service_at_its_next_call() {
     api.create_pod(NS, "worker-1", &[]);
     let tracker = standalone(&api).start();
     assert_eq!(tracker.increment("pod_name=worker-1").count(), 1);
-    let status = || -> serde_json::Value {
-        serde_json::from_str(&tracker.request("GET", "/status", &[]).body).expect("JSON")
-    };
+    let status = || status_of(&tracker);
     assert_eq!(status()["trackedPods"], 1);
     assert!(
         tracker
@@ -407,22 +424,9 @@ fn a_standalone_service_forgets_pods_nobody_called_for_forget_idle_pods_after() 
         .start();
     assert_eq!(tracker.increment("pod_name=worker-1").count(), 1);
     assert_eq!(tracker.increment("pod_name=worker-2").count(), 1);
-    let status = || -> serde_json::Value {
-        serde_json::from_str(&tracker.request("GET", "/status", &[]).body).expect("JSON")
-    };
+    let status = || status_of(&tracker);
     assert_eq!(status()["trackedPods"], 2);
-    let tracked = || {
-        tracker
-            .request("GET", "/metrics", &[])
-            .body
-            .lines()
-            .find_map(|line| {
-                line.strip_prefix("pod_webhook_tracker_tracked_pods ")?
-                    .parse::<u64>()
-                    .ok()
-            })
-            .expect("the tracked_pods gauge")
-    };
+    let tracked = || tracked_pods(&tracker);
     assert_eq!(tracked(), 2);
     let waited = std::time::Instant::now();
     while status()["trackedPods"] != 0 {
@@ -469,9 +473,7 @@ fn a_sweep_forgets_the_tracked_pods_it_no_longer_lists() {
     for name in ["worker-1", "worker-2", "worker-3"] {
         assert_eq!(tracker.increment(&format!("pod_name={name}")).count(), 1);
     }
-    let status = || -> serde_json::Value {
-        serde_json::from_str(&tracker.request("GET", "/status", &[]).body).expect("JSON")
-    };
+    let status = || status_of(&tracker);
     assert_eq!(status()["trackedPods"], 3);
     // Deleted behind the tracker's back, and nobody calls about it again.
     assert!(api.remove_pod(NS, "worker-2"));
@@ -500,18 +502,7 @@ fn calls_for_pods_that_do_not_exist_or_may_not_be_touched_leave_nothing_tracked(
     api.create_pod(NS, "worker-1", &[]);
     api.create_pod("elsewhere", "worker-1", &[]);
     let tracker = standalone(&api).start();
-    let tracked = || {
-        tracker
-            .request("GET", "/metrics", &[])
-            .body
-            .lines()
-            .find_map(|line| {
-                line.strip_prefix("pod_webhook_tracker_tracked_pods ")?
-                    .parse::<u64>()
-                    .ok()
-            })
-            .expect("the tracked_pods gauge")
-    };
+    let tracked = || tracked_pods(&tracker);
     for i in 0..50 {
         assert_eq!(
             tracker
