@@ -52,6 +52,21 @@ fn client_config(ca_pem: &str) -> rustls::ClientConfig {
         .with_no_client_auth()
 }
 
+/// A TLS connection to `address`, trusting `ca_pem` for the name 127.0.0.1.
+async fn connect(
+    address: SocketAddr,
+    ca_pem: &str,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let tcp = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connects");
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("a name");
+    tokio_rustls::TlsConnector::from(Arc::new(client_config(ca_pem)))
+        .connect(name, tcp)
+        .await
+        .expect("a handshake")
+}
+
 /// A POST with these headers whose body is only `sent` (the headers may declare more), then the
 /// answer: the status and the body. For a server that refuses a body before its end — a client
 /// that went on writing it could lose that answer to a reset.
@@ -68,14 +83,7 @@ pub(crate) fn post_raw(
         .build()
         .expect("a runtime");
     runtime.block_on(async {
-        let tcp = tokio::net::TcpStream::connect(address)
-            .await
-            .expect("connects");
-        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("a name");
-        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(client_config(ca_pem)))
-            .connect(name, tcp)
-            .await
-            .expect("a handshake");
+        let mut tls = connect(address, ca_pem).await;
         let mut head = format!("POST {path} HTTP/1.1\r\nhost: tracker\r\n");
         for (name, value) in headers {
             head.push_str(&format!("{name}: {value}\r\n"));
@@ -133,15 +141,7 @@ pub(crate) fn request(
         .build()
         .expect("a runtime");
     runtime.block_on(async {
-        let config = client_config(ca_pem);
-        let tcp = tokio::net::TcpStream::connect(address)
-            .await
-            .expect("connects");
-        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("a name");
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-            .connect(name, tcp)
-            .await
-            .expect("a handshake");
+        let tls = connect(address, ca_pem).await;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
             .expect("HTTP");
