@@ -32,8 +32,10 @@ pub(crate) const MAX_LISTED: usize = 100;
 pub(crate) fn status_json(app: &App, pod: Option<&str>) -> serde_json::Value {
     let time = durations::rfc3339_of;
     let sidecar = matches!(app.targeting, Targeting::Sidecar { .. });
-    let census = app.tracker.status(|tracked, count| match pod {
-        Some(wanted) => tracked.to_string() == wanted,
+    // `?pod=NAMESPACE/NAME`, split once rather than formatting every tracked pod's name.
+    let wanted = pod.map(|pod| pod.split_once('/').unwrap_or(("", pod)));
+    let census = app.tracker.status(|tracked, count| match wanted {
+        Some((namespace, name)) => tracked.namespace == namespace && tracked.name == name,
         // A sidecar has one pod: always shown. A standalone service shows its busy pods.
         None => sidecar || count != 0,
     });

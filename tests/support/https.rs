@@ -52,6 +52,15 @@ fn client_config(ca_pem: &str) -> rustls::ClientConfig {
         .with_no_client_auth()
 }
 
+/// Runs `future` to its end on a runtime of its own (the tests calling these are synchronous).
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+        .block_on(future)
+}
+
 /// A TLS connection to `address`, trusting `ca_pem` for the name 127.0.0.1.
 async fn connect(
     address: SocketAddr,
@@ -78,11 +87,7 @@ pub(crate) fn post_raw(
     sent: &[u8],
 ) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    runtime.block_on(async {
+    block_on(async {
         let mut tls = connect(address, ca_pem).await;
         let mut head = format!("POST {path} HTTP/1.1\r\nhost: tracker\r\n");
         for (name, value) in headers {
@@ -136,11 +141,7 @@ pub(crate) fn request(
     headers: &[(&str, &str)],
     body: Vec<u8>,
 ) -> (u16, String) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    runtime.block_on(async {
+    block_on(async {
         let tls = connect(address, ca_pem).await;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
