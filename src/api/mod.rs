@@ -11,13 +11,14 @@ pub(crate) mod tokens;
 
 pub(crate) use connect::{KubeOverrides, connect};
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
 };
-use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Api, GetParams, ListParams, PatchParams, PostParams};
 
@@ -93,12 +94,21 @@ impl PodClient {
         &self.metrics
     }
 
-    fn pods(&self, pod: &PodRef) -> Api<Pod> {
-        Api::namespaced(self.client.clone(), &pod.namespace)
-    }
-
     /// Reads the pod: the parts counting depends on (decoded as [`slim::SlimPod`]).
     pub async fn get(&self, pod: &PodRef) -> Result<PodView, ApiFailure> {
+        self.get_slim(pod).await.map(SlimPod::into_view)
+    }
+
+    /// Reads the sidecar's own pod: the parts counting depends on, and the service account it
+    /// runs as (`None`: the namespace's `default`), which the advice on missing rights names.
+    /// Decoded slim like every other read, so that a sidecar never builds a whole `Pod`.
+    pub async fn get_own(&self, pod: &PodRef) -> Result<(PodView, Option<String>), ApiFailure> {
+        let slim = self.get_slim(pod).await?;
+        let account = slim.service_account().map(str::to_owned);
+        Ok((slim.into_view(), account))
+    }
+
+    async fn get_slim(&self, pod: &PodRef) -> Result<SlimPod, ApiFailure> {
         let call = async {
             let mut request = pods_request(pod)
                 .get(&pod.name, &GetParams::default())
@@ -106,13 +116,7 @@ impl PodClient {
             request.extensions_mut().insert("get");
             self.client.request::<SlimPod>(request).await
         };
-        self.limited("get", call).await.map(SlimPod::into_view)
-    }
-
-    /// Reads the whole pod.
-    pub async fn get_pod(&self, pod: &PodRef) -> Result<Pod, ApiFailure> {
-        let api = self.pods(pod);
-        self.limited("get", api.get(&pod.name)).await
+        self.limited("get", call).await
     }
 
     /// Sends a JSON patch (its `test` operations guard the change) and returns the stored pod.
@@ -227,10 +231,24 @@ impl PodClient {
             .map(drop)
     }
 
-    async fn limited<T>(
+    /// Runs one API request within `--request-timeout`, and counts it.
+    ///
+    /// The request is boxed: a kube request's future is some kilobytes, and inline it would
+    /// enlarge every future that awaits it, for as long as that one lives (each connection's
+    /// request, each pod's writer), not only while a request is out.
+    fn limited<T>(
         &self,
         verb: &'static str,
         call: impl Future<Output = kube::Result<T>>,
+    ) -> impl Future<Output = Result<T, ApiFailure>> {
+        let call = Box::pin(call);
+        self.limited_boxed(verb, call)
+    }
+
+    async fn limited_boxed<T>(
+        &self,
+        verb: &'static str,
+        call: Pin<Box<impl Future<Output = kube::Result<T>>>>,
     ) -> Result<T, ApiFailure> {
         let started = std::time::Instant::now();
         let outcome = match self.timeout {
@@ -320,16 +338,6 @@ fn pods_path(namespace: &str) -> String {
 
 fn pods_request(pod: &PodRef) -> kube::core::Request {
     kube::core::Request::new(pods_path(&pod.namespace))
-}
-
-/// The parts of a whole pod that counting depends on (the sidecar reads its whole pod once, at
-/// start-up; every other read is decoded slim). One conversion to maintain: the whole pod goes
-/// through the slim decoding too.
-pub(crate) fn view(pod: Pod) -> PodView {
-    serde_json::to_value(pod)
-        .and_then(serde_json::from_value::<SlimPod>)
-        // Only a starting point for the writer: a wrong view costs a failed guard and a read.
-        .map_or_else(|_| PodView::default(), SlimPod::into_view)
 }
 
 /// Sorts a kube error into what the tracker does next.

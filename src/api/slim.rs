@@ -1,6 +1,7 @@
 //! The pod as the tracker decodes it: only the fields counting reads, straight into a
-//! [`PodView`]. Everything else in the API server's answer (the spec, `managedFields`, most of
-//! the status) is skipped by the parser instead of being built into k8s-openapi's whole `Pod`.
+//! [`PodView`]. Everything else in the API server's answer (most of the spec, `managedFields`,
+//! most of the status) is skipped by the parser instead of being built into k8s-openapi's whole
+//! `Pod`, whose decoding alone is some hundreds of KiB of code a sidecar would keep resident.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -16,7 +17,16 @@ pub(crate) struct SlimPod {
     #[serde(default)]
     metadata: SlimMeta,
     #[serde(default)]
+    spec: Option<SlimSpec>,
+    #[serde(default)]
     status: Option<SlimStatus>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SlimSpec {
+    #[serde(default)]
+    service_account_name: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -98,6 +108,11 @@ impl SlimList {
 }
 
 impl SlimPod {
+    /// The service account the pod runs as, if the spec names one.
+    pub(crate) fn service_account(&self) -> Option<&str> {
+        self.spec.as_ref()?.service_account_name.as_deref()
+    }
+
     /// The parts of the pod that counting depends on.
     pub(crate) fn into_view(self) -> PodView {
         let containers = self
@@ -199,10 +214,16 @@ mod tests {
             }],
         };
         assert_eq!(slim(&pod()), expected);
-        // The sidecar's start-up reads the whole pod: its view is the same.
-        let whole: k8s_openapi::api::core::v1::Pod =
-            serde_json::from_value(pod()).expect("a pod decodes");
-        assert_eq!(crate::api::view(whole), expected);
+    }
+
+    #[test]
+    fn the_service_account_is_read_from_the_spec_when_it_names_one() {
+        let mut named = pod();
+        named["spec"]["serviceAccountName"] = json!("job-tracker");
+        let decode = |pod: Value| serde_json::from_value::<SlimPod>(pod).expect("a pod decodes");
+        assert_eq!(decode(named).service_account(), Some("job-tracker"));
+        assert_eq!(decode(pod()).service_account(), None);
+        assert_eq!(decode(json!({})).service_account(), None);
     }
 
     #[test]

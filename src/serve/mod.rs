@@ -16,7 +16,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Pod;
+use crate::core::view::PodView;
 
 use crate::api::{self, ApiFailure, PodClient};
 use crate::config::Config;
@@ -83,14 +83,21 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         exit_status,
         message,
     };
-    // A sidecar serves one pod, whose calls queue behind one writer anyway: one worker thread
-    // is enough, and each thread costs memory (its stack, and with glibc its malloc arena).
+    // A sidecar serves one pod, whose calls queue behind one writer anyway: one thread is
+    // enough (tokio's current-thread runtime), and each thread costs memory (its stack, and
+    // with glibc a malloc arena of its own). The standalone service serves many pods at once.
     let sidecar = matches!(
         config.targeting,
         crate::core::target::Targeting::Sidecar { .. }
     );
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(if sidecar { 1 } else { 2 })
+    let mut builder = if sidecar {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(2);
+        builder
+    };
+    let runtime = builder
         // Nothing runs on tokio's blocking pool but kube's rare file reads (kubeconfig, tokens).
         .max_blocking_threads(4)
         .thread_name("tracker")
@@ -282,9 +289,9 @@ pub(crate) async fn wait_for_stop_signal() -> &'static str {
 async fn check_own_pod(pods: PodClient, tracker: Tracker, own: PodRef, readiness: Arc<Readiness>) {
     loop {
         match own_pod_problem(&pods, &own).await {
-            Ok(pod) => {
+            Ok(view) => {
                 // The pod was just read: the first call need not read it again.
-                tracker.prime(own.clone(), api::view(pod));
+                tracker.prime(own.clone(), view);
                 readiness.set_ready();
                 log::info!("own pod {own} found and patchable: ready");
                 return;
@@ -342,9 +349,9 @@ async fn check_namespace_rights(
 }
 
 /// The own pod, if it exists and may be patched; otherwise what is wrong.
-async fn own_pod_problem(pods: &PodClient, own: &PodRef) -> Result<Pod, String> {
-    let pod = match pods.get_pod(own).await {
-        Ok(pod) => pod,
+async fn own_pod_problem(pods: &PodClient, own: &PodRef) -> Result<PodView, String> {
+    let (view, account) = match pods.get_own(own).await {
+        Ok(own_pod) => own_pod,
         Err(ApiFailure::NotFound) => {
             return Err(format!(
                 "own pod {own} not found: check that POD_NAME and POD_NAMESPACE come from the downward API"
@@ -357,13 +364,9 @@ async fn own_pod_problem(pods: &PodClient, own: &PodRef) -> Result<Pod, String> 
         }
         Err(other) => return Err(format!("cannot read own pod {own}: {other:?}")),
     };
-    let account = pod
-        .spec
-        .as_ref()
-        .and_then(|spec| spec.service_account_name.clone())
-        .unwrap_or_else(|| "default".to_owned());
+    let account = account.unwrap_or_else(|| "default".to_owned());
     match pods.may("patch", own).await {
-        Ok(true) => Ok(pod),
+        Ok(true) => Ok(view),
         Ok(false) => Err(format!(
             "service account {}/{account} may not patch pod {own}: grant verbs [get, patch] on pods \
              (resourceNames: [{}]) in namespace {} with a Role and RoleBinding",
