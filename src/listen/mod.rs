@@ -220,7 +220,10 @@ fn serve<H, F>(
     let service_activity = Arc::clone(&activity);
     let service = service_fn(move |request| {
         let serving = service_activity.serving();
-        let answer = AssertUnwindSafe(handler(request)).catch_unwind();
+        // Boxed, for as long as the request is answered: hyper keeps room for the service's
+        // future for the connection's whole life, and an async block that awaits a future it
+        // captured holds it twice.
+        let answer = Box::pin(AssertUnwindSafe(handler(request)).catch_unwind());
         let closed = closed.clone();
         async move {
             let response = answer.await.unwrap_or_else(|panic| {
@@ -240,25 +243,31 @@ fn serve<H, F>(
     let listener = listener.clone();
     tokio::spawn(async move {
         let _permit = permit;
+        // Each way of serving is boxed, so that a plain connection does not hold room for TLS
+        // (a rustls connection and its handshake are kilobytes).
         let serving = async {
             let Some(tls) = &listener.tls else {
-                return serve_http(tcp, &activity, stop, limits, service, watcher).await;
+                return Box::pin(serve_http(tcp, &activity, stop, limits, service, watcher)).await;
             };
-            // A handshake is bounded as a request head is: a client that stalls in it is cut off.
-            let handshake = tokio::select! {
-                handshake = tokio::time::timeout(limits.header_read_timeout, tls.accept(tcp)) => handshake,
-                () = stopping(stop.clone()) => return,
-            };
-            match handshake {
-                Ok(Ok(stream)) => {
-                    serve_http(stream, &activity, stop, limits, service, watcher).await
+            Box::pin(async {
+                // A handshake is bounded as a request head is: a client that stalls in it is
+                // cut off.
+                let handshake = tokio::select! {
+                    handshake = tokio::time::timeout(limits.header_read_timeout, tls.accept(tcp)) => handshake,
+                    () = stopping(stop.clone()) => return,
+                };
+                match handshake {
+                    Ok(Ok(stream)) => {
+                        serve_http(stream, &activity, stop, limits, service, watcher).await
+                    }
+                    Ok(Err(e)) => {
+                        log::debug!("TLS handshake failed: {e}");
+                        listener.count_closed("tls-handshake");
+                    }
+                    Err(_) => listener.count_closed("tls-handshake-timeout"),
                 }
-                Ok(Err(e)) => {
-                    log::debug!("TLS handshake failed: {e}");
-                    listener.count_closed("tls-handshake");
-                }
-                Err(_) => listener.count_closed("tls-handshake-timeout"),
-            }
+            })
+            .await
         };
         tokio::select! {
             () = serving => {}

@@ -121,7 +121,10 @@ impl Authenticator {
                 let Ok(_permit) = self.reviewing.acquire().await else {
                     return Err(Error::ShuttingDown);
                 };
-                let verdict = match self.pods.review_token(token, &self.settings.audience).await {
+                // Boxed, so that only a review that is out holds its state: inline, it would
+                // enlarge every request's future, cached or not.
+                let review = Box::pin(self.pods.review_token(token, &self.settings.audience));
+                let verdict = match review.await {
                     Ok(verdict) => verdict,
                     Err(failure) => {
                         self.pods.metrics().token_review("failed");

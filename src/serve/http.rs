@@ -127,7 +127,8 @@ pub(crate) async fn handle<B>(
     };
     let action = match route {
         Route::Count(action) => action,
-        Route::WaitIdle => return wait_idle(&app, Some(&in_flight), &received).await,
+        // Boxed: a rare route's longer wait should not enlarge every counting call's future.
+        Route::WaitIdle => return Box::pin(wait_idle(&app, Some(&in_flight), &received)).await,
         Route::Status | Route::Metrics => {
             // With --authenticate, the tracker's state is for allowed callers only here.
             if let Some(auth) = &app.authenticator {
