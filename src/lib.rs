@@ -34,6 +34,7 @@ pub mod exit;
 pub mod inject;
 pub mod listen;
 pub(crate) mod metrics;
+mod no_libm;
 pub mod run;
 pub mod serve;
 

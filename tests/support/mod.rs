@@ -211,6 +211,12 @@ impl Tracker {
         request(self.address, method, target, headers)
     }
 
+    /// The process's memory mappings (`/proc/<pid>/maps`), to see which libraries it loaded.
+    #[allow(dead_code)] // not every test file looks at them
+    pub(crate) fn memory_maps(&self) -> String {
+        std::fs::read_to_string(format!("/proc/{}/maps", self.child.id())).expect("/proc maps")
+    }
+
     /// Sends a signal to the process.
     pub(crate) fn signal(&self, signal: &str) {
         let status = Command::new("kill")
