@@ -16,12 +16,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::core::view::PodView;
-
 use crate::api::{self, ApiFailure, PodClient};
 use crate::config::Config;
 use crate::core::pod::PodRef;
 use crate::core::target::Targeting;
+use crate::core::view::PodView;
 use crate::exit::{EXIT_BAD_CONFIG, EXIT_FAILURE};
 use crate::listen::tls::ServingCertificate;
 use crate::metrics::Metrics;
@@ -86,10 +85,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     // A sidecar serves one pod, whose calls queue behind one writer anyway: one thread is
     // enough (tokio's current-thread runtime), and each thread costs memory (its stack, and
     // with glibc a malloc arena of its own). The standalone service serves many pods at once.
-    let sidecar = matches!(
-        config.targeting,
-        crate::core::target::Targeting::Sidecar { .. }
-    );
+    let sidecar = matches!(config.targeting, Targeting::Sidecar { .. });
     let mut builder = if sidecar {
         tokio::runtime::Builder::new_current_thread()
     } else {
