@@ -1,7 +1,8 @@
 //! A Kubernetes API server test double: a real HTTP(S) server, started in-process, that
 //! answers the pods API (and evictions, disruption budgets, events, access reviews and
 //! MutatingWebhookConfigurations, calling mutating webhooks on pod CREATE) the way
-//! kube-apiserver does, word for word where it matters, with faults on demand.
+//! kube-apiserver does, word for word where it matters, with faults on demand (down to a
+//! restart of the whole server: see [`Restart`]).
 //!
 //! Its behaviour follows answers recorded from a real kube-apiserver (v1.19, etcd, RBAC);
 //! `tests/transcripts.rs` and `tests/admission.rs` replay them against the double.
@@ -41,6 +42,7 @@ mod policy;
 mod rbac;
 mod record;
 mod resources;
+mod restart;
 mod routes;
 mod server;
 mod status;
@@ -55,6 +57,7 @@ mod tests;
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -67,6 +70,7 @@ pub use kubeconfig::Credentials;
 pub use pods::NewPod;
 pub use rbac::{MASTERS, Rule, Subject, User};
 pub use record::{Outcome, RecordedRequest, Verb};
+pub use restart::Restart;
 
 use objects::Options;
 use server::{Shared, State};
@@ -157,6 +161,7 @@ impl ApiServerBuilder {
             read_latency: self.read_latency,
             write_latency: self.write_latency,
             services: BTreeMap::new(),
+            restarts: restart::Restarts::default(),
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -167,13 +172,16 @@ impl ApiServerBuilder {
         let shared = Arc::new(Shared::new(state, tls));
         let (running, port) = listen(&runtime, &shared, 0)
             .unwrap_or_else(|e| panic!("kube-double: cannot listen on 127.0.0.1: {e}"));
+        let inner = Arc::new(Inner {
+            shared,
+            runtime: Some(runtime),
+            port,
+            running: Mutex::new(Some(running)),
+            stopped: AtomicBool::new(false),
+        });
         ApiServer {
-            inner: Arc::new(Inner {
-                shared,
-                runtime: Some(runtime),
-                port,
-                running: Mutex::new(Some(running)),
-            }),
+            _handles: Arc::new(Handles(Arc::clone(&inner))),
+            inner,
         }
     }
 }
@@ -212,6 +220,9 @@ struct Running {
 #[derive(Debug, Clone)]
 pub struct ApiServer {
     inner: Arc<Inner>,
+    /// Shared by the handles only: stops the server when the last one is dropped, even if a
+    /// restart's thread holds the server at that moment.
+    _handles: Arc<Handles>,
 }
 
 /// The server behind the handles.
@@ -221,6 +232,19 @@ struct Inner {
     runtime: Option<Runtime>,
     port: u16,
     running: Mutex<Option<Running>>,
+    /// Set (under the `running` lock) when the last handle is dropped: the server does not
+    /// listen again.
+    stopped: AtomicBool,
+}
+
+/// What the handles share; dropping it stops the server.
+#[derive(Debug)]
+struct Handles(Arc<Inner>);
+
+impl Drop for Handles {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
 }
 
 impl Inner {
@@ -231,22 +255,41 @@ impl Inner {
         }
     }
 
+    /// Closes the listener and cuts every connection. The lock is held until that is done,
+    /// so that whoever calls it at the same time (a restart, the last handle going) also
+    /// returns only once it is done.
     fn go_away(&self) {
-        let running = self
-            .running
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(running) = running {
-            let _ = running.stop.send(());
-            let _ = running.done.recv();
+        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(taken) = running.take() {
+            let _ = taken.stop.send(());
+            let _ = taken.done.recv();
         }
+    }
+
+    /// Listens again on the same port if it is not listening (and has not been stopped).
+    fn come_back(&self) -> std::io::Result<()> {
+        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        if running.is_none() && !self.stopped.load(Ordering::SeqCst) {
+            let (listening, _) = listen(self.runtime(), &self.shared, self.port)?;
+            *running = Some(listening);
+        }
+        Ok(())
+    }
+
+    /// Stops the server for good: restarts end, the listener is closed, connections are cut.
+    fn stop(&self) {
+        self.shared.lock().restarts.close();
+        self.shared.notify();
+        let running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        self.stopped.store(true, Ordering::SeqCst);
+        drop(running);
+        self.go_away();
     }
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        self.go_away();
+        self.stop();
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
         }
@@ -700,21 +743,58 @@ impl ApiServer {
     /// # Panics
     /// If the port has been taken by someone else meanwhile.
     pub fn come_back(&self) {
-        let mut running = self
-            .inner
-            .running
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if running.is_none() {
-            let (listening, _) = listen(self.inner.runtime(), &self.inner.shared, self.inner.port)
-                .unwrap_or_else(|e| {
-                    panic!(
-                        "kube-double: cannot listen on port {} again: {e}",
-                        self.inner.port
-                    )
-                });
-            *running = Some(listening);
+        self.inner.come_back().unwrap_or_else(|e| {
+            panic!(
+                "kube-double: cannot listen on port {} again: {e}",
+                self.inner.port
+            )
+        });
+    }
+
+    /// Restarts the server (see [`Restart`] for what a restart looks like and how long each
+    /// part lasts). Returns at once; the restart runs in the background:
+    ///
+    /// 1. By default, at the next write that stores something (create, update, patch, delete
+    ///    or eviction; not an access review, token review or token request), or only of the
+    ///    kind [`Restart::verb`] names: that write is handled as usual (applied, if the server
+    ///    would apply it) and its connection closed without an answer, as
+    ///    [`FaultKind::ApplyThenDrop`] does; it is recorded as [`Outcome::Dropped`]. With
+    ///    [`Restart::now`], at once instead.
+    /// 2. Then every open connection is cut, requests in flight unanswered and not applied
+    ///    (unless already applied), and the listener is closed, as by [`ApiServer::go_away`].
+    /// 3. New connections are refused for [`Restart::down_for`].
+    /// 4. The server listens again on the same port with everything it stored, as after
+    ///    [`ApiServer::come_back`], and answers the warm-up phases in order (401, then 403,
+    ///    then 429, each only if set; members of `system:masters` are not refused), then
+    ///    normally. A warm-up answer applies nothing and is recorded as
+    ///    [`Outcome::WarmingUp`] with its code.
+    ///
+    /// A restart asked for while another is under way (or waiting for its write) is queued:
+    /// it starts once the one before has ended. Injected faults stay as they are and
+    /// [`ApiServer::clear_faults`] does not cancel a restart.
+    pub fn restart(&self, restart: Restart) {
+        restart::request(&self.inner, restart);
+    }
+
+    /// Waits (without polling) until every restart asked for so far has ended (the server
+    /// answers normally again), at most `timeout`; returns whether they have.
+    ///
+    /// # Panics
+    /// If a restart could not listen on the server's port again (someone else took it).
+    pub fn wait_restarted(&self, timeout: Duration) -> bool {
+        let done = self.inner.shared.wait_until(Some(timeout), |state| {
+            state.restarts.idle() || state.restarts.failure().is_some()
+        });
+        let failure = self.state().restarts.failure().map(str::to_owned);
+        if let Some(why) = failure {
+            panic!("kube-double: {why}");
         }
+        done
+    }
+
+    /// How many restarts have ended (back to normal answers).
+    pub fn restarts(&self) -> u64 {
+        self.state().restarts.completed()
     }
 
     /// Whether the server is listening (not taken away by [`ApiServer::go_away`]).

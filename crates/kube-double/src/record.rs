@@ -49,10 +49,14 @@ impl Verb {
 pub enum Outcome {
     /// Answered with this HTTP status code.
     Status(u16),
-    /// The connection was closed without an answer (a reset, or apply-then-drop).
+    /// The connection was closed without an answer (a reset, apply-then-drop, or a restart:
+    /// the write that took its cut and the requests in flight).
     Dropped,
     /// Never answered (a hang fault).
     Hung,
+    /// Answered with this HTTP status code (401, 403 or 429) by a restarted server that was
+    /// still warming up (see [`crate::Restart`]); nothing was applied.
+    WarmingUp(u16),
 }
 
 /// One request as the double saw it. It is logged when it arrives (without an outcome) and
@@ -125,7 +129,7 @@ impl Records {
             complete(request);
             request.outcome = Some(outcome);
             request.status = match outcome {
-                Outcome::Status(code) => Some(code),
+                Outcome::Status(code) | Outcome::WarmingUp(code) => Some(code),
                 _ => None,
             };
         }

@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -28,9 +28,10 @@ use tokio_rustls::TlsAcceptor;
 use crate::admission;
 use crate::faults::{FaultKind, Faults};
 use crate::objects::Options;
-use crate::rbac::{Impersonation, Rbac, User};
+use crate::rbac::{self, Impersonation, Rbac, User};
 use crate::record::{Outcome, RecordedRequest, Records, Verb};
 use crate::resources::{self, Call};
+use crate::restart::{Restarts, WarmUp};
 use crate::routes::{Query, Route};
 use crate::status::ApiError;
 use crate::store::Store;
@@ -52,14 +53,16 @@ pub(crate) struct State {
     pub write_latency: Duration,
     /// Services webhooks may name, routed to local addresses (`route_service`).
     pub services: BTreeMap<(String, String), String>,
+    /// Restarts asked for, under way and done.
+    pub restarts: Restarts,
 }
 
 /// State shared by the handle and the server tasks.
 #[derive(Debug)]
 pub(crate) struct Shared {
     state: Mutex<State>,
-    /// Notified whenever a request is recorded.
-    recorded: Condvar,
+    /// Notified whenever a request is recorded and whenever a restart moves on.
+    changed: Condvar,
     pub tls: Option<Tls>,
 }
 
@@ -67,7 +70,7 @@ impl Shared {
     pub(crate) fn new(state: State, tls: Option<Tls>) -> Shared {
         Shared {
             state: Mutex::new(state),
-            recorded: Condvar::new(),
+            changed: Condvar::new(),
             tls,
         }
     }
@@ -76,7 +79,7 @@ impl Shared {
     fn begin(self: &Arc<Self>, request: RecordedRequest) -> Tracked {
         let verb = request.verb;
         let number = self.lock().records.begin(request);
-        self.recorded.notify_all();
+        self.notify();
         Tracked {
             shared: Arc::clone(self),
             number,
@@ -92,12 +95,36 @@ impl Shared {
         timeout: Duration,
         done: impl Fn(&Records) -> bool,
     ) -> bool {
+        self.wait_until(Some(timeout), |state| done(&state.records))
+    }
+
+    /// Waits until `done` holds for the state, at most `timeout` (`None`: for as long as it
+    /// takes); returns whether it holds. Whoever changes what `done` looks at calls
+    /// [`Shared::notify`].
+    pub(crate) fn wait_until(
+        &self,
+        timeout: Option<Duration>,
+        done: impl Fn(&State) -> bool,
+    ) -> bool {
         let state = self.lock();
-        let (state, _) = self
-            .recorded
-            .wait_timeout_while(state, timeout, |state| !done(&state.records))
-            .unwrap_or_else(PoisonError::into_inner);
-        done(&state.records)
+        let state = match timeout {
+            Some(timeout) => {
+                self.changed
+                    .wait_timeout_while(state, timeout, |state| !done(state))
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0
+            }
+            None => self
+                .changed
+                .wait_while(state, |state| !done(state))
+                .unwrap_or_else(PoisonError::into_inner),
+        };
+        done(&state)
+    }
+
+    /// Wakes whoever waits in [`Shared::wait_until`].
+    pub(crate) fn notify(&self) {
+        self.changed.notify_all();
     }
 
     /// The state. A panic elsewhere cannot leave it half-changed in a way that matters to a
@@ -126,7 +153,7 @@ impl Tracked {
                 request.user = who.effective;
                 request.authenticated_user = who.authenticated;
             });
-        self.shared.recorded.notify_all();
+        self.shared.notify();
     }
 }
 
@@ -372,14 +399,19 @@ async fn handle(
         outcome: None,
     });
 
-    let (decision, latency) = {
+    let decided = {
         let mut state = shared.lock();
         let latency = if kind.is_write() {
             state.write_latency
         } else {
             state.read_latency
         };
-        (state.faults.decide(kind, route.pod_name()), latency)
+        // A restart is cutting every connection: this one too, whatever it asks.
+        (!state.restarts.is_down()).then(|| (state.faults.decide(kind, route.pod_name()), latency))
+    };
+    let Some((decision, latency)) = decided else {
+        tracked.finish(Outcome::Dropped, Identity::default());
+        return drop_connection(&connection, false).await;
     };
     if !decision.latency.is_zero() {
         tokio::time::sleep(decision.latency).await;
@@ -427,6 +459,8 @@ async fn handle(
 
     let authorization = header(&headers, AUTHORIZATION.as_str());
     let mut received = Received {
+        method: &method,
+        path: uri.path(),
         authorization,
         peer_certificate: connection.peer_certificate.as_deref(),
         impersonation: &impersonation,
@@ -473,17 +507,40 @@ async fn handle(
         }
     }
 
-    let (who, code, answer) = {
+    let processed = {
         let mut state = shared.lock();
         let state = &mut *state;
-        process(state, &received)
+        // The write a restart waits for is applied, then the server goes down: its answer is
+        // lost, and so are those of requests that have not been applied yet.
+        (!state.restarts.is_down()).then(|| {
+            let cut = state.restarts.take_cut(kind, &route);
+            (process(state, &received), cut)
+        })
     };
-    if decision.action == Some(FaultKind::ApplyThenDrop) {
-        tracked.finish(Outcome::Dropped, who);
+    let Some((answer, cut)) = processed else {
+        tracked.finish(Outcome::Dropped, Identity::default());
+        return drop_connection(&connection, false).await;
+    };
+    if cut {
+        // The restart's thread takes the server away.
+        shared.notify();
+    }
+    if cut || decision.action == Some(FaultKind::ApplyThenDrop) {
+        tracked.finish(Outcome::Dropped, answer.who);
         return drop_connection(&connection, false).await;
     }
-    tracked.finish(Outcome::Status(code), who);
-    respond_with(code, &answer, warning_headers(&warnings))
+    let mut headers = warning_headers(&warnings);
+    let outcome = match answer.warm_up {
+        None => Outcome::Status(answer.code),
+        Some(warm_up) => {
+            if let WarmUp::Throttled(seconds) = warm_up {
+                headers.push((RETRY_AFTER, HeaderValue::from(seconds)));
+            }
+            Outcome::WarmingUp(answer.code)
+        }
+    };
+    tracked.finish(outcome, answer.who);
+    respond_with(answer.code, &answer.body, headers)
 }
 
 /// `Warning: 299 - "..."` for each warning a webhook gave.
@@ -555,6 +612,9 @@ async fn mutate(
 
 /// A request with its body, ready to be answered.
 struct Received<'a> {
+    method: &'a str,
+    /// The path, without the query.
+    path: &'a str,
     authorization: Option<String>,
     peer_certificate: Option<&'a [u8]>,
     impersonation: &'a Impersonation,
@@ -573,20 +633,51 @@ struct Identity {
     effective: Option<String>,
 }
 
+/// A request refused before it reached a resource: who it came from (as far as it is known),
+/// the error to answer, and whether a restarted server's warm-up refused it.
+struct Refusal {
+    who: Identity,
+    error: ApiError,
+    warm_up: Option<WarmUp>,
+}
+
+fn refuse(who: Identity, error: ApiError, warm_up: Option<WarmUp>) -> Box<Refusal> {
+    Box::new(Refusal {
+        who,
+        error,
+        warm_up,
+    })
+}
+
 /// Authenticates, impersonates and authorizes a request: who it came from and the user it
-/// acts as, or the error to answer.
-fn authorize(
-    state: &State,
-    request: &Received,
-) -> Result<(Identity, User), Box<(Identity, ApiError)>> {
+/// acts as, or the refusal to answer.
+///
+/// In the order of kube-apiserver's filters: authentication, impersonation, API Priority and
+/// Fairness, authorization; a restarted server's warm-up (see [`crate::Restart`]) refuses at
+/// the filter that is not ready, members of `system:masters` excepted.
+fn authorize(state: &State, request: &Received) -> Result<(Identity, User), Box<Refusal>> {
+    let warm_up = state.restarts.warm_up(Instant::now());
     let Some(requestor) = state
         .rbac
         .authenticate(request.authorization.as_deref(), request.peer_certificate)
     else {
-        return Err(Box::new((Identity::default(), ApiError::unauthorized())));
+        return Err(refuse(Identity::default(), ApiError::unauthorized(), None));
     };
+    if warm_up == Some(WarmUp::Unauthorized) && !requestor.is_master() {
+        return Err(refuse(
+            Identity::default(),
+            ApiError::unauthorized(),
+            warm_up,
+        ));
+    }
+    let synced = warm_up != Some(WarmUp::Forbidden);
+    // Unsynced, the authorizer refuses every non-master: the warm-up's refusal.
+    let unsynced = (!synced).then_some(WarmUp::Forbidden);
     let authenticated = Some(requestor.name().to_string());
-    let user = match state.rbac.impersonate(&requestor, request.impersonation) {
+    let user = match state
+        .rbac
+        .impersonate(&requestor, request.impersonation, synced)
+    {
         Ok(Some(user)) => user,
         Ok(None) => requestor,
         Err(error) => {
@@ -594,38 +685,79 @@ fn authorize(
                 effective: authenticated.clone(),
                 authenticated,
             };
-            return Err(Box::new((who, error)));
+            let warm_up = if error.code == 403 { unsynced } else { None };
+            return Err(refuse(who, error, warm_up));
         }
     };
     let name = Identity {
         authenticated,
         effective: Some(user.name().to_string()),
     };
-    let Some(verb) = request.verb else {
-        return Err(Box::new((name, ApiError::method_not_allowed())));
-    };
-    if let Some(attributes) = request.route.attributes(verb, request.query)
-        && !state.rbac.authorize(&user, &attributes).allowed
+    if let Some(WarmUp::Throttled(seconds)) = warm_up
+        && !user.is_master()
     {
-        let error = attributes.forbidden(user.name());
-        return Err(Box::new((name, error)));
+        return Err(refuse(name, ApiError::throttled(seconds), warm_up));
+    }
+    let attributes = request
+        .verb
+        .and_then(|verb| request.route.attributes(verb, request.query));
+    if !synced && attributes.is_none() && !user.is_master() {
+        let error = rbac::unsynced_path_forbidden(user.name(), request.method, request.path);
+        return Err(refuse(name, error, unsynced));
+    }
+    if request.verb.is_none() {
+        return Err(refuse(name, ApiError::method_not_allowed(), None));
+    }
+    if let Some(attributes) = attributes
+        && let Err(error) = state.rbac.check(&user, &attributes, synced)
+    {
+        return Err(refuse(name, error, unsynced));
     }
     Ok((name, user))
 }
 
-/// Authenticates, impersonates, authorizes and serves a request: who it came from, the
-/// status code and the body.
-fn process(state: &mut State, request: &Received) -> (Identity, u16, Value) {
+/// A request's answer: who it came from, the status code, the body, and whether a restarted
+/// server's warm-up gave it.
+struct Answer {
+    who: Identity,
+    code: u16,
+    body: Value,
+    warm_up: Option<WarmUp>,
+}
+
+impl Answer {
+    fn new(who: Identity, code: u16, body: Value) -> Answer {
+        Answer {
+            who,
+            code,
+            body,
+            warm_up: None,
+        }
+    }
+
+    fn error(who: Identity, error: &ApiError) -> Answer {
+        Answer::new(who, error.code, error.to_json())
+    }
+}
+
+/// Authenticates, impersonates, authorizes and serves a request.
+fn process(state: &mut State, request: &Received) -> Answer {
     let (name, user) = match authorize(state, request) {
         Ok(authorized) => authorized,
         Err(refused) => {
-            let (who, error) = *refused;
-            return (who, error.code, error.to_json());
+            let Refusal {
+                who,
+                error,
+                warm_up,
+            } = *refused;
+            return Answer {
+                warm_up,
+                ..Answer::error(who, &error)
+            };
         }
     };
     let Some(verb) = request.verb else {
-        let error = ApiError::method_not_allowed();
-        return (name, error.code, error.to_json());
+        return Answer::error(name, &ApiError::method_not_allowed());
     };
     let call = Call {
         verb,
@@ -636,7 +768,7 @@ fn process(state: &mut State, request: &Received) -> (Identity, u16, Value) {
         user: &user,
     };
     match resources::serve(&mut state.store, &state.rbac, state.options, &call) {
-        Ok((code, body)) => (name, code, body),
-        Err(error) => (name, error.code, error.to_json()),
+        Ok((code, body)) => Answer::new(name, code, body),
+        Err(error) => Answer::error(name, &error),
     }
 }

@@ -178,6 +178,25 @@ impl ApiError {
             .with_details(resource_details(group, resource, name))
     }
 
+    /// 403 for a request that is not about a resource, as `NewForbidden` writes it with no
+    /// resource: `forbidden: <why>`, empty details.
+    pub(crate) fn forbidden_path(why: &str) -> ApiError {
+        ApiError::new(403, "Forbidden", format!("forbidden: {why}")).with_details(Map::new())
+    }
+
+    /// 429 `TooManyRequests` of API Priority and Fairness, with `retryAfterSeconds` (the
+    /// answer also carries a `Retry-After` header).
+    pub(crate) fn throttled(retry_after_seconds: u32) -> ApiError {
+        let mut details = Map::new();
+        details.insert("retryAfterSeconds".into(), Value::from(retry_after_seconds));
+        ApiError::new(
+            429,
+            "TooManyRequests",
+            "Too many requests, please try again later.",
+        )
+        .with_details(details)
+    }
+
     /// 409 `Operation cannot be fulfilled on pods "x": <why>`.
     pub(crate) fn conflict(resource: &str, name: &str, why: &str) -> ApiError {
         let mut details = Map::new();
@@ -316,12 +335,7 @@ impl ApiError {
             404 => ApiError::not_found(resource, name),
             409 => ApiError::stale(resource, name),
             422 => ApiError::rejected(),
-            429 => {
-                let mut details = Map::new();
-                details.insert("retryAfterSeconds".into(), Value::from(1));
-                ApiError::new(429, "TooManyRequests", "Too many requests, please try again later.")
-                    .with_details(details)
-            }
+            429 => ApiError::throttled(1),
             500 => ApiError::internal("injected by kube-double"),
             503 => ApiError::new(503, "ServiceUnavailable", "the server is currently unable to handle the request")
                 .with_details(Map::new()),

@@ -854,3 +854,5 @@ fn a_request_is_logged_while_in_flight_and_dropped_when_the_server_goes_away() {
             .contains_key("slow")
     );
 }
+
+mod restart;
