@@ -151,7 +151,9 @@ pub enum Error {
 
     /// A write was sent but its outcome could not be learnt before giving up.
     #[error(
-        "pod {pod}: the outcome is unknown ({reason}); the change may or may not have been stored"
+        "pod {pod}: the outcome is unknown ({reason}); the change may or may not have been stored: \
+         GET /status?pod={pod} shows the count stored now, and for a keyed job repeating this call \
+         with the same job key (?job= or Idempotency-Key) is safe"
     )]
     OutcomeUnknown {
         /// The pod.

@@ -6,6 +6,7 @@
 
 pub(crate) mod connect;
 pub(crate) mod reads;
+pub(crate) mod recovery;
 mod slim;
 pub(crate) mod tokens;
 
@@ -13,7 +14,7 @@ pub(crate) use connect::{KubeOverrides, connect};
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
@@ -26,6 +27,7 @@ use crate::core::pod::PodRef;
 use crate::core::view::PodView;
 use crate::error::Result;
 use crate::metrics::Metrics;
+use recovery::Kind;
 use slim::{SlimList, SlimPod};
 
 /// Why an API call failed, in the terms the tracker acts on.
@@ -35,16 +37,29 @@ pub enum ApiFailure {
     NotFound,
     /// 401 or 403: the tracker's credentials or rights are not enough (the server's message).
     Refused(String),
+    /// 401 or 403 soon after the server failed, for a kind of request it allowed before: a
+    /// restarted server whose caches are still syncing (see [`recovery`]). Nothing was applied;
+    /// worth retrying.
+    Recovering(String),
     /// 409, or a 422 from a failed JSON-patch `test`: the pod changed since it was read.
     GuardFailed,
     /// Another 4xx: the server will not take this request as it is (the server's message).
     Rejected(String),
     /// The request certainly did not reach the server (connection refused): nothing was applied.
     NotSent(String),
-    /// 429 or 5xx: the server answered an error; whether a write was applied first shows on the
-    /// next read, and it cannot be applied later.
+    /// 429: the server is shedding load (API Priority and Fairness); nothing was applied. Try
+    /// again after `retry_after` (the server's `Retry-After`), if it said.
+    Throttled {
+        /// The server's words.
+        problem: String,
+        /// How long the server asked to wait.
+        retry_after: Option<Duration>,
+    },
+    /// 500, 503 or another 5xx from the server itself: the request has ended; whether a write
+    /// was applied first shows on the next read, and it cannot be applied later.
     ServerError(String),
-    /// A timeout or a broken connection: a write may have been applied, or may still be.
+    /// A timeout, a broken connection, or a 502/504 (a gateway's answer, or the server's own
+    /// timeout while storage may still commit): a write may have been applied, or may still be.
     Unknown(String),
 }
 
@@ -53,9 +68,13 @@ impl std::fmt::Display for ApiFailure {
         match self {
             ApiFailure::NotFound => f.write_str("not found"),
             ApiFailure::Refused(message) => write!(f, "refused: {message}"),
+            ApiFailure::Recovering(message) => {
+                write!(f, "refused while the API server recovers: {message}")
+            }
             ApiFailure::GuardFailed => f.write_str("the object changed (a guard failed)"),
             ApiFailure::Rejected(message) => write!(f, "rejected: {message}"),
             ApiFailure::NotSent(problem) => write!(f, "not sent: {problem}"),
+            ApiFailure::Throttled { problem, .. } => write!(f, "throttled: {problem}"),
             ApiFailure::ServerError(problem) => write!(f, "server error: {problem}"),
             ApiFailure::Unknown(problem) => write!(f, "no answer: {problem}"),
         }
@@ -77,6 +96,8 @@ pub struct PodClient {
     client: kube::Client,
     timeout: Option<Duration>,
     metrics: Arc<Metrics>,
+    /// What the requests have seen of the server, to tell its warm-up refusals from real ones.
+    recovery: Arc<recovery::Recovery>,
 }
 
 impl PodClient {
@@ -86,7 +107,13 @@ impl PodClient {
             client,
             timeout,
             metrics,
+            recovery: Arc::default(),
         }
+    }
+
+    /// The time limit of each request (`--kube-request-timeout`), if set.
+    pub fn request_timeout(&self) -> Option<Duration> {
+        self.timeout
     }
 
     /// The metrics every request is counted in.
@@ -96,34 +123,45 @@ impl PodClient {
 
     /// Reads the pod: the parts counting depends on (decoded as [`slim::SlimPod`]).
     pub async fn get(&self, pod: &PodRef) -> Result<PodView, ApiFailure> {
-        self.get_slim(pod).await.map(SlimPod::into_view)
+        self.get_slim(pod, None).await.map(SlimPod::into_view)
+    }
+
+    /// [`PodClient::get`], answered by `end` at the latest (a call's time is running out).
+    pub(crate) async fn get_until(
+        &self,
+        pod: &PodRef,
+        end: Option<Instant>,
+    ) -> Result<PodView, ApiFailure> {
+        self.get_slim(pod, end).await.map(SlimPod::into_view)
     }
 
     /// Reads the sidecar's own pod: the parts counting depends on, and the service account it
     /// runs as (`None`: the namespace's `default`), which the advice on missing rights names.
     /// Decoded slim like every other read, so that a sidecar never builds a whole `Pod`.
     pub async fn get_own(&self, pod: &PodRef) -> Result<(PodView, Option<String>), ApiFailure> {
-        let slim = self.get_slim(pod).await?;
+        let slim = self.get_slim(pod, None).await?;
         let account = slim.service_account().map(str::to_owned);
         Ok((slim.into_view(), account))
     }
 
-    async fn get_slim(&self, pod: &PodRef) -> Result<SlimPod, ApiFailure> {
+    async fn get_slim(&self, pod: &PodRef, end: Option<Instant>) -> Result<SlimPod, ApiFailure> {
         let call = async {
             let mut request = pods_request(pod)
                 .get(&pod.name, &GetParams::default())
                 .map_err(kube::Error::BuildRequest)?;
             request.extensions_mut().insert("get");
-            self.client.request::<SlimPod>(request).await
+            request_json::<SlimPod>(&self.client, request).await
         };
-        self.limited("get", call).await
+        self.limited(Kind::pods("get", pod), end, call).await
     }
 
-    /// Sends a JSON patch (its `test` operations guard the change) and returns the stored pod.
+    /// Sends a JSON patch (its `test` operations guard the change) and returns the stored pod;
+    /// without an answer by `end`, the outcome is unknown.
     pub async fn patch(
         &self,
         pod: &PodRef,
         patch: json_patch::Patch,
+        end: Option<Instant>,
     ) -> Result<PodView, ApiFailure> {
         let patch = kube::api::Patch::<()>::Json(patch);
         let call = async {
@@ -131,9 +169,11 @@ impl PodClient {
                 .patch(&pod.name, &PatchParams::default(), &patch)
                 .map_err(kube::Error::BuildRequest)?;
             request.extensions_mut().insert("patch");
-            self.client.request::<SlimPod>(request).await
+            request_json::<SlimPod>(&self.client, request).await
         };
-        self.limited("patch", call).await.map(SlimPod::into_view)
+        self.limited(Kind::pods("patch", pod), end, call)
+            .await
+            .map(SlimPod::into_view)
     }
 
     /// One page of the pods of `namespace` (at most `limit`, from `continue_token`); `None`
@@ -157,12 +197,17 @@ impl PodClient {
                 .list(&params)
                 .map_err(kube::Error::BuildRequest)?;
             request.extensions_mut().insert("list");
-            match self.client.request::<SlimList>(request).await {
+            match request_json::<SlimList>(&self.client, request).await {
                 Err(kube::Error::Api(status)) if status.code == 410 => Ok(None),
                 other => other.map(Some),
             }
         };
-        let listed = self.limited("list", call).await?;
+        let kind = Kind {
+            verb: "list",
+            resource: "pods",
+            namespace,
+        };
+        let listed = self.limited(kind, None, call).await?;
         Ok(listed.map(|list| {
             let (next, pods) = list.into_page();
             PodPage { pods, next }
@@ -188,7 +233,11 @@ impl PodClient {
         let review = pod_access_review(verb, namespace, name);
         let api: Api<SelfSubjectAccessReview> = Api::all(self.client.clone());
         let answer = self
-            .limited("create", api.create(&PostParams::default(), &review))
+            .limited(
+                Kind::cluster("create", "selfsubjectaccessreviews"),
+                None,
+                api.create(&PostParams::default(), &review),
+            )
             .await?;
         Ok(answer.status.is_some_and(|status| status.allowed))
     }
@@ -226,32 +275,45 @@ impl PodClient {
             ..Default::default()
         };
         let api: Api<Event> = Api::namespaced(self.client.clone(), &pod.namespace);
-        self.limited("create", api.create(&PostParams::default(), &event))
+        let kind = Kind {
+            verb: "create",
+            resource: "events",
+            namespace: &pod.namespace,
+        };
+        self.limited(kind, None, api.create(&PostParams::default(), &event))
             .await
             .map(drop)
     }
 
-    /// Runs one API request within `--request-timeout`, and counts it.
+    /// Runs one API request within `--request-timeout` (and by `end`, if given), counts it,
+    /// and tells a recovering server's refusals from real ones (see [`recovery`]).
     ///
     /// The request is boxed: a kube request's future is some kilobytes, and inline it would
     /// enlarge every future that awaits it, for as long as that one lives (each connection's
     /// request, each pod's writer), not only while a request is out.
     fn limited<T>(
         &self,
-        verb: &'static str,
+        kind: Kind<'_>,
+        end: Option<Instant>,
         call: impl Future<Output = kube::Result<T>>,
     ) -> impl Future<Output = Result<T, ApiFailure>> {
         let call = Box::pin(call);
-        self.limited_boxed(verb, call)
+        self.limited_boxed(kind, end, call)
     }
 
     async fn limited_boxed<T>(
         &self,
-        verb: &'static str,
+        kind: Kind<'_>,
+        end: Option<Instant>,
         call: Pin<Box<impl Future<Output = kube::Result<T>>>>,
     ) -> Result<T, ApiFailure> {
-        let started = std::time::Instant::now();
-        let outcome = match self.timeout {
+        let started = Instant::now();
+        let limit = match (self.timeout, end) {
+            (limit, None) => limit,
+            (Some(limit), Some(end)) => Some(limit.min(end.saturating_duration_since(started))),
+            (None, Some(end)) => Some(end.saturating_duration_since(started)),
+        };
+        let outcome = match limit {
             Some(limit) => match tokio::time::timeout(limit, call).await {
                 Ok(outcome) => outcome.map_err(classify_with_code),
                 Err(_) => Err((
@@ -264,18 +326,93 @@ impl PodClient {
             },
             None => call.await.map_err(classify_with_code),
         };
+        let now = Instant::now();
+        let outcome = match outcome {
+            Ok(answer) => {
+                self.recovery.allowed(&kind);
+                Ok(answer)
+            }
+            Err((label, ApiFailure::Refused(message))) => {
+                if self.recovery.warming_up(&kind, now) {
+                    Err((label, ApiFailure::Recovering(message)))
+                } else {
+                    Err((label, ApiFailure::Refused(message)))
+                }
+            }
+            Err((label, failure)) => {
+                match &failure {
+                    ApiFailure::NotSent(_)
+                    | ApiFailure::Throttled { .. }
+                    | ApiFailure::ServerError(_) => self.recovery.failed(now),
+                    // The server's own time limit (or a gateway's) is a failure of the server;
+                    // the caller's time running out is not.
+                    ApiFailure::Unknown(_)
+                        if label != "timeout" || end.is_none_or(|end| now < end) =>
+                    {
+                        self.recovery.failed(now);
+                    }
+                    _ => {}
+                }
+                Err((label, failure))
+            }
+        };
         let label = match &outcome {
             Ok(_) => "ok",
             Err((label, _)) => label,
         };
-        self.metrics.api_request(verb, label, started.elapsed());
+        self.metrics
+            .api_request(kind.verb, label, now.saturating_duration_since(started));
         outcome.map_err(|(_, failure)| {
             if !matches!(failure, ApiFailure::GuardFailed | ApiFailure::NotFound) {
-                self.metrics.record_error(format!("{verb}: {failure}"));
+                self.metrics
+                    .record_error(format!("{}: {failure}", kind.verb));
             }
             failure
         })
     }
+}
+
+/// Sends a request and decodes its JSON answer, as `kube::Client::request` does, but keeps the
+/// `Retry-After` header of an error answer: a real server's 429 (API Priority and Fairness) is
+/// plain text that says when to try again only there.
+async fn request_json<T: serde::de::DeserializeOwned>(
+    client: &kube::Client,
+    request: http::Request<Vec<u8>>,
+) -> kube::Result<T> {
+    use http_body_util::BodyExt;
+    let response = client.send(request.map(kube::client::Body::from)).await?;
+    let code = response.status();
+    let retry_after = response
+        .headers()
+        .get(http::header::RETRY_AFTER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<u32>().ok());
+    let body = response.into_body().collect().await?.to_bytes();
+    if code.is_client_error() || code.is_server_error() {
+        let mut status = serde_json::from_slice::<kube::core::Status>(&body).unwrap_or_else(|_| {
+            let text = String::from_utf8_lossy(&body);
+            kube::core::Status::failure(text.trim(), "")
+        });
+        status.code = code.as_u16();
+        if let Some(seconds) = retry_after {
+            let details =
+                status
+                    .details
+                    .get_or_insert_with(|| kube::core::response::StatusDetails {
+                        name: String::new(),
+                        group: String::new(),
+                        kind: String::new(),
+                        uid: String::new(),
+                        causes: Vec::new(),
+                        retry_after_seconds: 0,
+                    });
+            if details.retry_after_seconds == 0 {
+                details.retry_after_seconds = seconds;
+            }
+        }
+        return Err(kube::Error::Api(status.boxed()));
+    }
+    serde_json::from_slice(&body).map_err(kube::Error::SerdeError)
 }
 
 /// [`classify`], with the outcome label the metrics use (the status code, or `error`).
@@ -359,7 +496,19 @@ pub(crate) fn classify(error: kube::Error) -> ApiFailure {
                 409 => ApiFailure::GuardFailed,
                 // A failed `test` answers 422 without causes; a validation error lists them.
                 422 if !has_causes => ApiFailure::GuardFailed,
-                code if (400..500).contains(&code) && code != 429 => ApiFailure::Rejected(message),
+                429 => ApiFailure::Throttled {
+                    problem: format!("429 {message}"),
+                    retry_after: status
+                        .details
+                        .as_ref()
+                        .map(|details| details.retry_after_seconds)
+                        .filter(|seconds| *seconds > 0)
+                        .map(|seconds| Duration::from_secs(u64::from(seconds))),
+                },
+                code if (400..500).contains(&code) => ApiFailure::Rejected(message),
+                // A gateway's 502/504 may come after it passed the request on, and the server's
+                // own 504 (its time limit) while storage may still commit the write.
+                502 | 504 => ApiFailure::Unknown(format!("{} {message}", status.code)),
                 code => ApiFailure::ServerError(format!("{code} {message}")),
             }
         }
@@ -450,10 +599,45 @@ mod tests {
             classify(status(400, "BadRequest", false)),
             ApiFailure::Rejected("message 400".into())
         );
-        assert!(matches!(
+        assert_eq!(
             classify(status(429, "TooManyRequests", false)),
-            ApiFailure::ServerError(_)
-        ));
+            ApiFailure::Throttled {
+                problem: "429 message 429".into(),
+                retry_after: None
+            }
+        );
+        let mut throttled = kube::core::Status::failure("slow down", "TooManyRequests");
+        throttled.code = 429;
+        throttled.details = Some(kube::core::response::StatusDetails {
+            name: String::new(),
+            group: String::new(),
+            kind: String::new(),
+            uid: String::new(),
+            causes: Vec::new(),
+            retry_after_seconds: 3,
+        });
+        assert_eq!(
+            classify(kube::Error::Api(throttled.boxed())),
+            ApiFailure::Throttled {
+                problem: "429 slow down".into(),
+                retry_after: Some(Duration::from_secs(3))
+            },
+            "a 429 carries the server's Retry-After"
+        );
+        assert!(
+            matches!(
+                classify(status(504, "Timeout", false)),
+                ApiFailure::Unknown(_)
+            ),
+            "the server's own time limit: storage may still commit"
+        );
+        assert!(
+            matches!(
+                classify(status(502, "BadGateway", false)),
+                ApiFailure::Unknown(_)
+            ),
+            "a gateway may have passed the request on"
+        );
         assert!(matches!(
             classify(status(500, "InternalError", false)),
             ApiFailure::ServerError(_)

@@ -4,6 +4,7 @@ use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use k8s_openapi::api::authorization::v1::SelfSubjectAccessReview;
 use kube::api::{Api, PostParams};
 
+use super::recovery::Kind;
 use super::{ApiFailure, PodClient};
 use crate::core::callers::{Identity, POD_NAME_EXTRA, POD_UID_EXTRA};
 
@@ -17,7 +18,11 @@ impl PodClient {
         }
         let api: Api<SelfSubjectAccessReview> = Api::all(self.client.clone());
         let answer = self
-            .limited("create", api.create(&PostParams::default(), &review))
+            .limited(
+                Kind::cluster("create", "selfsubjectaccessreviews"),
+                None,
+                api.create(&PostParams::default(), &review),
+            )
             .await?;
         Ok(answer.status.is_some_and(|status| status.allowed))
     }
@@ -38,7 +43,11 @@ impl PodClient {
         };
         let api: Api<TokenReview> = Api::all(self.client.clone());
         let answer = self
-            .limited("create", api.create(&PostParams::default(), &review))
+            .limited(
+                Kind::cluster("create", "tokenreviews"),
+                None,
+                api.create(&PostParams::default(), &review),
+            )
             .await?;
         let status = answer.status.unwrap_or_default();
         if status.authenticated != Some(true) {

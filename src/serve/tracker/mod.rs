@@ -21,6 +21,7 @@ mod bookkeeping;
 mod rounds;
 mod slots;
 mod trim;
+mod unresolved;
 mod writer;
 
 use std::collections::BTreeMap;
@@ -128,6 +129,8 @@ pub struct StatusCensus {
 struct Call {
     call: JobCall,
     reply: oneshot::Sender<Result<i64>>,
+    /// When it was queued: its retry budget runs from then, not from when its batch starts.
+    received: Instant,
 }
 
 struct Inner {
@@ -211,7 +214,12 @@ impl Tracker {
     /// Never blocks, so it can be called from the HTTP threads.
     pub fn submit(&self, pod: PodRef, call: JobCall) -> oneshot::Receiver<Result<i64>> {
         let (reply, answer) = oneshot::channel();
-        if self.inner.pods().enqueue(&pod, Call { call, reply }) {
+        let call = Call {
+            call,
+            reply,
+            received: Instant::now(),
+        };
+        if self.inner.pods().enqueue(&pod, call) {
             self.inner.start_writer(pod);
         }
         answer
@@ -406,7 +414,15 @@ mod tests {
         // caller 500, see `http::writer_failed`) and nothing is stored for it.
         let (reply, lost) = oneshot::channel();
         let call = JobCall::anonymous(crate::core::jobs::Action::Increment);
-        tracker.ask_round(pod.clone(), Round::Panic(Call { call, reply }));
+        let received = Instant::now();
+        tracker.ask_round(
+            pod.clone(),
+            Round::Panic(Call {
+                call,
+                reply,
+                received,
+            }),
+        );
         assert!(lost.await.is_err(), "the panicked writer dropped the call");
         // Once the dead writer's slot is gone, the next call starts a new writer.
         let dead = std::time::Instant::now();

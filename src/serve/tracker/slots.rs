@@ -398,6 +398,7 @@ mod tests {
         let call = Call {
             call: JobCall::anonymous(Action::Increment),
             reply,
+            received: Instant::now(),
         };
         (call, answer)
     }

@@ -15,7 +15,7 @@ use crate::error::Error;
 
 use super::batch::unix_now;
 use super::bookkeeping::stored;
-use super::rounds::settle;
+use super::rounds::{Budget, settle};
 use super::slots::{Resumed, Round, Timer, Work};
 use super::trim::give_back_free_memory;
 use super::{Call, EXPIRY_RETRY, Inner, MAX_BATCH, Settings};
@@ -191,7 +191,19 @@ pub(super) async fn write_batch(
             .calls_per_write
             .observe(job_calls.len() as f64);
     }
-    let (answers, outcome) = match settle(inner, pod, known, &job_calls).await {
+    // The oldest call's budget is the batch's: each call is answered within its own
+    // `--retry-timeout` (and one request timeout), however long it queued.
+    let since = calls
+        .iter()
+        .map(|call| call.received)
+        .min()
+        .unwrap_or_else(Instant::now);
+    let budget = Budget::new(
+        since,
+        inner.settings.retry.deadline,
+        inner.client.request_timeout(),
+    );
+    let (answers, outcome) = match settle(inner, pod, known, &job_calls, budget).await {
         Ok(settled) => {
             let jobs = known
                 .as_ref()
