@@ -5,9 +5,10 @@
 mod support; // its own `#![allow(dead_code)]` covers the parts this file does not use
 
 #[path = "scene.rs"]
-#[allow(dead_code)] // each test file uses a different part of it
+#[allow(dead_code)]
+// each test file uses a different part of it
+// scene.rs's `wait_allowed(&PathBuf)` is shared and not this file's to change.
 #[allow(clippy::ptr_arg)]
-// scene.rs's `wait_allowed(&PathBuf)`, shared and not this file's to change
 mod scene;
 
 use std::time::{Duration, Instant};
