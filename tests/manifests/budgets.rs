@@ -5,8 +5,8 @@ use crate::prelude::*;
 
 #[test]
 fn busy_pods_are_protected_by_an_integer_budget_on_the_label() {
-    let mut budgets = 0;
-    for doc in TREE.docs_of_kind("PodDisruptionBudget") {
+    let mut with_budget = BTreeSet::new();
+    for doc in all_objects().filter(|object| object.kind() == "PodDisruptionBudget") {
         let Object::PodDisruptionBudget(pdb) = doc.object() else {
             unreachable!()
         };
@@ -16,8 +16,8 @@ fn busy_pods_are_protected_by_an_integer_budget_on_the_label() {
         if !expressions.iter().any(|expr| expr.key == LABEL) {
             continue;
         }
-        budgets += 1;
-        let at = doc.name();
+        with_budget.insert(doc.kustomization.clone());
+        let at = doc.at();
         assert_eq!(
             spec.min_available,
             Some(IntOrString::Int(9999)),
@@ -51,27 +51,22 @@ fn busy_pods_are_protected_by_an_integer_budget_on_the_label() {
             "{at}"
         );
     }
-    assert!(
-        budgets >= 3,
-        "expected the sidecar, standalone and FileFlows budgets"
-    );
+    for dir in [
+        "manifests/sidecar",
+        "manifests/standalone",
+        "examples/fileflows",
+    ] {
+        assert!(
+            with_budget.contains(Path::new(dir)),
+            "{dir} renders no budget on the label: {with_budget:?}"
+        );
+    }
 
     // Every pod with a sidecar is held by a budget of its own kustomization while it carries
     // the label, and by none while it does not.
-    for kustomization in &TREE.kustomizations {
-        let build = TREE.build(&kustomization.dir);
-        let budgets: Vec<_> = build
-            .docs
-            .iter()
-            .filter_map(|doc| match doc.object() {
-                Object::PodDisruptionBudget(pdb) => pdb.spec.and_then(|spec| spec.selector),
-                _ => None,
-            })
-            .collect();
-        for doc in &build.docs {
-            let Some(template) = doc.pod_template() else {
-                continue;
-            };
+    for build in BUILDS.iter() {
+        let budgets: Vec<_> = build.budgets().into_iter().map(|(_, s)| s).collect();
+        for (doc, template) in build.pod_templates() {
             if !spec_of(&template)
                 .init_containers
                 .iter()
@@ -83,7 +78,7 @@ fn busy_pods_are_protected_by_an_integer_budget_on_the_label() {
             let idle = labels_of(&template);
             let mut busy = idle.clone();
             busy.insert(LABEL.to_owned(), "1".to_owned());
-            let at = format!("{}: {}", kustomization.file(), doc.name());
+            let at = doc.at();
             assert!(
                 budgets.iter().any(|s| selects(s, &busy)),
                 "{at}: busy pods unprotected"
@@ -98,22 +93,9 @@ fn busy_pods_are_protected_by_an_integer_budget_on_the_label() {
 #[test]
 fn no_pod_is_selected_by_two_budgets() {
     // The eviction API refuses to evict a pod that more than one budget selects.
-    for kustomization in &TREE.kustomizations {
-        let build = TREE.build(&kustomization.dir);
-        let budgets: Vec<(String, LabelSelector)> = build
-            .docs
-            .iter()
-            .filter_map(|doc| match doc.object() {
-                Object::PodDisruptionBudget(pdb) => {
-                    Some((doc.name(), pdb.spec.and_then(|spec| spec.selector)?))
-                }
-                _ => None,
-            })
-            .collect();
-        for doc in &build.docs {
-            let Some(template) = doc.pod_template() else {
-                continue;
-            };
+    for build in BUILDS.iter() {
+        let budgets = build.budgets();
+        for (doc, template) in build.pod_templates() {
             let mut busy = labels_of(&template);
             busy.insert(LABEL.to_owned(), "1".to_owned());
             let holding: Vec<_> = budgets
@@ -121,12 +103,7 @@ fn no_pod_is_selected_by_two_budgets() {
                 .filter(|(_, selector)| selects(selector, &busy))
                 .map(|(name, _)| name)
                 .collect();
-            assert!(
-                holding.len() <= 1,
-                "{}: {} is held by {holding:?}",
-                kustomization.file(),
-                doc.name()
-            );
+            assert!(holding.len() <= 1, "{}: held by {holding:?}", doc.at());
         }
     }
 }

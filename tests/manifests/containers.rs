@@ -78,66 +78,56 @@ pub(crate) fn is_standalone(container: &Container) -> bool {
         .iter()
         .any(|arg| arg == "--standalone=true")
 }
-/// Every tracker container with the document and pod template that hold it, and whether it is
-/// a regular container (false: an init container).
-pub(crate) fn trackers() -> Vec<(&'static Doc, PodTemplateSpec, Container, bool)> {
+/// A container of a rendered pod template: the object that holds it, the template, the
+/// container, and whether it is a regular container (false: an init container).
+pub(crate) type Found = (&'static Rendered, PodTemplateSpec, Container, bool);
+
+/// Every container of every build that `pick` picks (see [`Found`]).
+fn containers_where(pick: fn(&Container) -> bool) -> Vec<Found> {
     let mut found = Vec::new();
-    for (doc, template) in TREE.pod_templates() {
+    for (object, template) in all_pod_templates() {
         let spec = spec_of(&template);
-        for container in spec.containers.iter().filter(|c| is_tracker(c)) {
-            found.push((doc, template.clone(), container.clone(), true));
+        for container in spec.containers.iter().filter(|c| pick(c)) {
+            found.push((object, template.clone(), container.clone(), true));
         }
-        for container in spec
-            .init_containers
-            .iter()
-            .flatten()
-            .filter(|c| is_tracker(c))
-        {
-            found.push((doc, template.clone(), container.clone(), false));
+        for container in spec.init_containers.iter().flatten().filter(|c| pick(c)) {
+            found.push((object, template.clone(), container.clone(), false));
         }
     }
     found
 }
-/// Every installer (see [`is_installer`]), like [`trackers`].
-pub(crate) fn installers() -> Vec<(&'static Doc, PodTemplateSpec, Container, bool)> {
-    let mut found = Vec::new();
-    for (doc, template) in TREE.pod_templates() {
-        let spec = spec_of(&template);
-        for container in spec
-            .init_containers
-            .iter()
-            .flatten()
-            .filter(|c| is_installer(c))
-        {
-            found.push((doc, template.clone(), container.clone(), false));
-        }
-    }
-    found
+/// Every tracker container.
+pub(crate) fn trackers() -> Vec<Found> {
+    containers_where(is_tracker)
 }
-/// Every injector container (see [`is_injector`]), like [`trackers`].
-pub(crate) fn injectors() -> Vec<(&'static Doc, PodTemplateSpec, Container, bool)> {
-    let mut found = Vec::new();
-    for (doc, template) in TREE.pod_templates() {
-        let spec = spec_of(&template);
-        for container in spec.containers.iter().filter(|c| is_injector(c)) {
-            found.push((doc, template.clone(), container.clone(), true));
-        }
-    }
-    found
+/// Every installer (see [`is_installer`]).
+pub(crate) fn installers() -> Vec<Found> {
+    containers_where(is_installer)
 }
-pub(crate) fn sidecars() -> Vec<(&'static Doc, PodTemplateSpec, Container, bool)> {
+/// Every injector container (see [`is_injector`]).
+pub(crate) fn injectors() -> Vec<Found> {
+    containers_where(is_injector)
+}
+/// The distinct workloads (`Kind name`) among `found`.
+pub(crate) fn workloads(found: &[Found]) -> BTreeSet<String> {
+    found
+        .iter()
+        .map(|(object, ..)| format!("{} {}", object.kind(), object.name()))
+        .collect()
+}
+pub(crate) fn sidecars() -> Vec<Found> {
     let found: Vec<_> = trackers()
         .into_iter()
         .filter(|(_, _, container, _)| !is_standalone(container))
         .collect();
-    let jobs = found.iter().filter(|(doc, ..)| doc.value["kind"] == "Job");
+    let workloads = workloads(&found);
     assert!(
-        found.len() >= 3 && jobs.count() >= 1,
-        "expected the sidecar Job, worker Deployment and FileFlows nodes"
+        workloads.len() >= 3 && workloads.iter().any(|w| w.starts_with("Job ")),
+        "expected the sidecar Job, worker Deployment and FileFlows nodes: {workloads:?}"
     );
     found
 }
-pub(crate) fn standalone_trackers() -> Vec<(&'static Doc, PodTemplateSpec, Container, bool)> {
+pub(crate) fn standalone_trackers() -> Vec<Found> {
     let found: Vec<_> = trackers()
         .into_iter()
         .filter(|(_, _, container, _)| is_standalone(container))

@@ -14,78 +14,67 @@ fn roles_grant_exactly_get_and_patch_on_pods() {
         ..PolicyRule::default()
     }];
     let (mut roles, mut cluster_roles) = (0, 0);
-    for doc in &TREE.docs {
-        let rules = match doc.object() {
-            Object::Role(role) => {
-                roles += 1;
-                role.rules
+    for build in BUILDS.iter() {
+        for doc in &build.objects {
+            let rules = match doc.object() {
+                Object::Role(role) => {
+                    roles += 1;
+                    role.rules
+                }
+                Object::ClusterRole(role) => {
+                    assert!(role.aggregation_rule.is_none(), "{}: aggregated", doc.at());
+                    cluster_roles += 1;
+                    role.rules
+                }
+                _ => continue,
+            };
+            let rules = rules.unwrap_or_default();
+            if doc.name() == "pod-webhook-tracker-tokenreviews" {
+                let reviews = vec![PolicyRule {
+                    api_groups: Some(vec!["authentication.k8s.io".to_owned()]),
+                    resources: Some(vec!["tokenreviews".to_owned()]),
+                    verbs: vec!["create".to_owned()],
+                    ..PolicyRule::default()
+                }];
+                assert_eq!(rules, reviews, "{}: create on tokenreviews only", doc.at());
+                continue;
             }
-            Object::ClusterRole(role) => {
-                assert!(
-                    role.aggregation_rule.is_none(),
-                    "{}: aggregated",
-                    doc.name()
+            if doc.name() == "pod-webhook-tracker-injector" {
+                let injector = vec![PolicyRule {
+                    api_groups: Some(vec!["admissionregistration.k8s.io".to_owned()]),
+                    resources: Some(vec!["mutatingwebhookconfigurations".to_owned()]),
+                    resource_names: Some(vec!["pod-webhook-tracker".to_owned()]),
+                    verbs: vec!["patch".to_owned()],
+                    ..PolicyRule::default()
+                }];
+                assert_eq!(
+                    rules,
+                    injector,
+                    "{}: patch on its own webhook configuration only",
+                    doc.at()
                 );
-                cluster_roles += 1;
-                role.rules
+                // The configuration it may patch is the one its own kustomization installs.
+                let configurations = build.names_of("MutatingWebhookConfiguration");
+                assert!(
+                    configurations.contains("pod-webhook-tracker"),
+                    "{}: {configurations:?}",
+                    doc.at()
+                );
+                continue;
             }
-            _ => continue,
-        };
-        let rules = rules.unwrap_or_default();
-        if doc.value.pointer("/metadata/name")
-            == Some(&Value::from("pod-webhook-tracker-tokenreviews"))
-        {
-            let reviews = vec![PolicyRule {
-                api_groups: Some(vec!["authentication.k8s.io".to_owned()]),
-                resources: Some(vec!["tokenreviews".to_owned()]),
-                verbs: vec!["create".to_owned()],
-                ..PolicyRule::default()
-            }];
-            assert_eq!(
-                rules,
-                reviews,
-                "{}: create on tokenreviews only",
-                doc.name()
-            );
-            continue;
-        }
-        if doc.value.pointer("/metadata/name") == Some(&Value::from("pod-webhook-tracker-injector"))
-        {
-            let injector = vec![PolicyRule {
-                api_groups: Some(vec!["admissionregistration.k8s.io".to_owned()]),
-                resources: Some(vec!["mutatingwebhookconfigurations".to_owned()]),
-                resource_names: Some(vec!["pod-webhook-tracker".to_owned()]),
-                verbs: vec!["patch".to_owned()],
-                ..PolicyRule::default()
-            }];
-            assert_eq!(
-                rules,
-                injector,
-                "{}: patch on its own webhook configuration only",
-                doc.name()
-            );
-            let configurations: BTreeSet<_> = TREE
-                .docs_of_kind("MutatingWebhookConfiguration")
-                .filter_map(|d| d.value.pointer("/metadata/name").and_then(Value::as_str))
-                .collect();
+            let verbs: Vec<_> = rules.iter().flat_map(|rule| rule.verbs.iter()).collect();
             assert!(
-                configurations.contains("pod-webhook-tracker"),
-                "{configurations:?}"
+                !verbs.iter().any(|verb| *verb == "list"),
+                "{}: never list",
+                doc.at()
             );
-            continue;
+            assert_eq!(
+                rules,
+                expected,
+                "{}: get and patch on pods, nothing else",
+                doc.at()
+            );
         }
-        let verbs: Vec<_> = rules.iter().flat_map(|rule| rule.verbs.iter()).collect();
-        assert!(
-            !verbs.iter().any(|verb| *verb == "list"),
-            "{}: never list",
-            doc.name()
-        );
-        assert_eq!(
-            rules,
-            expected,
-            "{}: get and patch on pods, nothing else",
-            doc.name()
-        );
     }
     assert!(roles >= 2, "expected the sidecar and standalone Roles");
     assert!(cluster_roles >= 1, "expected the cluster-wide ClusterRole");
@@ -93,17 +82,16 @@ fn roles_grant_exactly_get_and_patch_on_pods() {
 #[test]
 fn bindings_grant_existing_roles_to_existing_service_accounts() {
     let mut bindings = 0;
-    for kustomization in &TREE.kustomizations {
-        let build = TREE.build(&kustomization.dir);
+    for build in BUILDS.iter() {
         let accounts = build.names_of("ServiceAccount");
-        for doc in &build.docs {
+        for doc in &build.objects {
             let (role_ref, subjects, cluster_wide) = match doc.object() {
                 Object::RoleBinding(binding) => (binding.role_ref, binding.subjects, false),
                 Object::ClusterRoleBinding(binding) => (binding.role_ref, binding.subjects, true),
                 _ => continue,
             };
             bindings += 1;
-            let at = format!("{}: {}", kustomization.file(), doc.name());
+            let at = doc.at();
             let roles = build.names_of(&role_ref.kind);
             assert!(
                 roles.contains(&role_ref.name),
@@ -124,27 +112,33 @@ fn bindings_grant_existing_roles_to_existing_service_accounts() {
                     "{at}: no ServiceAccount {}",
                     subject.name
                 );
+                // The account's namespace, as rendered: a ClusterRoleBinding's subject needs
+                // it (kustomize writes it from `namespace:`); a RoleBinding's may leave it to
+                // the binding's own.
+                let account = build.one("ServiceAccount", &subject.name);
                 if cluster_wide {
                     assert!(
-                        subject.namespace.is_some() || build.namespace.is_some(),
+                        subject.namespace.is_some(),
                         "{at}: a ClusterRoleBinding's subject needs a namespace"
+                    );
+                }
+                if let Some(namespace) = subject.namespace.as_deref() {
+                    assert_eq!(
+                        Some(namespace),
+                        account.namespace().or(doc.namespace()),
+                        "{at}: binds the account {} of another namespace",
+                        subject.name
                     );
                 }
             }
         }
-        for (doc, template) in build
-            .docs
-            .iter()
-            .filter_map(|d| d.pod_template().map(|t| (d, t)))
-        {
+        for (doc, template) in build.pod_templates() {
             let account = spec_of(&template).service_account_name.clone();
-            let account =
-                account.unwrap_or_else(|| panic!("{}: no serviceAccountName", doc.name()));
+            let account = account.unwrap_or_else(|| panic!("{}: no serviceAccountName", doc.at()));
             assert!(
                 accounts.contains(&account),
-                "{}: {} runs as ServiceAccount {account}, which it does not create",
-                kustomization.file(),
-                doc.name()
+                "{}: runs as ServiceAccount {account}, which its kustomization does not create",
+                doc.at()
             );
         }
     }

@@ -7,7 +7,7 @@ use crate::prelude::*;
 #[test]
 fn sidecars_are_native_and_agree_with_the_program_defaults() {
     for (doc, _, container, regular) in sidecars() {
-        let at = format!("{}: container {}", doc.name(), container.name);
+        let at = format!("{}: container {}", doc.at(), container.name);
         assert!(!regular, "{at}: a sidecar must be an init container");
         assert_native_sidecar(&at, &container);
     }
@@ -15,19 +15,16 @@ fn sidecars_are_native_and_agree_with_the_program_defaults() {
 #[test]
 fn sidecar_jobs_call_the_tracker_on_loopback() {
     let mut jobs = 0;
-    for (doc, template) in TREE.pod_templates() {
-        if !doc.file.starts_with("manifests/sidecar") {
-            continue;
-        }
+    for (doc, template) in build("manifests/sidecar").pod_templates() {
         let spec = spec_of(&template);
         assert!(
             spec.init_containers.iter().flatten().any(is_tracker),
             "{}: has no tracker sidecar",
-            doc.name()
+            doc.at()
         );
         for container in &spec.containers {
             let script = script_of(container);
-            let at = format!("{}: container {}", doc.name(), container.name);
+            let at = format!("{}: container {}", doc.at(), container.name);
             if let Some((_, flags)) = run_wrapper(container) {
                 // `run` calls the sidecar and decrements on every way out itself.
                 let url = flags.iter().find_map(|flag| flag.strip_prefix("--url="));
@@ -53,20 +50,20 @@ fn sidecar_jobs_call_the_tracker_on_loopback() {
             );
             jobs += 1;
         }
-        if doc.value["kind"] == "Job" {
+        if doc.kind() == "Job" {
             let restart = spec.restart_policy.as_deref();
             assert_eq!(
                 restart,
                 Some("Never"),
                 "{}: a Job's pods do not restart",
-                doc.name()
+                doc.at()
             );
         }
         let grace = spec.termination_grace_period_seconds.unwrap_or(30);
         assert!(
             grace >= 300,
             "{}: {grace}s is too short for a job",
-            doc.name()
+            doc.at()
         );
     }
     assert!(jobs >= 2, "expected the example Job and worker Deployment");
@@ -74,20 +71,20 @@ fn sidecar_jobs_call_the_tracker_on_loopback() {
 #[test]
 fn only_the_tracker_container_holds_the_api_token() {
     for (doc, template, tracker, _) in sidecars() {
-        assert_token_in_tracker_only(&doc.name(), spec_of(&template), &tracker);
+        assert_token_in_tracker_only(&doc.at(), spec_of(&template), &tracker);
     }
 }
 #[test]
 fn wrapped_jobs_get_the_program_from_an_installer_of_this_version() {
     let image = format!("{IMAGE}:v{}", env!("CARGO_PKG_VERSION"));
     let mut wrapped = 0;
-    for (doc, template) in TREE.pod_templates() {
+    for (doc, template) in all_pod_templates() {
         let spec = spec_of(&template);
         for container in &spec.containers {
             let Some((program, _)) = run_wrapper(container) else {
                 continue;
             };
-            let at = format!("{}: container {}", doc.name(), container.name);
+            let at = format!("{}: container {}", doc.at(), container.name);
             let dir = program
                 .strip_suffix("/pod-webhook-tracker")
                 .expect("a path ending in the program");

@@ -6,7 +6,8 @@ use crate::prelude::*;
 #[test]
 fn the_standalone_service_probes_and_serves_on_port_8080() {
     for (doc, template, container, regular) in standalone_trackers() {
-        let at = format!("{}: container {}", doc.name(), container.name);
+        let at = format!("{}: container {}", doc.at(), container.name);
+        let own = build(&doc.kustomization);
         assert!(
             regular,
             "{at}: the standalone tracker is the pod's main container"
@@ -46,8 +47,8 @@ fn the_standalone_service_probes_and_serves_on_port_8080() {
         assert_probes_on(&container, STANDALONE_PORT, &at);
 
         let labels = labels_of(&template);
-        let services: Vec<Service> = TREE
-            .docs_of_kind("Service")
+        let services: Vec<Service> = own
+            .of_kind("Service")
             .filter_map(|doc| match doc.object() {
                 Object::Service(service) => Some(*service),
                 _ => None,
@@ -66,10 +67,31 @@ fn the_standalone_service_probes_and_serves_on_port_8080() {
             .and_then(|spec| spec.ports)
             .unwrap_or_default();
         assert_eq!(ports.len(), 1, "{at}: the Service has one port");
-        assert_eq!(
-            ports[0].port, 80,
-            "{at}: callers use http://pod-webhook-tracker/"
-        );
+        // Callers name the Service alone, on the scheme's own port: http://pod-webhook-tracker/,
+        // or https:// when the tracker serves TLS (the authenticated variant).
+        let tls = args.iter().any(|arg| arg.starts_with("--tls-cert-file="));
+        let (scheme, port) = if tls { ("https", 443) } else { ("http", 80) };
+        let service = own.of_kind("Service").find(|s| {
+            s.value["spec"]["ports"][0]["port"] == ports[0].port
+                && s.value["spec"]["selector"] == json!(labels)
+        });
+        let url = format!("{scheme}://{}", service.expect("the Service").name());
+        assert_eq!(ports[0].port, port, "{at}: callers use {url}/");
+        for (caller, template) in own.pod_templates() {
+            for container in spec_of(&template).containers.iter() {
+                let Some((_, flags)) = run_wrapper(container) else {
+                    continue;
+                };
+                for flag in flags.iter().filter_map(|f| f.strip_prefix("--url=")) {
+                    assert_eq!(
+                        flag.trim_end_matches('/'),
+                        url,
+                        "{}: run --url",
+                        caller.at()
+                    );
+                }
+            }
+        }
         let target = ports[0].target_port.as_ref().expect("a targetPort");
         assert_eq!(
             container_port(&container, target),
@@ -77,8 +99,8 @@ fn the_standalone_service_probes_and_serves_on_port_8080() {
             "{at}: targetPort"
         );
 
-        let own_budgets: Vec<_> = TREE
-            .docs_of_kind("PodDisruptionBudget")
+        let own_budgets: Vec<_> = own
+            .of_kind("PodDisruptionBudget")
             .filter_map(|doc| match doc.object() {
                 Object::PodDisruptionBudget(pdb) => pdb.spec,
                 _ => None,
@@ -99,16 +121,18 @@ fn the_standalone_service_probes_and_serves_on_port_8080() {
 }
 #[test]
 fn only_labelled_clients_may_reach_the_standalone_service() {
-    let mut policies = 0;
-    for doc in TREE.docs_of_kind("NetworkPolicy") {
+    let mut policies = BTreeSet::new();
+    for doc in all_objects().filter(|object| object.kind() == "NetworkPolicy") {
         let Object::NetworkPolicy(policy) = doc.object() else {
             unreachable!()
         };
         let spec = policy.spec.expect("a policy has a spec");
-        let at = doc.name();
+        let at = doc.at();
         let selector = spec.pod_selector.clone().unwrap_or_default();
+        // The tracker pods of its own kustomization.
         let guarded: Vec<_> = standalone_trackers()
             .into_iter()
+            .filter(|(object, ..)| object.kustomization == doc.kustomization)
             .filter(|(_, template, ..)| selects(&selector, &labels_of(template)))
             .collect();
         assert!(!guarded.is_empty(), "{at}: selects no tracker pod");
@@ -156,21 +180,24 @@ fn only_labelled_clients_may_reach_the_standalone_service() {
                 }
             }
         }
-        policies += 1;
+        policies.insert(doc.kustomization.clone());
+    }
+    for dir in [
+        "manifests/standalone/namespaced",
+        "manifests/standalone/cluster-wide",
+    ] {
+        assert!(policies.contains(Path::new(dir)), "{dir}: no NetworkPolicy");
     }
     assert!(
-        policies >= 2,
+        policies.len() >= 2,
         "expected the namespaced and cluster-wide policies"
     );
 }
 #[test]
 fn the_standalone_tracker_counts_the_pods_its_budget_protects() {
-    let build = TREE.build(Path::new("manifests/standalone"));
+    let build = build("manifests/standalone");
     let mut checked = 0;
-    for doc in &build.docs {
-        let Some(template) = doc.pod_template() else {
-            continue;
-        };
+    for (doc, template) in build.pod_templates() {
         for container in spec_of(&template)
             .containers
             .iter()
@@ -189,15 +216,12 @@ fn the_standalone_tracker_counts_the_pods_its_budget_protects() {
                 })
                 .collect();
             let budget = build
-                .docs
-                .iter()
-                .filter_map(|doc| match doc.object() {
-                    Object::PodDisruptionBudget(pdb) => pdb.spec.and_then(|spec| spec.selector),
-                    _ => None,
-                })
+                .budgets()
+                .into_iter()
+                .map(|(_, selector)| selector)
                 .find(|s| s.match_expressions.iter().flatten().any(|e| e.key == LABEL))
                 .expect("the default standalone build holds the busy-workers budget");
-            assert_eq!(budget.match_labels, Some(counted), "{}", doc.name());
+            assert_eq!(budget.match_labels, Some(counted), "{}", doc.at());
             checked += 1;
         }
     }
