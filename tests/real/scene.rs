@@ -2,7 +2,7 @@
 //! trackers run as (with the rights a test grants), and the trackers started as them.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -116,7 +116,7 @@ impl Scene {
     }
 
     /// Waits until `kubeconfig`'s identity may `GET path` (an RBAC change takes a moment).
-    pub(crate) fn wait_allowed(&self, kubeconfig: &PathBuf, path: &str) {
+    pub(crate) fn wait_allowed(&self, kubeconfig: &Path, path: &str) {
         let api = Api::from_kubeconfig(kubeconfig);
         let started = Instant::now();
         loop {
