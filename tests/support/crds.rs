@@ -1,11 +1,11 @@
 //! The CustomResourceDefinitions that the manifests' custom objects need (cert-manager's Issuer
-//! and Certificate), taken from the projects' own published Go modules through the Go module
+//! and Certificate; the Prometheus operator's ServiceMonitor and PrometheusRule), taken from the projects' own published Go modules through the Go module
 //! proxy (`go mod download`, checked against the checksum database like any module) and
 //! installed into a test API server. Their YAML is never copied into this repository: a pinned
 //! module version says which CRDs the manifests are checked against.
 //!
-//! A kind of another API group (monitoring's ServiceMonitor, say) needs one more row in
-//! [`SOURCES`]; until then its objects fail with a message saying so.
+//! Only the CRDs of the kinds the objects use are installed. A kind of another API group needs
+//! one more row in [`SOURCES`]; until then its objects fail with a message saying so.
 #![allow(dead_code)] // each test crate uses a different part of it
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -39,6 +39,14 @@ pub(crate) const SOURCES: &[Source] = &[
         version: "v1.21.2",
         folder: "deploy/crds",
     },
+    // The Prometheus operator's CRDs (ServiceMonitor, PrometheusRule, ...), as its release
+    // ships them: example/prometheus-operator-crd/monitoring.coreos.com_*.yaml.
+    Source {
+        group: "monitoring.coreos.com",
+        module: "github.com/prometheus-operator/prometheus-operator",
+        version: "v0.85.0",
+        folder: "example/prometheus-operator-crd",
+    },
 ];
 
 /// Whether objects of `api_version` are served by every API server without a CRD: the core
@@ -60,26 +68,34 @@ pub(crate) fn group_of(api_version: &str) -> &str {
 ///
 /// # Panics
 /// When a group has no [`Source`], when its module cannot be fetched (naming the module and
-/// what the Go toolchain said), or when the module holds no CRD of that group.
+/// what the Go toolchain said), or when the module holds no CRD of a kind.
 pub(crate) fn install_for(cluster: &Cluster, objects: &[Value]) {
-    let groups: BTreeSet<&str> = objects
-        .iter()
-        .filter_map(|object| object["apiVersion"].as_str())
-        .filter(|api_version| !is_built_in(api_version))
-        .map(group_of)
-        .collect();
-    for group in groups {
-        install_group(cluster, group);
+    let mut kinds: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for object in objects {
+        let api_version = object["apiVersion"].as_str().unwrap_or_default();
+        if is_built_in(api_version) {
+            continue;
+        }
+        let kind = object["kind"].as_str().unwrap_or_default();
+        kinds.entry(group_of(api_version)).or_default().insert(kind);
+    }
+    for (group, kinds) in kinds {
+        install(cluster, group, &kinds);
     }
 }
 
-/// Installs the CRDs of `group` into `cluster` unless they are there.
-pub(crate) fn install_group(cluster: &Cluster, group: &str) {
-    static INSTALLED: Mutex<BTreeSet<(String, String)>> = Mutex::new(BTreeSet::new());
-    // Held while installing, so that parallel tests install each group once.
+/// Installs the CRDs of these `kinds` of `group` into `cluster` unless they are there.
+pub(crate) fn install(cluster: &Cluster, group: &str, kinds: &BTreeSet<&str>) {
+    static INSTALLED: Mutex<BTreeSet<(String, String, String)>> = Mutex::new(BTreeSet::new());
+    // Held while installing, so that parallel tests install each CRD once.
     let mut installed = INSTALLED.lock().unwrap_or_else(PoisonError::into_inner);
-    let key = (cluster.url().to_owned(), group.to_owned());
-    if installed.contains(&key) {
+    let key = |kind: &str| (cluster.url().to_owned(), group.to_owned(), kind.to_owned());
+    let missing: BTreeSet<&str> = kinds
+        .iter()
+        .copied()
+        .filter(|kind| !installed.contains(&key(kind)))
+        .collect();
+    if missing.is_empty() {
         return;
     }
     let source = SOURCES
@@ -87,11 +103,27 @@ pub(crate) fn install_group(cluster: &Cluster, group: &str) {
         .find(|source| source.group == group)
         .unwrap_or_else(|| {
             panic!(
-                "objects of the API group {group} need its CustomResourceDefinitions, and \
-                 tests/support/crds.rs names no Go module that publishes them: add a row to SOURCES"
+                "objects of the API group {group} ({missing:?}) need their CustomResourceDefinitions, \
+                 and tests/support/crds.rs names no Go module that publishes them: add a row to SOURCES"
             )
         });
-    let crds = crds_of(source);
+    let crds: Vec<Value> = crds_of(source)
+        .into_iter()
+        .filter(|crd| {
+            crd["spec"]["names"]["kind"]
+                .as_str()
+                .is_some_and(|kind| missing.contains(kind))
+        })
+        .collect();
+    for kind in &missing {
+        assert!(
+            crds.iter().any(|crd| crd["spec"]["names"]["kind"] == *kind),
+            "{}@{} has no CustomResourceDefinition of {kind}.{group} in {}",
+            source.module,
+            source.version,
+            source.folder
+        );
+    }
     for crd in &crds {
         let answer = cluster.admin().post(
             "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
@@ -108,7 +140,7 @@ pub(crate) fn install_group(cluster: &Cluster, group: &str) {
     for crd in &crds {
         wait_served(cluster, crd);
     }
-    installed.insert(key);
+    installed.extend(missing.iter().map(|kind| key(kind)));
 }
 
 /// The CRDs of `source.group` in its module.
