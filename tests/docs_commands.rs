@@ -533,7 +533,7 @@ fn commands_for(runner_kind: Runner) -> Vec<Documented> {
 
 /// The placeholders of the documentation, and what the tests put in their place (each a whole
 /// word: `NS` in `NS:batch-workers` too, not the `POD` of `POD_NAME`).
-const PLACEHOLDERS: [(&str, &str); 8] = [
+const PLACEHOLDERS: [(&str, &str); 6] = [
     ("NS", "a namespace of the test's own"),
     ("NAMESPACE", "a namespace of the test's own"),
     ("POD", "a busy pod, with the label active-jobs"),
@@ -543,8 +543,6 @@ const PLACEHOLDERS: [(&str, &str); 8] = [
     ),
     ("REGISTRY/NAME:TAG", "an image of another registry"),
     ("COMMAND [ARG...]", "a command that exits with status 3"),
-    ("COMMAND", "a command"),
-    ("[ARG...]", "its arguments"),
 ];
 
 /// `text` with each placeholder (a whole word) replaced as `values` says.
