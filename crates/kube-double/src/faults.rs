@@ -11,8 +11,10 @@ use crate::record::Verb;
 pub enum FaultKind {
     /// Waits this long before handling the request (adds up with other latency).
     Latency(Duration),
-    /// Answers with this status code and a fitting `Status` body (409 Conflict, 429, 500,
-    /// 503, 504, ...) without applying anything.
+    /// Answers with this status code and a fitting `Status` body (409 Conflict, 500, 503,
+    /// 504, ...) without applying anything. 429 is API Priority and Fairness refusing the
+    /// request, answered as kube-apiserver does: plain text with `Retry-After: 1` (see
+    /// [`crate::Restart::throttled_for`]).
     Status(u16),
     /// Never answers; the request is not applied. The client has to give up.
     Hang,

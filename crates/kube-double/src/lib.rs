@@ -434,14 +434,27 @@ impl ApiServer {
             .unwrap_or_else(|| panic!("kube-double: {what}: no pod {namespace}/{name}"))
     }
 
-    /// Sets `status.phase` (as the kubelet would), advancing the resource version. Returns
-    /// the new resource version.
+    /// Sets `status.phase` (as the kubelet would), advancing the resource version, and
+    /// nothing else: the `Ready` condition stays as it was (see [`ApiServer::set_ready`]).
+    /// Returns the new resource version.
     ///
     /// # Panics
     /// If the pod does not exist.
     pub fn set_phase(&self, namespace: &str, name: &str, phase: &str) -> String {
         self.write_pod(namespace, name, "set_phase", |pod| {
             pod["status"]["phase"] = Value::from(phase)
+        })
+    }
+
+    /// Sets the pod's `Ready` condition (as the kubelet does when a readiness probe starts
+    /// passing or failing), advancing the resource version. Disruption budgets count only
+    /// ready pods as healthy. Returns the new resource version.
+    ///
+    /// # Panics
+    /// If the pod does not exist.
+    pub fn set_ready(&self, namespace: &str, name: &str, ready: bool) -> String {
+        self.write_pod(namespace, name, "set_ready", |pod| {
+            pods::set_ready_condition(&mut pod["status"], ready);
         })
     }
 

@@ -38,37 +38,62 @@ impl PatchType {
 }
 
 /// Applies `body` (a patch of type `kind`) to `doc` and returns the patched document, or the
-/// error the API server answers with:
-/// - a merge patch that is not JSON: 500 `Invalid JSON Patch` (no reason, no details);
-/// - a JSON patch or strategic merge patch that cannot be decoded: 400 `BadRequest`;
-/// - a JSON patch operation that does not apply (failed `test`, `remove` or `replace` of a
-///   missing member, `add` under a missing parent, unknown `op`): 422 `Invalid` with the
-///   generic message and `details: {}`.
+/// error the API server answers with (as a v1.37 server answered each, unless noted):
+/// - a body that is not JSON: 400 `invalid JSON patch` — except a merge patch, which the
+///   recorded v1.19 server answered 500 `Invalid JSON Patch` (no reason, no details), kept so
+///   that the recordings replay (v1.37 answers it like the others);
+/// - a merge patch of `null`: 400 `Invalid JSON Patch`; one that is not an object: 400
+///   `error decoding patch: json: cannot unmarshal <type> into Go value of type
+///   map[string]interface {}`. A strategic merge patch that is not an object: the same
+///   message without `error decoding patch: `; of `null`: no change;
+/// - a JSON patch of `null`: no operations; one that is not a list: 400 `error decoding
+///   patch: json: cannot unmarshal <type> into Go value of type []handlers.jsonPatchOp`, or
+///   `... handlers.jsonPatchOp` for an operation that is neither an object nor `null`;
+/// - a JSON patch operation that does not apply (failed `test`, `remove` of a missing
+///   member, `add` or `replace` under a missing parent, unknown or missing `op`, a `null`
+///   operation): 422 `Invalid` with the generic message and `details: {}`.
 pub(crate) fn apply(kind: PatchType, doc: &Value, body: &[u8]) -> Result<Value, ApiError> {
+    let Ok(patch) = serde_json::from_slice::<Value>(body) else {
+        return Err(match kind {
+            PatchType::Merge => ApiError::plain_internal("Invalid JSON Patch"),
+            PatchType::Json | PatchType::Strategic => ApiError::bad_request("invalid JSON patch"),
+        });
+    };
+    let cannot_unmarshal = |value: &Value, into: &str| {
+        format!(
+            "json: cannot unmarshal {} into Go value of type {into}",
+            crate::store::json_type(value)
+        )
+    };
+    const MAP: &str = "map[string]interface {}";
     match kind {
-        PatchType::Merge => {
-            let patch: Value = serde_json::from_slice(body)
-                .map_err(|_| ApiError::plain_internal("Invalid JSON Patch"))?;
-            Ok(merge(doc, &patch))
-        }
-        PatchType::Strategic => {
-            let patch: Value =
-                serde_json::from_slice(body).map_err(|e| ApiError::bad_request(e.to_string()))?;
-            Ok(merge(doc, &patch))
-        }
+        PatchType::Merge => match &patch {
+            Value::Object(_) => Ok(merge(doc, &patch)),
+            Value::Null => Err(ApiError::bad_request("Invalid JSON Patch")),
+            other => Err(ApiError::bad_request(format!(
+                "error decoding patch: {}",
+                cannot_unmarshal(other, MAP)
+            ))),
+        },
+        PatchType::Strategic => match &patch {
+            Value::Object(_) | Value::Null => Ok(merge(doc, &patch)),
+            other => Err(ApiError::bad_request(cannot_unmarshal(other, MAP))),
+        },
         PatchType::Json => {
-            let ops: Value =
-                serde_json::from_slice(body).map_err(|e| ApiError::bad_request(e.to_string()))?;
-            let Value::Array(ops) = ops else {
-                return Err(ApiError::bad_request(format!(
-                    "json: cannot unmarshal {} into Go value of type jsonpatch.Patch",
-                    crate::store::json_type(&ops)
-                )));
+            let ops = match patch {
+                Value::Array(ops) => ops,
+                Value::Null => Vec::new(),
+                other => {
+                    return Err(ApiError::bad_request(format!(
+                        "error decoding patch: {}",
+                        cannot_unmarshal(&other, "[]handlers.jsonPatchOp")
+                    )));
+                }
             };
-            if let Some(op) = ops.iter().find(|op| !op.is_object()) {
+            if let Some(op) = ops.iter().find(|op| !(op.is_object() || op.is_null())) {
                 return Err(ApiError::bad_request(format!(
-                    "json: cannot unmarshal {} into Go value of type jsonpatch.Operation",
-                    crate::store::json_type(op)
+                    "error decoding patch: {}",
+                    cannot_unmarshal(op, "handlers.jsonPatchOp")
                 )));
             }
             let mut doc = doc.clone();
@@ -80,8 +105,8 @@ pub(crate) fn apply(kind: PatchType, doc: &Value, body: &[u8]) -> Result<Value, 
     }
 }
 
-/// RFC 7386 merge, except that a `null` patch changes nothing (Go decodes `null` into an
-/// empty patch document).
+/// RFC 7386 merge, except that a `null` patch changes nothing (a strategic merge patch of
+/// `null` is decoded into an empty patch document).
 fn merge(doc: &Value, patch: &Value) -> Value {
     let mut doc = doc.clone();
     if !patch.is_null() {
@@ -90,22 +115,48 @@ fn merge(doc: &Value, patch: &Value) -> Value {
     doc
 }
 
-/// Applies one JSON patch operation. Operations are applied one at a time so that `test` can
-/// follow `evanphx/json-patch`: a `test` for `null` passes when the member is absent (or
-/// null) as long as its parent exists. Everything else is strict RFC 6902, which is also what
-/// current API servers do (`replace` of a missing member fails).
+/// Applies one JSON patch operation. Operations are applied one at a time so that they can
+/// follow `evanphx/json-patch` (v4, which kube-apiserver v1.37 still uses) where it departs
+/// from RFC 6902:
+/// - a `test` for `null` passes when the member is absent (or null) as long as its parent
+///   exists;
+/// - a `replace` of a member that an existing object lacks adds it (its `replace` sets the
+///   key without looking whether it is there; a v1.37 server answered 200 and stored the
+///   label). Under a missing parent, or past the end of an array, it fails.
+///
+/// Everything else is strict RFC 6902 (`remove` of a missing member fails).
 fn apply_operation(doc: &mut Value, op: &Value) -> Result<(), String> {
     let kind = op.get("op").and_then(Value::as_str).unwrap_or("unknown");
+    let path = op.get("path").and_then(Value::as_str);
     if kind == "test" && op.get("value").is_none_or(Value::is_null) {
-        let path = op
-            .get("path")
-            .and_then(Value::as_str)
-            .ok_or("test operation missing path")?;
-        return test_null(doc, path);
+        return test_null(doc, path.ok_or("test operation missing path")?);
     }
-    let operation: PatchOperation =
-        serde_json::from_value(op.clone()).map_err(|e| e.to_string())?;
+    let mut op = op.clone();
+    if kind == "replace"
+        && let Some(path) = path
+        && matches!(parent(doc, path), Ok((Value::Object(map), key)) if !map.contains_key(&key))
+    {
+        op["op"] = Value::from("add");
+    }
+    let operation: PatchOperation = serde_json::from_value(op).map_err(|e| e.to_string())?;
     json_patch::patch(doc, &[operation]).map_err(|e| e.to_string())
+}
+
+/// The container a non-empty JSON pointer points into, and the last (decoded) token.
+fn parent<'a>(doc: &'a Value, path: &str) -> Result<(&'a Value, String), String> {
+    let missing = || format!("doc is missing path: {path}");
+    let rest = path.strip_prefix('/').ok_or_else(missing)?;
+    let mut parts: Vec<String> = rest.split('/').map(decode_token).collect();
+    let last = parts.pop().ok_or_else(missing)?;
+    let mut container = doc;
+    for part in &parts {
+        container = child(container, part).ok_or_else(missing)?;
+    }
+    if container.is_object() || container.is_array() {
+        Ok((container, last))
+    } else {
+        Err(missing())
+    }
 }
 
 /// `test` with a `null` value, as `evanphx/json-patch` does it: the parent container must
@@ -118,23 +169,8 @@ fn test_null(doc: &Value, path: &str) -> Result<(), String> {
             Err("testing value failed".into())
         };
     }
-    let Some(rest) = path.strip_prefix('/') else {
-        return Err(format!(
-            "test operation does not apply: is missing path: {path}"
-        ));
-    };
-    let parts: Vec<String> = rest.split('/').map(decode_token).collect();
-    let (last, parents) = parts.split_last().ok_or("empty path")?;
-    let mut container = doc;
-    for part in parents {
-        container = child(container, part)
-            .ok_or_else(|| format!("test operation does not apply: is missing path: {path}"))?;
-        if !(container.is_object() || container.is_array()) {
-            return Err(format!(
-                "test operation does not apply: is missing path: {path}"
-            ));
-        }
-    }
+    let (container, last) =
+        parent(doc, path).map_err(|why| format!("test operation does not apply: {why}"))?;
     let member = match container {
         Value::Object(map) => map.get(last.as_str()),
         Value::Array(items) => {
@@ -226,12 +262,47 @@ mod tests {
     }
 
     #[test]
-    fn a_null_merge_patch_changes_nothing() {
+    fn a_null_merge_patch_is_a_bad_request_and_a_null_strategic_or_json_patch_changes_nothing() {
         let doc = pod(None);
         assert_eq!(
-            apply(PatchType::Merge, &doc, b"null").expect("applies"),
+            apply(PatchType::Merge, &doc, b"null").expect_err("null"),
+            ApiError::bad_request("Invalid JSON Patch")
+        );
+        assert_eq!(
+            apply(PatchType::Strategic, &doc, b"null").expect("applies"),
             doc
         );
+        assert_eq!(apply(PatchType::Json, &doc, b"null").expect("applies"), doc);
+    }
+
+    #[test]
+    fn patches_of_the_wrong_shape_are_bad_requests_in_the_servers_words() {
+        let doc = pod(None);
+        let message = |kind, body: &str| {
+            let error = apply(kind, &doc, body.as_bytes()).expect_err(body);
+            assert_eq!((error.code, error.reason), (400, "BadRequest"), "{body}");
+            error.message
+        };
+        assert_eq!(
+            message(PatchType::Merge, "[]"),
+            "error decoding patch: json: cannot unmarshal array into Go value of type map[string]interface {}"
+        );
+        assert_eq!(
+            message(PatchType::Strategic, "1"),
+            "json: cannot unmarshal number into Go value of type map[string]interface {}"
+        );
+        assert_eq!(
+            message(PatchType::Json, "true"),
+            "error decoding patch: json: cannot unmarshal bool into Go value of type []handlers.jsonPatchOp"
+        );
+        assert_eq!(
+            message(PatchType::Json, "[1]"),
+            "error decoding patch: json: cannot unmarshal number into Go value of type handlers.jsonPatchOp"
+        );
+        for kind in [PatchType::Json, PatchType::Strategic] {
+            assert_eq!(message(kind, "[{"), "invalid JSON patch");
+            assert_eq!(message(kind, ""), "invalid JSON patch");
+        }
     }
 
     #[test]
@@ -309,9 +380,22 @@ mod tests {
     }
 
     #[test]
-    fn replace_of_a_missing_member_is_rejected() {
+    fn replace_of_a_member_an_existing_map_lacks_adds_it() {
         let ops = json!([{"op": "replace", "path": "/metadata/labels/active-jobs", "value": "1"}]);
-        assert!(json_patch(&pod(Some(json!({}))), ops).is_err());
+        let patched = json_patch(&pod(Some(json!({"app": "worker"}))), ops).expect("applies");
+        assert_eq!(
+            patched["metadata"]["labels"],
+            json!({"app": "worker", "active-jobs": "1"})
+        );
+    }
+
+    #[test]
+    fn replace_under_a_missing_map_or_past_an_array_is_rejected() {
+        let ops = json!([{"op": "replace", "path": "/metadata/labels/active-jobs", "value": "1"}]);
+        assert!(json_patch(&pod(None), ops).is_err());
+        let doc = json!({"items": ["a"]});
+        let ops = json!([{"op": "replace", "path": "/items/1", "value": "b"}]);
+        assert!(json_patch(&doc, ops).is_err());
     }
 
     #[test]
@@ -331,14 +415,14 @@ mod tests {
             422
         );
         assert_eq!(
-            json_patch(&pod(None), json!({"op": "add"}))
-                .expect_err("not a list")
+            json_patch(&pod(None), json!([null]))
+                .expect_err("a null operation")
                 .code,
-            400
+            422
         );
         assert_eq!(
-            apply(PatchType::Json, &pod(None), b"[{")
-                .expect_err("not json")
+            json_patch(&pod(None), json!({"op": "add"}))
+                .expect_err("not a list")
                 .code,
             400
         );

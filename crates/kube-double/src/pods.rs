@@ -514,6 +514,7 @@ pub struct NewPod {
     labels: BTreeMap<String, String>,
     annotations: BTreeMap<String, String>,
     phase: Option<String>,
+    ready: Option<bool>,
     node: Option<String>,
     service_account: Option<String>,
 }
@@ -527,6 +528,7 @@ impl NewPod {
             labels: BTreeMap::new(),
             annotations: BTreeMap::new(),
             phase: None,
+            ready: None,
             node: None,
             service_account: None,
         }
@@ -544,9 +546,18 @@ impl NewPod {
         self
     }
 
-    /// Sets `status.phase` (`Running`, `Succeeded`, ...) instead of `Pending`.
+    /// Sets `status.phase` (`Running`, `Succeeded`, ...) instead of `Pending`. A `Running`
+    /// pod is also ready (its `Ready` condition `True`, as the kubelet reports a pod whose
+    /// containers run without a failing readiness probe) unless [`NewPod::ready`] says not.
     pub fn phase(mut self, phase: impl Into<String>) -> NewPod {
         self.phase = Some(phase.into());
+        self
+    }
+
+    /// Sets the pod's `Ready` condition (with a phase): `false` for a pod whose readiness
+    /// probe fails. Disruption budgets count only ready pods as healthy.
+    pub fn ready(mut self, ready: bool) -> NewPod {
+        self.ready = Some(ready);
         self
     }
 
@@ -580,11 +591,29 @@ pub(crate) fn add_pod(store: &mut Store, pod: &NewPod) -> Result<Value, ApiError
     if let Some(node) = &pod.node {
         body["spec"]["nodeName"] = Value::from(node.clone());
     }
-    let status = pod
-        .phase
-        .as_ref()
-        .map(|phase| json!({"phase": phase, "qosClass": "BestEffort"}));
+    let status = pod.phase.as_ref().map(|phase| {
+        let mut status = json!({"phase": phase, "qosClass": "BestEffort"});
+        let ready = pod.ready.unwrap_or(phase == "Running");
+        if ready || pod.ready.is_some() {
+            set_ready_condition(&mut status, ready);
+        }
+        status
+    });
     create_pod(store, &pod.namespace, body, status, false)
+}
+
+/// Sets the `Ready` condition of a pod's `status` (adding the condition list if needed).
+pub(crate) fn set_ready_condition(status: &mut Value, ready: bool) {
+    let condition = json!({"type": "Ready", "status": if ready { "True" } else { "False" }});
+    if !status["conditions"].is_array() {
+        status["conditions"] = json!([]);
+    }
+    if let Some(conditions) = status["conditions"].as_array_mut() {
+        match conditions.iter_mut().find(|c| c["type"] == "Ready") {
+            Some(existing) => *existing = condition,
+            None => conditions.push(condition),
+        }
+    }
 }
 
 /// Changes a pod directly (as a kubelet or controller would), advancing its resource version.

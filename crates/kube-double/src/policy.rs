@@ -70,9 +70,21 @@ pub(crate) fn pdb_selects(pdb: &Value, pod: &Value) -> bool {
         && pdb_selector(pdb).is_some_and(|s| s.matches(&string_map(pod, "labels")))
 }
 
+/// Whether the pod's `Ready` condition is `True` (`podutil.IsPodReady`; the phase does not
+/// matter: a Running pod whose readiness probe fails is not ready).
+pub(crate) fn is_ready(pod: &Value) -> bool {
+    pod["status"]["conditions"]
+        .as_array()
+        .is_some_and(|conditions| {
+            conditions
+                .iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
+}
+
+/// Whether the disruption controller counts the pod as healthy: ready and not being deleted.
 pub(crate) fn is_healthy(pod: &Value) -> bool {
-    pod["status"].get("phase").and_then(Value::as_str) == Some("Running")
-        && pod["metadata"].get("deletionTimestamp").is_none()
+    is_ready(pod) && pod["metadata"].get("deletionTimestamp").is_none()
 }
 
 /// An `IntOrString` scaled like the disruption controller does (`50%` of 3, rounded up).
@@ -104,12 +116,32 @@ pub(crate) fn computed_pdb_status(store: &Store, pdb: &Value) -> Value {
     } else {
         1
     };
+    let generation = pdb["metadata"]
+        .get("generation")
+        .cloned()
+        .unwrap_or(json!(1));
+    let allowed = healthy.saturating_sub(desired);
+    // The controller's condition; the double computes statuses when they are read, so the
+    // transition is dated at the budget's creation.
+    let (condition_status, reason) = if allowed > 0 {
+        ("True", "SufficientPods")
+    } else {
+        ("False", "InsufficientPods")
+    };
     json!({
-        "observedGeneration": pdb["metadata"].get("generation").cloned().unwrap_or(json!(1)),
-        "disruptionsAllowed": healthy.saturating_sub(desired),
+        "observedGeneration": generation,
+        "disruptionsAllowed": allowed,
         "currentHealthy": healthy,
         "desiredHealthy": desired,
         "expectedPods": expected,
+        "conditions": [{
+            "type": "DisruptionAllowed",
+            "status": condition_status,
+            "reason": reason,
+            "message": "",
+            "observedGeneration": generation,
+            "lastTransitionTime": pdb["metadata"].get("creationTimestamp").cloned().unwrap_or(Value::Null),
+        }],
     })
 }
 
@@ -260,7 +292,10 @@ pub(crate) fn create_pdb(
 
 /// `POST pods/{name}/eviction`, as the eviction subresource decides: pods that are pending,
 /// finished or already being deleted go regardless of budgets; a pod under two budgets is a
-/// 500; a pod under one goes only if the budget allows a disruption (429 otherwise).
+/// 500; a pod under one goes only if the budget allows a disruption (429 otherwise), except
+/// that a pod that is not ready goes when its budget's `unhealthyPodEvictionPolicy` is
+/// `AlwaysAllow`, or (`IfHealthyBudget`, the default) when the budget has all the healthy
+/// pods it needs.
 pub(crate) fn evict(
     store: &mut Store,
     options: Options,
@@ -317,23 +352,34 @@ pub(crate) fn evict(
                     }],
                 )
             };
-            if !options.disruption_controller {
-                return Err(refuse(format!(
-                    "The disruption budget {pdb_name} is still being processed by the server."
-                )));
-            }
-            let status = computed_pdb_status(store, pdb);
+            // Without a controller the budget keeps the status it was created with.
+            let status = if options.disruption_controller {
+                computed_pdb_status(store, pdb)
+            } else {
+                pdb["status"].clone()
+            };
             let number = |field: &str| status.get(field).and_then(Value::as_u64).unwrap_or(0);
             let (healthy, desired, allowed) = (
                 number("currentHealthy"),
                 number("desiredHealthy"),
                 number("disruptionsAllowed"),
             );
-            let counts = is_healthy(&pod) || healthy < desired || desired == 0;
-            if counts && allowed == 0 {
-                return Err(refuse(format!(
-                    "The disruption budget {pdb_name} needs {desired} healthy pods and has {healthy} currently"
-                )));
+            // A pod that is not ready is deleted without looking at the budget's
+            // allowance when its policy lets it go.
+            let always_allow = pdb["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow";
+            let unhealthy_goes =
+                !is_ready(&pod) && (always_allow || (healthy >= desired && desired > 0));
+            if !unhealthy_goes {
+                if !options.disruption_controller {
+                    return Err(refuse(format!(
+                        "The disruption budget {pdb_name} is still being processed by the server."
+                    )));
+                }
+                if allowed == 0 {
+                    return Err(refuse(format!(
+                        "The disruption budget {pdb_name} needs {desired} healthy pods and has {healthy} currently"
+                    )));
+                }
             }
         }
     }
@@ -498,9 +544,60 @@ mod tests {
         };
         let served = get_pdb(&store, controller, PolicyVersion::V1beta1, NS, "b").expect("served");
         assert_eq!(served["apiVersion"], "policy/v1beta1");
+        let created = served["metadata"]["creationTimestamp"].clone();
         assert_eq!(
             served["status"],
-            json!({"observedGeneration": 1, "disruptionsAllowed": 0, "currentHealthy": 1, "desiredHealthy": 1, "expectedPods": 2})
+            json!({"observedGeneration": 1, "disruptionsAllowed": 0, "currentHealthy": 1, "desiredHealthy": 1, "expectedPods": 2,
+                   "conditions": [{"type": "DisruptionAllowed", "status": "False", "reason": "InsufficientPods", "message": "",
+                                   "observedGeneration": 1, "lastTransitionTime": created}]})
         );
+        store.pods.get_mut(&key(NS, "b")).expect("b")["status"] =
+            json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]});
+        let served = get_pdb(&store, controller, PolicyVersion::V1, NS, "b").expect("served");
+        assert_eq!(served["status"]["disruptionsAllowed"], 1);
+        assert_eq!(served["status"]["conditions"][0]["status"], "True");
+        assert_eq!(
+            served["status"]["conditions"][0]["reason"],
+            "SufficientPods"
+        );
+    }
+
+    #[test]
+    fn only_ready_pods_are_healthy_and_an_unready_one_goes_as_its_budgets_policy_says() {
+        let busy = |name: &str, app: &str| {
+            NewPod::new(NS, name)
+                .label("app", app)
+                .label("active-jobs", "1")
+                .phase("Running")
+                .ready(false)
+        };
+        let mut store = store_with(&[
+            busy("unready", "if-healthy"),
+            busy("unready-always", "always"),
+        ]);
+        create_pdb(
+            &mut store,
+            NS,
+            None,
+            budget(json!(9999), json!({"matchLabels": {"app": "if-healthy"}})),
+            false,
+        )
+        .expect("budget");
+        let mut always = budget(json!(9999), json!({"matchLabels": {"app": "always"}}));
+        always["metadata"]["name"] = json!("always");
+        always["spec"]["unhealthyPodEvictionPolicy"] = json!("AlwaysAllow");
+        create_pdb(&mut store, NS, None, always, false).expect("budget");
+        let error = evict_pod(&mut store, true, "unready").expect_err("the budget is unhealthy");
+        assert_eq!(
+            error.to_json()["details"]["causes"][0]["message"],
+            "The disruption budget b needs 9999 healthy pods and has 0 currently"
+        );
+        assert_eq!(
+            evict_pod(&mut store, true, "unready-always")
+                .expect("AlwaysAllow")
+                .0,
+            201
+        );
+        assert!(!store.pods.contains_key(&key(NS, "unready-always")));
     }
 }

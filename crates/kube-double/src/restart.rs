@@ -90,14 +90,15 @@ impl Restart {
         self
     }
 
-    /// Then answers `429 TooManyRequests` with `Retry-After: <retry_after_seconds>` this long
-    /// (API Priority and Fairness). Zero (the default): no such phase.
+    /// Then answers `429 Too Many Requests` with `Retry-After: <retry_after_seconds>` this
+    /// long (API Priority and Fairness). Zero (the default): no such phase.
     ///
-    /// The body is a `Status` (message `Too many requests, please try again later.`, reason
-    /// `TooManyRequests`, `details.retryAfterSeconds`), as issue #21 describes it, and as the
-    /// double's injected 429 is. kube-apiserver's own filters (`tooManyRequests` in
-    /// apiserver's `maxinflight.go` and `priority-and-fairness.go`) write that message as
-    /// plain text with Go's `http.Error`; a client should rely on the code and the header.
+    /// The answer is what kube-apiserver's own filters write (`tooManyRequests` in
+    /// apiserver's `maxinflight.go` and `priority-and-fairness.go`, through Go's
+    /// `http.Error`), as the double's injected 429 is too: not a `Status` but the plain text
+    /// `Too many requests, please try again later.` and a newline, `Content-Type: text/plain;
+    /// charset=utf-8`, `X-Content-Type-Options: nosniff`. A client learns when to try again
+    /// from the `Retry-After` header only.
     pub fn throttled_for(mut self, phase: Duration, retry_after_seconds: u32) -> Restart {
         self.throttled = phase;
         self.retry_after_seconds = retry_after_seconds;

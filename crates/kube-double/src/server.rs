@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
+use hyper::header::{
+    AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER, X_CONTENT_TYPE_OPTIONS,
+};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
@@ -418,14 +420,17 @@ async fn handle(
     }
     match decision.action {
         Some(FaultKind::Status(code)) => {
+            tracked.finish(Outcome::Status(code), Identity::default());
+            // An injected 429 is API Priority and Fairness refusing the request.
+            if code == 429 {
+                return respond_with(code, &throttled_body(), throttled_headers(1));
+            }
             let error = ApiError::injected(
                 code,
                 route.resource(),
                 route.object_name().unwrap_or_default(),
             );
-            tracked.finish(Outcome::Status(error.code), Identity::default());
-            let retry = (code == 429).then(|| (RETRY_AFTER, HeaderValue::from_static("1")));
-            return respond(error.code, &error.to_json(), retry);
+            return respond(error.code, &error.to_json(), None);
         }
         Some(FaultKind::Hang) => {
             tracked.finish(Outcome::Hung, Identity::default());
@@ -534,13 +539,27 @@ async fn handle(
         None => Outcome::Status(answer.code),
         Some(warm_up) => {
             if let WarmUp::Throttled(seconds) = warm_up {
-                headers.push((RETRY_AFTER, HeaderValue::from(seconds)));
+                headers.extend(throttled_headers(seconds));
             }
             Outcome::WarmingUp(answer.code)
         }
     };
     tracked.finish(outcome, answer.who);
     respond_with(answer.code, &answer.body, headers)
+}
+
+/// The body of API Priority and Fairness's 429 (see [`crate::status::THROTTLED_BODY`]):
+/// plain text, which [`respond_with`] sends as `text/plain; charset=utf-8`.
+fn throttled_body() -> Value {
+    Value::from(crate::status::THROTTLED_BODY)
+}
+
+/// The headers Go's `http.Error` and apiserver's `tooManyRequests` add to that 429.
+fn throttled_headers(retry_after_seconds: u32) -> Vec<(hyper::header::HeaderName, HeaderValue)> {
+    vec![
+        (RETRY_AFTER, HeaderValue::from(retry_after_seconds)),
+        (X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
+    ]
 }
 
 /// `Warning: 299 - "..."` for each warning a webhook gave.
@@ -693,10 +712,10 @@ fn authorize(state: &State, request: &Received) -> Result<(Identity, User), Box<
         authenticated,
         effective: Some(user.name().to_string()),
     };
-    if let Some(WarmUp::Throttled(seconds)) = warm_up
+    if let Some(WarmUp::Throttled(_)) = warm_up
         && !user.is_master()
     {
-        return Err(refuse(name, ApiError::throttled(seconds), warm_up));
+        return Err(refuse(name, ApiError::throttled(), warm_up));
     }
     let attributes = request
         .verb
@@ -750,10 +769,11 @@ fn process(state: &mut State, request: &Received) -> Answer {
                 error,
                 warm_up,
             } = *refused;
-            return Answer {
-                warm_up,
-                ..Answer::error(who, &error)
-            };
+            let mut answer = Answer::error(who, &error);
+            if let Some(WarmUp::Throttled(_)) = warm_up {
+                answer.body = throttled_body();
+            }
+            return Answer { warm_up, ..answer };
         }
     };
     let Some(verb) = request.verb else {

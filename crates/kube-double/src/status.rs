@@ -2,6 +2,13 @@
 
 use serde_json::{Map, Value, json};
 
+/// The whole body of kube-apiserver's 429 from API Priority and Fairness and from the
+/// max-in-flight filter: not a `Status`, but Go's `http.Error` (`tooManyRequests` in
+/// apiserver's filters) — plain text with a newline, `Content-Type: text/plain;
+/// charset=utf-8`, `X-Content-Type-Options: nosniff`, and a `Retry-After` header. A v1.37
+/// server with `--max-requests-inflight=1` answered exactly that to concurrent reads.
+pub(crate) const THROTTLED_BODY: &str = "Too many requests, please try again later.\n";
+
 /// The API server's optimistic-locking message (apiserver `OptimisticLockErrorMsg`).
 pub(crate) const OPTIMISTIC_LOCK_MSG: &str =
     "the object has been modified; please apply your changes to the latest version and try again";
@@ -184,17 +191,11 @@ impl ApiError {
         ApiError::new(403, "Forbidden", format!("forbidden: {why}")).with_details(Map::new())
     }
 
-    /// 429 `TooManyRequests` of API Priority and Fairness, with `retryAfterSeconds` (the
-    /// answer also carries a `Retry-After` header).
-    pub(crate) fn throttled(retry_after_seconds: u32) -> ApiError {
-        let mut details = Map::new();
-        details.insert("retryAfterSeconds".into(), Value::from(retry_after_seconds));
-        ApiError::new(
-            429,
-            "TooManyRequests",
-            "Too many requests, please try again later.",
-        )
-        .with_details(details)
+    /// 429 of API Priority and Fairness (or the max-in-flight filter). Only its code and
+    /// words: that answer is not a `Status` but [`THROTTLED_BODY`], as plain text (see
+    /// `server::throttled_headers`).
+    pub(crate) fn throttled() -> ApiError {
+        ApiError::new(429, "TooManyRequests", THROTTLED_BODY.trim_end())
     }
 
     /// 409 `Operation cannot be fulfilled on pods "x": <why>`.
@@ -335,7 +336,7 @@ impl ApiError {
             404 => ApiError::not_found(resource, name),
             409 => ApiError::stale(resource, name),
             422 => ApiError::rejected(),
-            429 => ApiError::throttled(1),
+            429 => ApiError::throttled(),
             500 => ApiError::internal("injected by kube-double"),
             503 => ApiError::new(503, "ServiceUnavailable", "the server is currently unable to handle the request")
                 .with_details(Map::new()),
@@ -406,7 +407,6 @@ mod tests {
     fn injected_statuses_carry_the_reason_of_their_code() {
         for (code, reason) in [
             (409, "Conflict"),
-            (429, "TooManyRequests"),
             (500, "InternalError"),
             (503, "ServiceUnavailable"),
             (504, "Timeout"),

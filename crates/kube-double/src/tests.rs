@@ -410,7 +410,7 @@ fn resource_versions_advance_on_changes_only_and_stale_ones_conflict() {
 }
 
 #[test]
-fn an_injected_status_answers_with_a_status_body_and_applies_nothing() {
+fn an_injected_status_answers_as_the_api_server_does_and_applies_nothing() {
     let api = server(ApiServer::start());
     api.inject(Fault::status(409).verb(Verb::Patch).pod("worker-0").next(2));
     api.inject(Fault::status(429).verb(Verb::Get));
@@ -438,6 +438,18 @@ fn an_injected_status_answers_with_a_status_body_and_applies_nothing() {
     assert_eq!(
         (throttled.status, throttled.header("retry-after")),
         (429, Some("1"))
+    );
+    // API Priority and Fairness's refusal is Go's http.Error: plain text, not a Status.
+    assert_eq!(
+        (
+            throttled.header("content-type"),
+            throttled.header("x-content-type-options")
+        ),
+        (Some("text/plain; charset=utf-8"), Some("nosniff"))
+    );
+    assert_eq!(
+        throttled.body,
+        json!("Too many requests, please try again later.\n")
     );
     assert_eq!(api.count(Verb::Patch, Outcome::Status(409)), 2);
     assert_eq!(api.count(Verb::Patch, Outcome::Status(200)), 1);

@@ -80,7 +80,8 @@ impl FieldError {
             kind: ErrorType::TooLong,
             field: field.into(),
             value: String::new(),
-            detail: format!("must have at most {max} bytes"),
+            // As a v1.37 server words it (`field.TooLong`).
+            detail: format!("may not be more than {max} bytes"),
         }
     }
 
@@ -277,11 +278,11 @@ mod tests {
         let body = invalid("Pod", "p", &errors).to_json();
         assert_eq!(
             body["message"],
-            "Pod \"p\" is invalid: metadata.annotations: Too long: must have at most 262144 bytes"
+            "Pod \"p\" is invalid: metadata.annotations: Too long: may not be more than 262144 bytes"
         );
         assert_eq!(
             body["details"]["causes"][0],
-            json!({"reason": "FieldValueTooLong", "message": "Too long: must have at most 262144 bytes", "field": "metadata.annotations"})
+            json!({"reason": "FieldValueTooLong", "message": "Too long: may not be more than 262144 bytes", "field": "metadata.annotations"})
         );
         assert!(annotations(&map(&[("k", &big[1..])])).is_empty());
     }

@@ -268,11 +268,15 @@ fn a_restarted_server_throttles_non_admins_with_429_and_retry_after() {
     let answer = client.get(POD, "tok").expect("answer");
     assert_eq!(answer.status, 429);
     assert_eq!(answer.header("retry-after"), Some("3"));
+    // Go's http.Error, as kube-apiserver's filters write it: plain text, not a Status.
+    assert_eq!(
+        answer.header("content-type"),
+        Some("text/plain; charset=utf-8")
+    );
+    assert_eq!(answer.header("x-content-type-options"), Some("nosniff"));
     assert_eq!(
         answer.body,
-        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-               "message": "Too many requests, please try again later.", "reason": "TooManyRequests",
-               "details": {"retryAfterSeconds": 3}, "code": 429})
+        json!("Too many requests, please try again later.\n")
     );
     let patch = client
         .merge_patch(POD, "tok", label("active-jobs", "1"))
