@@ -60,7 +60,7 @@ pub(crate) fn serve(
         (Route::Pod { namespace, name }, Verb::Patch) => {
             let content_type = call.content_type.unwrap_or_default();
             let kind = PatchType::from_content_type(content_type)
-                .ok_or_else(|| ApiError::unsupported_media_type(content_type))?;
+                .ok_or_else(ApiError::unsupported_media_type)?;
             Ok((
                 200,
                 pods::patch_pod(store, namespace, name, kind, call.body, dry_run)?,
@@ -142,7 +142,7 @@ pub(crate) fn serve(
         (Route::WebhookConfig { name }, Verb::Patch) => {
             let content_type = call.content_type.unwrap_or_default();
             let kind = PatchType::from_content_type(content_type)
-                .ok_or_else(|| ApiError::unsupported_media_type(content_type))?;
+                .ok_or_else(ApiError::unsupported_media_type)?;
             Ok((
                 200,
                 admission::patch_config(store, name, kind, call.body, dry_run)?,

@@ -303,17 +303,12 @@ impl ApiError {
         ApiError::new(413, "RequestEntityTooLarge", message)
     }
 
-    /// 415 `UnsupportedMediaType`.
-    pub(crate) fn unsupported_media_type(content_type: &str) -> ApiError {
-        ApiError::new(
-            415,
-            "UnsupportedMediaType",
-            format!(
-                "the body of the request was in an unknown format - accepted media types include: \
-                 application/json-patch+json, application/merge-patch+json, \
-                 application/apply-patch+yaml (got {content_type:?})"
-            ),
-        )
+    /// 415 `UnsupportedMediaType` for a patch of a content type that is not a patch type
+    /// (`application/json`, `text/plain`, ...), as a v1.37 server answered it: a generic
+    /// message that names no type, and empty details.
+    pub(crate) fn unsupported_media_type() -> ApiError {
+        ApiError::new(415, "UnsupportedMediaType", "415: Unsupported Media Type")
+            .with_details(Map::new())
     }
 
     /// 429 `TooManyRequests` with causes (the eviction answer).
