@@ -200,12 +200,10 @@ fn account_user(namespace: &str, account: &str) -> User {
 }
 
 impl Side {
-    /// The double, serving `namespace` with the same identities as the real side.
-    fn double(namespace: &str) -> Side {
+    /// The double, serving `namespace` with the same identities as the real side; its
+    /// kubeconfigs are written to `folder`.
+    fn double(namespace: &str, folder: &Path) -> Side {
         let api = ApiServer::start();
-        let folder =
-            std::env::temp_dir().join(format!("pwt-agreement-{}-{namespace}", std::process::id()));
-        std::fs::create_dir_all(&folder).expect("a scratch folder");
         let kubeconfig = |who: &str, user: User| {
             let token = format!("{who}-token");
             api.add_token(&token, user);
@@ -1093,7 +1091,8 @@ fn transcripts(side: &Side) -> Vec<(&'static str, Transcript)> {
 #[test]
 fn the_double_answers_every_scenario_as_the_real_server_does() {
     let real = Side::real();
-    let double = Side::double(&real.namespace);
+    let folder = testenv::Cluster::shared().scratch(&format!("double-{}", real.namespace));
+    let double = Side::double(&real.namespace, &folder);
     let (real_seen, double_seen) = std::thread::scope(|scope| {
         let real_run = scope.spawn(|| transcripts(&real));
         let double_seen = transcripts(&double);
@@ -1176,7 +1175,7 @@ fn the_doubles_429_while_throttling_is_the_real_servers_plain_text_answer() {
         );
     };
 
-    let double = Side::double(&namespace);
+    let double = Side::double(&namespace, &cluster.scratch("restarted-double"));
     let World::Double(api) = &double.world else {
         unreachable!("a double")
     };
@@ -1211,7 +1210,7 @@ fn the_doubles_429_while_throttling_is_the_real_servers_plain_text_answer() {
     );
 
     // The double's injected 429 is the same answer.
-    let double = Side::double(&namespace);
+    let double = Side::double(&namespace, &cluster.scratch("injecting-double"));
     let World::Double(api) = &double.world else {
         unreachable!("a double")
     };
