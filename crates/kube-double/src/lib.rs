@@ -5,7 +5,10 @@
 //! restart of the whole server: see [`Restart`]).
 //!
 //! Its behaviour follows answers recorded from a real kube-apiserver (v1.19, etcd, RBAC);
-//! `tests/transcripts.rs` and `tests/admission.rs` replay them against the double.
+//! `tests/transcripts.rs` and `tests/admission.rs` replay them against the double. The
+//! workspace's `tests/real/agreement.rs` runs the same scenarios against the double and a
+//! real v1.37 server and compares every answer; where v1.37 words an answer the recordings
+//! hold differently, the double keeps the recorded answer (that test names each).
 //!
 //! ```
 //! use std::io::{Read, Write};
