@@ -205,7 +205,10 @@ impl Cluster {
                     self.folder.join("controller-manager-certs").display()
                 ),
                 format!("--service-account-private-key-file={}", sa_key.display()),
-                "--use-service-account-credentials=false".to_owned(),
+                // Each controller acts as its own service account with its bootstrap role, as
+                // in a real cluster (the manager's own identity may not, say, write budget
+                // statuses).
+                "--use-service-account-credentials=true".to_owned(),
             ],
             &self.folder.join("kube-controller-manager.log"),
         );
