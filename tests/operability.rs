@@ -220,6 +220,11 @@ fn events_record_busy_and_idle_when_the_tracker_may_create_them() {
     let reasons: Vec<&str> = events.iter().filter_map(|e| e["reason"].as_str()).collect();
     assert_eq!(reasons, ["Busy", "Idle"], "{events:?}");
     assert_eq!(events[0]["involvedObject"]["name"], "worker-1");
+    assert_eq!(
+        events[0]["involvedObject"]["uid"],
+        api.pod(NS, "worker-1").expect("the pod")["metadata"]["uid"],
+        "kubectl describe pod finds events by the pod's uid"
+    );
     assert_eq!(events[0]["involvedObject"]["kind"], "Pod");
     assert!(
         events[0]["message"]

@@ -246,6 +246,7 @@ impl PodClient {
     pub async fn create_event(
         &self,
         pod: &PodRef,
+        uid: Option<&str>,
         reason: &str,
         message: &str,
     ) -> Result<(), ApiFailure> {
@@ -260,6 +261,8 @@ impl PodClient {
                 kind: Some("Pod".to_owned()),
                 name: Some(pod.name.clone()),
                 namespace: Some(pod.namespace.clone()),
+                // `kubectl describe pod` lists the events whose object has the pod's uid.
+                uid: uid.map(str::to_owned),
                 ..Default::default()
             },
             reason: Some(reason.to_owned()),

@@ -250,7 +250,10 @@ fn with_events_a_pod_gets_a_busy_and_an_idle_event() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_eq!(events.len(), 2, "only on idle ↔ busy: {events:?}");
+    let uid = scene.read_pod("w1")["metadata"]["uid"].clone();
     for event in &events {
+        // `kubectl describe pod` finds a pod's events by its uid.
+        assert_eq!(event["involvedObject"]["uid"], uid, "{event}");
         let about = &event["involvedObject"];
         assert_eq!(
             (&about["kind"], &about["namespace"], &about["name"]),
@@ -261,6 +264,23 @@ fn with_events_a_pod_gets_a_busy_and_an_idle_event() {
         assert_eq!(
             event["source"]["component"], "pod-webhook-tracker",
             "{event}"
+        );
+    }
+    let described = scene
+        .cluster
+        .kubectl()
+        .args(["describe", "pod", "w1", "-n", &scene.namespace])
+        .output()
+        .expect("kubectl runs");
+    let described = String::from_utf8_lossy(&described.stdout);
+    let events_part = described
+        .split_once("Events:")
+        .map(|(_, events)| events)
+        .unwrap_or_default();
+    for reason in ["Busy", "Idle"] {
+        assert!(
+            events_part.contains(reason) && events_part.contains("pod-webhook-tracker"),
+            "kubectl describe pod shows the {reason} event:\n{described}"
         );
     }
     let busy = events

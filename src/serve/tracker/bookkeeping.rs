@@ -33,10 +33,12 @@ pub(super) struct Released {
     pub(super) restart: Option<(String, u64)>,
 }
 
-/// Bookkeeping after a stored batch: status, the count metric, and busy/idle events.
+/// Bookkeeping after a stored batch: status, the count metric, and busy/idle events (about the
+/// pod `uid`, as stored).
 pub(super) fn stored(
     inner: &Arc<Inner>,
     pod: &PodRef,
+    uid: Option<String>,
     settled: &Settled,
     jobs: BTreeMap<String, Job>,
 ) {
@@ -80,7 +82,7 @@ pub(super) fn stored(
         } else {
             "expired"
         });
-        record_event(inner, pod, reason, message);
+        record_event(inner, pod, uid.clone(), reason, message);
     }
     let event = match (settled.before, settled.after) {
         (0, after) if after > 0 => Some((
@@ -93,14 +95,16 @@ pub(super) fn stored(
         _ => None,
     };
     if let Some((reason, message)) = event {
-        record_event(inner, pod, reason, message);
+        record_event(inner, pod, uid, reason, message);
     }
 }
 
-/// Records a Kubernetes Event on the pod when events are on (and allowed).
+/// Records a Kubernetes Event on the pod when events are on (and allowed). `uid` names which
+/// pod of that name it is: `kubectl describe pod` finds events by it.
 pub(super) fn record_event(
     inner: &Arc<Inner>,
     pod: &PodRef,
+    uid: Option<String>,
     reason: &'static str,
     message: String,
 ) {
@@ -109,7 +113,11 @@ pub(super) fn record_event(
         let inner = Arc::clone(inner);
         let pod = pod.clone();
         inner.runtime.clone().spawn(async move {
-            match inner.client.create_event(&pod, reason, &message).await {
+            match inner
+                .client
+                .create_event(&pod, uid.as_deref(), reason, &message)
+                .await
+            {
                 Ok(()) => {}
                 Err(ApiFailure::Refused(why)) => {
                     if inner.events_allowed.swap(false, Ordering::Relaxed) {

@@ -212,7 +212,8 @@ pub(super) async fn write_batch(
                 })
                 .map(|state| state.jobs)
                 .unwrap_or_default();
-            stored(inner, pod, &settled, jobs);
+            let uid = known.as_ref().and_then(|view| view.uid.clone());
+            stored(inner, pod, uid, &settled, jobs);
             (settled.answers, Outcome::Stored)
         }
         Err(error) => {
