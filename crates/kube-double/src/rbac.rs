@@ -12,12 +12,14 @@ pub const MASTERS: &str = "system:masters";
 
 /// What a restarted kube-apiserver answers while its RBAC caches sync: the reason its RBAC
 /// authorizer adds after the ordinary refusal (`...in the namespace "jobs": <this>`) when it
-/// finds bindings whose cluster roles it does not have yet. As issue #21 reports it (a v1.37
-/// server); it may be adjusted to the exact text a real server gives.
-pub(crate) const UNSYNCED_REASON: &str = "RBAC: [\
+/// finds the default bindings but not yet their cluster roles. Exactly as a real v1.37.2 server
+/// answered a service account a moment after a restart (seen by `tests/real/restart.rs`).
+pub(crate) const UNSYNCED_REASON: &str = "rbac: RBAC: [\
     clusterrole.rbac.authorization.k8s.io \"system:basic-user\" not found, \
     clusterrole.rbac.authorization.k8s.io \"system:discovery\" not found, \
-    clusterrole.rbac.authorization.k8s.io \"system:public-info-viewer\" not found]";
+    clusterrole.rbac.authorization.k8s.io \"system:public-info-viewer\" not found, \
+    clusterrole.rbac.authorization.k8s.io \"system:service-account-issuer-discovery\" not found, \
+    clusterrole.rbac.authorization.k8s.io \"system:cluster-trust-bundle-discovery\" not found]";
 
 /// A user known to the double: a name, groups and an optional uid, like the user info an
 /// authenticator hands to the API server.

@@ -188,7 +188,7 @@ fn a_restarted_server_refuses_non_admins_with_403_while_its_rbac_caches_sync() {
     assert_eq!(
         get.body,
         json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-               "message": "pods \"w1\" is forbidden: User \"tracker\" cannot get resource \"pods\" in API group \"\" in the namespace \"jobs\": RBAC: [clusterrole.rbac.authorization.k8s.io \"system:basic-user\" not found, clusterrole.rbac.authorization.k8s.io \"system:discovery\" not found, clusterrole.rbac.authorization.k8s.io \"system:public-info-viewer\" not found]",
+               "message": "pods \"w1\" is forbidden: User \"tracker\" cannot get resource \"pods\" in API group \"\" in the namespace \"jobs\": rbac: RBAC: [clusterrole.rbac.authorization.k8s.io \"system:basic-user\" not found, clusterrole.rbac.authorization.k8s.io \"system:discovery\" not found, clusterrole.rbac.authorization.k8s.io \"system:public-info-viewer\" not found, clusterrole.rbac.authorization.k8s.io \"system:service-account-issuer-discovery\" not found, clusterrole.rbac.authorization.k8s.io \"system:cluster-trust-bundle-discovery\" not found]",
                "reason": "Forbidden", "details": {"name": "w1", "kind": "pods"}, "code": 403})
     );
     let patch = client
@@ -199,7 +199,7 @@ fn a_restarted_server_refuses_non_admins_with_403_while_its_rbac_caches_sync() {
         patch.body["message"]
             .as_str()
             .expect("a message")
-            .starts_with("pods \"worker-0\" is forbidden: User \"tracker\" cannot patch resource \"pods\" in API group \"\" in the namespace \"jobs\": RBAC: [clusterrole"),
+            .starts_with("pods \"worker-0\" is forbidden: User \"tracker\" cannot patch resource \"pods\" in API group \"\" in the namespace \"jobs\": rbac: RBAC: [clusterrole"),
         "{}",
         patch.body
     );
@@ -225,7 +225,7 @@ fn a_restarted_server_refuses_non_admins_with_403_while_its_rbac_caches_sync() {
         version.body["message"]
             .as_str()
             .expect("a message")
-            .starts_with("forbidden: User \"tracker\" cannot get path \"/version\": RBAC: ["),
+            .starts_with("forbidden: User \"tracker\" cannot get path \"/version\": rbac: RBAC: ["),
         "{}",
         version.body
     );
