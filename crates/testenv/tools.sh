@@ -27,6 +27,8 @@ kustomize|tools/kustomize|sigs.k8s.io/kustomize/kustomize/v5|v5.8.2
 helm|tools/helm|helm.sh/helm/v4/cmd/helm|v4.3.2
 promtool|tools/promtool|github.com/prometheus/prometheus/cmd/promtool|v0.316.0
 actionlint|tools/actionlint|github.com/rhysd/actionlint/cmd/actionlint|v1.7.12
+crane|tools/crane|github.com/google/go-containerregistry/cmd/crane|v0.22.1
+syft|tools/syft|github.com/anchore/syft/cmd/syft|v1.57.2
 EOF
 }
 
@@ -47,6 +49,12 @@ ldflags_for() {
 		;;
 	helm)
 		echo "-s -w -X helm.sh/helm/v4/internal/version.version=$version"
+		;;
+	crane)
+		echo "-s -w -X github.com/google/go-containerregistry/cmd/crane/cmd.Version=$version"
+		;;
+	syft)
+		echo "-s -w -X main.version=$version"
 		;;
 	*)
 		echo "-s -w"
