@@ -73,7 +73,7 @@ pub use kubeconfig::Credentials;
 pub use pods::NewPod;
 pub use rbac::{MASTERS, Rule, Subject, User};
 pub use record::{Outcome, RecordedRequest, Verb};
-pub use restart::Restart;
+pub use restart::plan::Restart;
 
 use objects::Options;
 use server::{Shared, State};
@@ -164,7 +164,7 @@ impl ApiServerBuilder {
             read_latency: self.read_latency,
             write_latency: self.write_latency,
             services: BTreeMap::new(),
-            restarts: restart::Restarts::default(),
+            restarts: restart::plan::Restarts::default(),
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

@@ -33,7 +33,7 @@ use crate::objects::Options;
 use crate::rbac::{self, Impersonation, Rbac, User};
 use crate::record::{Outcome, RecordedRequest, Records, Verb};
 use crate::resources::{self, Call};
-use crate::restart::{Restarts, WarmUp};
+use crate::restart::plan::{Restarts, WarmUp};
 use crate::routes::{Query, Route};
 use crate::status::ApiError;
 use crate::store::Store;
