@@ -1,7 +1,7 @@
 //! pod-webhook-tracker: keeps the number of running jobs of a pod in a label of that pod, so that
 //! a PodDisruptionBudget selecting the label keeps busy pods from being evicted.
 //!
-//! The tree: four subcommands ([`serve`], [`run`], [`doctor`], [`inject`]) above a pure [`core`] (counting,
+//! The tree: five subcommands ([`serve`], [`run`], [`doctor`], [`busy`], [`inject`]) above a pure [`core`] (counting,
 //! guarded patch plans, keyed jobs, targeting, bounded durations), the Kubernetes client
 //! ([`api`]) and the settings ([`cli`] → [`config`]) they share.
 //!
@@ -24,6 +24,7 @@
 )]
 
 pub(crate) mod api;
+pub mod busy;
 pub mod cli;
 pub mod command;
 pub mod config;

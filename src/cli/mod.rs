@@ -5,6 +5,9 @@
 
 use argh::{ArgsInfo, FromArgs};
 
+mod busy;
+pub use busy::BusyArgs;
+
 /// Keeps the number of running jobs of a pod in a label of that pod, so that a
 /// PodDisruptionBudget keeps busy pods from being evicted.
 #[derive(FromArgs, ArgsInfo, Debug, PartialEq)]
@@ -27,6 +30,8 @@ pub enum Command {
     Run(RunArgs),
     /// Check a namespace's budget and the tracker's rights.
     Doctor(DoctorArgs),
+    /// List the pods the tracker holds busy, or wait until they are idle.
+    Busy(BusyArgs),
     /// Copy this program into a directory.
     Install(InstallArgs),
     /// Run the admission webhook that injects the tracker into pods.
@@ -537,6 +542,10 @@ pub const BOOLEAN_FLAGS: &[&str] = &[
 /// values take Go's spellings (`1`, `t`, `TRUE`, `False`…); `-n=ns` and `-nns` become `-n ns`.
 /// Everything after `--` is left alone.
 pub fn normalize(args: &[String]) -> Result<Vec<String>, String> {
+    // `busy` speaks kubectl's flag forms (it is also a kubectl plugin).
+    if args.first().is_some_and(|arg| arg == "busy") {
+        return busy::normalize(args);
+    }
     let mut out = Vec::with_capacity(args.len().saturating_add(4));
     let mut rest = args.iter().peekable();
     while let Some(arg) = rest.next() {

@@ -160,3 +160,124 @@ fn completions_exist_for_bash_zsh_and_fish() {
     }
     assert!(completion_script("tcsh", "pod-webhook-tracker").is_err());
 }
+
+fn busy(args: &[&str]) -> Result<BusyArgs, String> {
+    let mut all = vec!["busy"];
+    all.extend_from_slice(args);
+    let normalized = normalize(&strings(&all))?;
+    match parse("kubectl tracker", &normalized) {
+        Ok(cli) => match cli.command {
+            Command::Busy(busy) => Ok(busy),
+            other => Err(format!("not busy: {other:?}")),
+        },
+        Err(exit) => Err(exit.output),
+    }
+}
+
+#[test]
+fn busy_takes_kubectls_flag_names_and_forms() {
+    let args = busy(&[
+        "-nci",
+        "--context=prod",
+        "--kubeconfig",
+        "/kc",
+        "--as=system:serviceaccount:ci:drainer",
+        "--as-group=g1",
+        "--as-group",
+        "g2",
+        "-s",
+        "https://api:6443",
+        "--token=tok",
+        "--insecure-skip-tls-verify",
+        "--request-timeout=10s",
+        "-ojson",
+        "--node=a,b",
+        "--node",
+        "c",
+        "-l",
+        "app!=web",
+    ])
+    .expect("parses");
+    assert_eq!(args.namespace.as_deref(), Some("ci"));
+    assert_eq!(args.context.as_deref(), Some("prod"));
+    assert_eq!(args.kubeconfig.as_deref(), Some("/kc"));
+    assert_eq!(
+        args.as_user.as_deref(),
+        Some("system:serviceaccount:ci:drainer")
+    );
+    assert_eq!(args.as_group, ["g1", "g2"]);
+    assert_eq!(args.server.as_deref(), Some("https://api:6443"));
+    assert_eq!(args.token.as_deref(), Some("tok"));
+    assert!(args.insecure_skip_tls_verify);
+    assert_eq!(args.request_timeout, "10s");
+    assert_eq!(args.output.as_deref(), Some("json"));
+    assert_eq!(args.node, ["a,b", "c"]);
+    assert_eq!(args.selector.as_deref(), Some("app!=web"));
+    assert!(!args.all_namespaces && !args.watch && !args.wait_idle);
+    assert_eq!(args.label, "active-jobs");
+    assert_eq!(args.chunk_size, "500");
+}
+
+#[test]
+fn busy_switches_cluster_and_take_only_an_attached_boolean() {
+    let args = busy(&["-Aw", "-o=wide"]).expect("parses");
+    assert!(args.all_namespaces && args.watch);
+    assert_eq!(args.output.as_deref(), Some("wide"));
+    let args = busy(&["--all-namespaces=true", "--watch=false", "--no-headers"]).expect("parses");
+    assert!(args.all_namespaces && !args.watch && args.no_headers);
+    let args = busy(&["-n=ci", "--wait-idle", "--timeout=30m"]).expect("parses");
+    assert_eq!(args.namespace.as_deref(), Some("ci"));
+    assert!(args.wait_idle);
+    assert_eq!(args.timeout.as_deref(), Some("30m"));
+    let error = busy(&["--watch=maybe"]).expect_err("refused");
+    assert!(error.contains("expected true or false"), "{error}");
+    // As pflag, a switch does not take the next word: it is a stray argument.
+    assert!(busy(&["--watch", "true"]).is_err());
+}
+
+#[test]
+fn busy_takes_serves_kube_flags_as_aliases() {
+    let args = busy(&[
+        "--kube-context=prod",
+        "--kube-namespace",
+        "ci",
+        "--kube-as=alice",
+        "--kube-insecure-skip-tls-verify=true",
+        "--kube-request-timeout=5s",
+        "--kube-server=https://api:6443",
+    ])
+    .expect("parses");
+    assert_eq!(args.context.as_deref(), Some("prod"));
+    assert_eq!(args.namespace.as_deref(), Some("ci"));
+    assert_eq!(args.as_user.as_deref(), Some("alice"));
+    assert!(args.insecure_skip_tls_verify);
+    assert_eq!(args.request_timeout, "5s");
+    assert_eq!(args.server.as_deref(), Some("https://api:6443"));
+}
+
+#[test]
+fn a_busy_flags_value_is_taken_as_it_is() {
+    let args = busy(&["-l", "-weird", "--node", "-Aw"]).expect("parses");
+    assert_eq!(args.selector.as_deref(), Some("-weird"));
+    assert_eq!(args.node, ["-Aw"]);
+    assert!(!args.all_namespaces);
+}
+
+#[test]
+fn busy_refuses_unknown_flags_and_names_itself_as_the_plugin() {
+    let error = busy(&["--no-such-flag"]).expect_err("refused");
+    assert!(error.contains("--no-such-flag"), "{error}");
+    let error = busy(&["-x"]).expect_err("refused");
+    assert!(error.contains("-x"), "{error}");
+    let help = busy(&["--help"]).expect_err("help is an early exit");
+    assert!(help.contains("Usage: kubectl tracker busy"), "{help}");
+    for word in [
+        "--wait-idle",
+        "--watch",
+        "list and watch",
+        "kubectl-tracker",
+        "-A",
+    ] {
+        assert!(help.contains(word), "{word}: {help}");
+    }
+}

@@ -4,6 +4,7 @@
 //! Pure apart from reading the certificate files the flags name (so that an unreadable file is
 //! refused at start-up, not at the first webhook call).
 
+pub mod busy;
 mod flags;
 pub mod inject;
 mod kube_flags;
