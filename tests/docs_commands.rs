@@ -25,6 +25,10 @@ mod crds;
 #[path = "support/kustomize.rs"]
 mod kustomize;
 
+// The helm runner, beside the chart's own tests.
+#[path = "chart/documented_commands.rs"]
+mod helm_commands;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -397,6 +401,8 @@ enum Runner {
     Doctor,
     /// `pod-webhook-tracker run [FLAGS] -- COMMAND...`
     Run,
+    /// `helm install|upgrade|uninstall RELEASE [charts/...] -n NS ...` (tests/chart/documented_commands.rs)
+    Helm,
 }
 
 /// The words of a command as `sh` splits them (quotes removed; enough for the documentation).
@@ -469,6 +475,16 @@ fn runner(text: &str) -> Option<Runner> {
         return Some(Runner::Doctor);
     }
     match (words.first().copied(), rest.as_slice()) {
+        (Some("helm"), ["install" | "upgrade", release, chart, ..])
+            if namespace.is_some() && !release.starts_with('-') && chart.starts_with("charts/") =>
+        {
+            Some(Runner::Helm)
+        }
+        (Some("helm"), ["uninstall", release])
+            if namespace.is_some() && !release.starts_with('-') =>
+        {
+            Some(Runner::Helm)
+        }
         (Some("kubectl"), ["apply", "-k", dir]) if !dir.starts_with('-') => {
             Some(Runner::KubectlApply)
         }
@@ -1370,4 +1386,12 @@ fn the_documented_doctor_run_reports_what_the_documentation_shows() {
             "{what}: {output:?}"
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// helm
+
+#[test]
+fn the_documented_helm_commands_install_upgrade_and_uninstall_the_chart() {
+    helm_commands::run_the_documented_helm_commands();
 }
