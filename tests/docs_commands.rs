@@ -14,7 +14,8 @@
 //! `kubectl get -L` shows the count; the documented RoleBinding gives an account the tracker's
 //! rights; `kustomize edit set image` moves every tracker to the image; `curl` counts the pod of
 //! a sidecar tracker; `doctor` prints the documented findings; `run` counts its command and
-//! passes on its exit status.
+//! passes on its exit status; `helm install`, `upgrade` and `uninstall` deploy, change and remove
+//! the chart's objects (tests/chart/documented_commands.rs).
 
 #[path = "support/mod.rs"]
 mod support;
