@@ -1,7 +1,7 @@
 //! A Kubernetes API server test double: a real HTTP(S) server, started in-process, that
 //! answers the pods API (and evictions, disruption budgets, events, access reviews and
-//! MutatingWebhookConfigurations, calling mutating webhooks on pod CREATE) the way
-//! kube-apiserver does, word for word where it matters, with faults on demand (down to a
+//! MutatingWebhookConfigurations, calling mutating webhooks on pod CREATE; pods and budgets
+//! are watched as well as listed) the way kube-apiserver does, word for word where it matters, with faults on demand (down to a
 //! restart of the whole server: see [`Restart`]).
 //!
 //! Its behaviour follows answers recorded from a real kube-apiserver (v1.19, etcd, RBAC);
@@ -53,6 +53,7 @@ mod store;
 mod tls;
 mod tokens;
 mod validation;
+mod watch;
 mod webhook_call;
 
 #[cfg(test)]
@@ -524,15 +525,12 @@ impl ApiServer {
     /// Returns whether it existed.
     pub fn remove_pod(&self, namespace: &str, name: &str) -> bool {
         let mut state = self.state();
-        let removed = state
-            .store
-            .pods
-            .remove(&(namespace.to_string(), name.to_string()))
-            .is_some();
-        if removed {
-            state.store.next_revision();
+        let key = (namespace.to_string(), name.to_string());
+        if !state.store.pods.contains_key(&key) {
+            return false;
         }
-        removed
+        state.store.next_revision();
+        state.store.remove(store::Watched::Pods, &key).is_some()
     }
 
     /// Routes the Service `namespace/name`, as a webhook's `clientConfig.service` names it, to
@@ -710,15 +708,12 @@ impl ApiServer {
     /// Deletes a PodDisruptionBudget; returns whether it existed.
     pub fn delete_pdb(&self, namespace: &str, name: &str) -> bool {
         let mut state = self.state();
-        let removed = state
-            .store
-            .pdbs
-            .remove(&(namespace.to_string(), name.to_string()))
-            .is_some();
-        if removed {
-            state.store.next_revision();
+        let key = (namespace.to_string(), name.to_string());
+        if !state.store.pdbs.contains_key(&key) {
+            return false;
         }
-        removed
+        state.store.next_revision();
+        state.store.remove(store::Watched::Pdbs, &key).is_some()
     }
 
     /// The events created so far (both event APIs), oldest first.

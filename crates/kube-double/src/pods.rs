@@ -10,7 +10,7 @@ use crate::objects::{assign_name, claim_namespace, decode_body, key, list, stamp
 use crate::patch::{self, PatchType};
 use crate::routes::Query;
 use crate::status::{ApiError, GroupResource};
-use crate::store::{self, Store, meta_str, metadata_mut, string_map};
+use crate::store::{self, Store, Watched, meta_str, metadata_mut, string_map};
 use crate::validation::{self, FieldError};
 
 pub(crate) fn pod_link(namespace: &str, name: &str) -> String {
@@ -197,7 +197,7 @@ pub(crate) fn create_pod(
     stamp_new(store, &mut pod, pod_link(namespace, &name))?;
     if !dry_run {
         metadata_mut(&mut pod).insert("resourceVersion".into(), Value::from(store.next_revision()));
-        store.pods.insert(key(namespace, &name), pod.clone());
+        store.put(Watched::Pods, key(namespace, &name), pod.clone());
     }
     Ok(pod)
 }
@@ -375,7 +375,7 @@ pub(crate) fn update_pod(
     }
     if !dry_run {
         metadata_mut(&mut new).insert("resourceVersion".into(), Value::from(store.next_revision()));
-        store.pods.insert(key(namespace, name), new.clone());
+        store.put(Watched::Pods, key(namespace, name), new.clone());
     }
     Ok(new)
 }
@@ -498,9 +498,9 @@ pub(crate) fn delete_pod(
     metadata.insert("deletionGracePeriodSeconds".into(), Value::from(grace));
     metadata.insert("resourceVersion".into(), Value::from(rv));
     if grace == 0 {
-        store.pods.remove(&key(namespace, name));
+        store.remove(Watched::Pods, &key(namespace, name));
     } else {
-        store.pods.insert(key(namespace, name), pod.clone());
+        store.put(Watched::Pods, key(namespace, name), pod.clone());
     }
     Ok(pod)
 }
@@ -627,7 +627,7 @@ pub(crate) fn write_pod(
     change(&mut pod);
     let rv = store.next_revision();
     metadata_mut(&mut pod).insert("resourceVersion".into(), Value::from(rv.clone()));
-    store.pods.insert(key(namespace, name), pod);
+    store.put(Watched::Pods, key(namespace, name), pod);
     Some(rv)
 }
 

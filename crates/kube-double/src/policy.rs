@@ -8,7 +8,7 @@ use crate::objects::{Options, assign_name, claim_namespace, key, list, stamp_new
 use crate::pods::{DeleteOptions, delete_pod, get_pod};
 use crate::routes::{PolicyVersion, Query};
 use crate::status::{self, ApiError, Cause, GroupResource};
-use crate::store::{Store, meta_str, metadata_mut, string_map};
+use crate::store::{Objects, Store, Watched, meta_str, metadata_mut, string_map};
 use crate::validation::{self, FieldError};
 
 pub(crate) fn pdb_link(version: PolicyVersion, namespace: &str, name: &str) -> String {
@@ -101,11 +101,13 @@ pub(crate) fn scaled(value: &Value, total: u64) -> Option<u64> {
 
 /// The status the disruption controller would give a budget now.
 pub(crate) fn computed_pdb_status(store: &Store, pdb: &Value) -> Value {
-    let pods: Vec<&Value> = store
-        .pods
-        .values()
-        .filter(|pod| pdb_selects(pdb, pod))
-        .collect();
+    pdb_status_among(&store.pods, pdb)
+}
+
+/// The status the disruption controller would give a budget among these pods (a watch looks
+/// at the pods of an earlier revision too).
+pub(crate) fn pdb_status_among(pods: &Objects, pdb: &Value) -> Value {
+    let pods: Vec<&Value> = pods.values().filter(|pod| pdb_selects(pdb, pod)).collect();
     let expected = pods.len() as u64;
     let healthy = pods.iter().filter(|pod| is_healthy(pod)).count() as u64;
     let spec = &pdb["spec"];
@@ -153,6 +155,16 @@ pub(crate) fn serve_pdb(
     version: PolicyVersion,
     pdb: &Value,
 ) -> Value {
+    serve_pdb_among(&store.pods, options, version, pdb)
+}
+
+/// [`serve_pdb`], its status computed among `pods`.
+pub(crate) fn serve_pdb_among(
+    pods: &Objects,
+    options: Options,
+    version: PolicyVersion,
+    pdb: &Value,
+) -> Value {
     let mut served = pdb.clone();
     served["apiVersion"] = Value::from(version.api_version());
     served["kind"] = Value::from("PodDisruptionBudget");
@@ -165,7 +177,7 @@ pub(crate) fn serve_pdb(
         Value::from(pdb_link(version, &ns, &name)),
     );
     if options.disruption_controller {
-        served["status"] = computed_pdb_status(store, pdb);
+        served["status"] = pdb_status_among(pods, pdb);
     }
     served
 }
@@ -196,8 +208,8 @@ pub(crate) fn delete_pdb(
 ) -> Result<Value, ApiError> {
     let served = get_pdb(store, options, version, namespace, name)?;
     if !dry_run {
-        store.pdbs.remove(&key(namespace, name));
         store.next_revision();
+        store.remove(Watched::Pdbs, &key(namespace, name));
     }
     Ok(served)
 }
@@ -285,7 +297,7 @@ pub(crate) fn create_pdb(
     pdb["status"] = json!({"disruptionsAllowed": 0, "currentHealthy": 0, "desiredHealthy": 0, "expectedPods": 0});
     if !dry_run {
         metadata_mut(&mut pdb).insert("resourceVersion".into(), Value::from(store.next_revision()));
-        store.pdbs.insert(key(namespace, &name), pdb.clone());
+        store.put(Watched::Pdbs, key(namespace, &name), pdb.clone());
     }
     Ok(pdb)
 }

@@ -10,7 +10,8 @@ pub enum Verb {
     Get,
     /// GET of a collection.
     List,
-    /// GET of a collection with `watch=true` (answered 405: the double serves no watches).
+    /// GET of a collection with `watch=true` (pods and disruption budgets stream their changes;
+    /// other collections answer 405).
     Watch,
     /// POST of a new object (pods, events, disruption budgets, access reviews).
     Create,

@@ -37,6 +37,11 @@ pub(crate) fn serve(
     let dry_run = call.query.dry_run();
     match (call.route, call.verb) {
         (Route::Info(path), Verb::Get) => Ok((200, info(path))),
+        // The server streams an authorized, valid watch (see `crate::watch`).
+        (Route::Pods { .. } | Route::Pdbs { .. }, Verb::Watch) => {
+            crate::watch::Watch::parse(call.route, call.query)?;
+            Ok((200, Value::Null))
+        }
         (Route::Pods { namespace }, Verb::List) => Ok((
             200,
             pods::list_pods(store, namespace.as_deref(), call.query)?,

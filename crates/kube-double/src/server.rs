@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{
     AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER, X_CONTENT_TYPE_OPTIONS,
@@ -38,7 +38,11 @@ use crate::routes::{Query, Route};
 use crate::status::ApiError;
 use crate::store::Store;
 use crate::tls::Tls;
+use crate::watch::{self, WatchBody};
 use crate::webhook_call;
+
+/// The body of an answer: whole, or a watch's stream.
+type Reply = Either<Full<Bytes>, WatchBody>;
 
 /// The largest request body accepted (the API server's limit is about 3 MiB).
 const MAX_BODY: usize = 3 * 1024 * 1024;
@@ -322,7 +326,7 @@ fn respond(
     code: u16,
     body: &Value,
     extra: Option<(hyper::header::HeaderName, HeaderValue)>,
-) -> Response<Full<Bytes>> {
+) -> Response<Reply> {
     respond_with(code, body, extra.into_iter().collect())
 }
 
@@ -330,12 +334,12 @@ fn respond_with(
     code: u16,
     body: &Value,
     extra: Vec<(hyper::header::HeaderName, HeaderValue)>,
-) -> Response<Full<Bytes>> {
+) -> Response<Reply> {
     let (content_type, bytes) = match body {
         Value::String(text) => ("text/plain; charset=utf-8", Bytes::from(text.clone())),
         body => ("application/json", Bytes::from(body.to_string())),
     };
-    let mut response = Response::new(Full::new(bytes));
+    let mut response = Response::new(Either::Left(Full::new(bytes)));
     *response.status_mut() =
         StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     response
@@ -348,7 +352,7 @@ fn respond_with(
 }
 
 /// Closes the connection without an answer; never returns.
-async fn drop_connection(connection: &Connection, reset: bool) -> Response<Full<Bytes>> {
+async fn drop_connection(connection: &Connection, reset: bool) -> Response<Reply> {
     if reset {
         connection.reset.store(true, Ordering::SeqCst);
     }
@@ -360,7 +364,7 @@ async fn handle(
     shared: Arc<Shared>,
     connection: Arc<Connection>,
     request: Request<Incoming>,
-) -> Response<Full<Bytes>> {
+) -> Response<Reply> {
     let method = request.method().as_str().to_string();
     let uri = request.uri().clone();
     let headers = request.headers().clone();
@@ -533,6 +537,24 @@ async fn handle(
     if cut || decision.action == Some(FaultKind::ApplyThenDrop) {
         tracked.finish(Outcome::Dropped, answer.who);
         return drop_connection(&connection, false).await;
+    }
+    // An authorized, valid watch: its events stream from here (checked once more by the same
+    // rules that let it through).
+    if verb == Some(Verb::Watch)
+        && answer.code == 200
+        && let Ok(request) = watch::Watch::parse(&route, &query)
+    {
+        tracked.finish(Outcome::Status(200), answer.who);
+        let options = shared.lock().options;
+        let mut response = Response::new(Either::Right(watch::start(
+            shared.clone(),
+            request,
+            options,
+        )));
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        return response;
     }
     let mut headers = warning_headers(&warnings);
     let outcome = match answer.warm_up {

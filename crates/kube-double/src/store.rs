@@ -2,10 +2,11 @@
 //! that every change of any object advances; plus helpers to read and write object metadata
 //! the way Go's typed decoding sees it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
+use tokio::sync::watch;
 
 use crate::ids::Prng;
 
@@ -15,6 +16,28 @@ const FIRST_REVISION: u64 = 1000;
 
 /// Objects by `(namespace, name)`, in etcd's key order.
 pub(crate) type Objects = BTreeMap<(String, String), Value>;
+
+/// How many changes of pods and budgets the store remembers, so that a watch can start from a
+/// resource version that is not the latest (as etcd keeps history until it compacts it). A
+/// watch from further back is answered 410 `Expired`.
+const HISTORY: usize = 4096;
+
+/// The collections watches follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Watched {
+    Pods,
+    Pdbs,
+}
+
+/// One change of a watched collection: its revision, where, and the object before it (`None`:
+/// it was created).
+#[derive(Debug)]
+struct Change {
+    revision: u64,
+    collection: Watched,
+    key: (String, String),
+    before: Option<Value>,
+}
 
 /// Everything the double stores.
 #[derive(Debug)]
@@ -34,6 +57,12 @@ pub(crate) struct Store {
     /// Continue tokens issued at or before this revision have expired (410), as after etcd
     /// compacted the snapshot they page through.
     pub compacted: u64,
+    /// The latest changes of pods and budgets, oldest first (at most [`HISTORY`]).
+    history: VecDeque<Change>,
+    /// The revision of the newest change no longer in `history`.
+    forgotten: u64,
+    /// Told the revision whenever a pod or budget changes: what watches wait on.
+    changes: watch::Sender<u64>,
 }
 
 /// The strings of a JSON array (`[]` for anything else, and non-strings left out), as Go
@@ -94,7 +123,87 @@ impl Store {
             namespace_labels: BTreeMap::new(),
             tokens: Tokens::new(seed),
             compacted: 0,
+            history: VecDeque::new(),
+            forgotten: 0,
+            changes: watch::Sender::new(FIRST_REVISION),
         }
+    }
+
+    /// The current revision as a number.
+    pub(crate) fn revision_number(&self) -> u64 {
+        self.revision
+    }
+
+    /// The pods or the budgets.
+    pub(crate) fn objects(&self, collection: Watched) -> &Objects {
+        match collection {
+            Watched::Pods => &self.pods,
+            Watched::Pdbs => &self.pdbs,
+        }
+    }
+
+    /// Stores `object` at `key` as a change of the current revision (the caller has advanced
+    /// it and stamped the object's resource version); returns what was there.
+    pub(crate) fn put(&mut self, collection: Watched, key: (String, String), object: Value) {
+        let objects = match collection {
+            Watched::Pods => &mut self.pods,
+            Watched::Pdbs => &mut self.pdbs,
+        };
+        let before = objects.insert(key.clone(), object);
+        self.remember(collection, key, before);
+    }
+
+    /// Removes the object at `key` as a change of the current revision (the caller has advanced
+    /// it); returns it, or `None` (and nothing changes) if there was none.
+    pub(crate) fn remove(&mut self, collection: Watched, key: &(String, String)) -> Option<Value> {
+        let objects = match collection {
+            Watched::Pods => &mut self.pods,
+            Watched::Pdbs => &mut self.pdbs,
+        };
+        let removed = objects.remove(key)?;
+        self.remember(collection, key.clone(), Some(removed.clone()));
+        Some(removed)
+    }
+
+    fn remember(&mut self, collection: Watched, key: (String, String), before: Option<Value>) {
+        self.history.push_back(Change {
+            revision: self.revision,
+            collection,
+            key,
+            before,
+        });
+        while self.history.len() > HISTORY {
+            if let Some(dropped) = self.history.pop_front() {
+                self.forgotten = dropped.revision;
+            }
+        }
+        self.changes.send_replace(self.revision);
+    }
+
+    /// Whoever waits for pods or budgets to change.
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// The pods or budgets as they were at `revision`, or `None` when the store no longer
+    /// knows (its history does not reach back that far, or it was compacted since).
+    pub(crate) fn objects_at(&self, collection: Watched, revision: u64) -> Option<Objects> {
+        if revision < self.forgotten || (self.compacted > 0 && revision <= self.compacted) {
+            return None;
+        }
+        let mut objects = self.objects(collection).clone();
+        let later = self
+            .history
+            .iter()
+            .rev()
+            .take_while(|change| change.revision > revision);
+        for change in later.filter(|change| change.collection == collection) {
+            match &change.before {
+                Some(before) => objects.insert(change.key.clone(), before.clone()),
+                None => objects.remove(&change.key),
+            };
+        }
+        Some(objects)
     }
 
     /// The current revision (a list's `metadata.resourceVersion`).
@@ -274,6 +383,67 @@ mod tests {
         assert!(a.parse::<u64>().expect("number") < b.parse::<u64>().expect("number"));
         assert_eq!(store.revision(), b);
         const { assert!(FIRST_REVISION > 1, "\"1\" must always be stale") };
+    }
+
+    #[test]
+    fn the_store_can_say_what_its_pods_were_at_a_remembered_revision() {
+        let mut store = Store::new(1);
+        let at = |store: &Store, revision: u64| {
+            store
+                .objects_at(Watched::Pods, revision)
+                .map(|objects| objects.values().map(|o| o["v"].clone()).collect::<Vec<_>>())
+        };
+        let start = store.revision_number();
+        let key = ("ns".to_string(), "p".to_string());
+        store.next_revision();
+        store.put(Watched::Pods, key.clone(), json!({"v": 1}));
+        let first = store.revision_number();
+        store.next_revision();
+        store.put(Watched::Pods, key.clone(), json!({"v": 2}));
+        store.next_revision();
+        store.put(Watched::Pdbs, key.clone(), json!({"v": "budget"}));
+        let second = store.revision_number();
+        store.next_revision();
+        assert_eq!(store.remove(Watched::Pods, &key), Some(json!({"v": 2})));
+        assert_eq!(
+            store.remove(Watched::Pods, &key),
+            None,
+            "nothing left to remove"
+        );
+        assert_eq!(at(&store, start), Some(vec![]));
+        assert_eq!(at(&store, first), Some(vec![json!(1)]));
+        assert_eq!(at(&store, second), Some(vec![json!(2)]));
+        assert_eq!(at(&store, store.revision_number()), Some(vec![]));
+        assert_eq!(
+            store
+                .objects_at(Watched::Pdbs, first)
+                .map(|objects| objects.len()),
+            Some(0),
+            "the budget came later"
+        );
+        let changes = store.subscribe();
+        assert!(!changes.has_changed().expect("open"));
+        store.next_revision();
+        store.put(Watched::Pods, key.clone(), json!({"v": 3}));
+        assert!(changes.has_changed().expect("open"), "watchers are told");
+    }
+
+    #[test]
+    fn the_store_forgets_the_oldest_changes_and_compaction_forgets_them_all() {
+        let mut store = Store::new(1);
+        let start = store.revision_number();
+        for n in 0..=HISTORY {
+            store.next_revision();
+            store.put(Watched::Pods, ("ns".into(), format!("p{n}")), json!({}));
+        }
+        assert_eq!(store.objects_at(Watched::Pods, start), None, "too far back");
+        let recent = store.revision_number() - 10;
+        assert_eq!(
+            store.objects_at(Watched::Pods, recent).map(|o| o.len()),
+            Some(HISTORY + 1 - 10)
+        );
+        store.compacted = store.revision_number();
+        assert_eq!(store.objects_at(Watched::Pods, recent), None);
     }
 
     #[test]
