@@ -256,3 +256,34 @@ fn the_chart_refuses_clusters_it_cannot_serve() {
     let output = on_1_29(&["policy.enabled=false"]);
     assert!(output.status.success(), "{output:?}");
 }
+
+#[test]
+fn crds_are_required_only_where_helm_knows_the_clusters_api() {
+    let with_apis = |apis: &[&str]| {
+        let mut command = helm();
+        command.args([
+            "template",
+            RELEASE,
+            crate::helm::CHART,
+            "--set",
+            "certManager.enabled=true",
+        ]);
+        for api in apis {
+            command.args(["--api-versions", api]);
+        }
+        command.output().expect("helm runs")
+    };
+    // helm template alone (GitOps tools render so) knows no cluster: it renders.
+    assert!(with_apis(&[]).status.success());
+    // A cluster's discovery lists its resources (v1/Namespace): without cert-manager's CRDs
+    // the chart refuses, naming them; with them it renders.
+    let output = with_apis(&["v1/Namespace"]);
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        said.contains("the cluster does not serve cert-manager.io/v1/Certificate"),
+        "{said}"
+    );
+    let output = with_apis(&["v1/Namespace", "cert-manager.io/v1/Certificate"]);
+    assert!(output.status.success(), "{output:?}");
+}

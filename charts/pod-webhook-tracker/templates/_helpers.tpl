@@ -146,11 +146,13 @@ true
 {{- end -}}
 
 {{/*
-Whether helm talks to a cluster (install, upgrade, template --dry-run=server): lookup then
-answers; `helm template` has no cluster, and its capabilities are only what --api-versions says.
+Whether helm read the API versions from a cluster (install, upgrade, template --dry-run=server):
+a cluster's discovery lists each resource (v1/Namespace); `helm template` alone knows only the
+built-in group versions, and what --api-versions adds. No request is made, so a user who may
+not read namespaces renders the same.
 */}}
 {{- define "pwt.connected" -}}
-{{- if lookup "v1" "Namespace" "" "kube-system" -}}true{{- end -}}
+{{- if .Capabilities.APIVersions.Has "v1/Namespace" -}}true{{- end -}}
 {{- end -}}
 
 {{/* Refuses, with what to do, to install objects of a CRD the cluster does not serve. */}}
