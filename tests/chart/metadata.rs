@@ -115,3 +115,46 @@ fn helm_lint_strict_passes_for_every_set_of_values() {
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+#[test]
+fn the_packaged_chart_renders_as_the_folder_does() {
+    // What a chart repository serves: `helm package`, with .helmignore applied.
+    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("chart-package");
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).expect("a folder");
+    let output = helm()
+        .args(["package", CHART, "--destination"])
+        .arg(&out)
+        .output()
+        .expect("helm runs");
+    assert!(output.status.success(), "helm package: {output:?}");
+    let package = out.join(format!("pod-webhook-tracker-{VERSION}.tgz"));
+    assert!(package.is_file(), "{output:?}");
+    let values = [
+        "metrics.prometheusRule.enabled=true",
+        "standalone.enabled=true",
+    ];
+    let from = |chart: &std::path::Path| {
+        let output = helm()
+            .args(["template", RELEASE])
+            .arg(chart)
+            .args(["-n", NAMESPACE])
+            .args(sets(&values))
+            .output()
+            .expect("helm runs");
+        assert!(
+            output.status.success(),
+            "helm template {}: {output:?}",
+            chart.display()
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    // The alerts come from files/, which the package must carry.
+    let packaged = from(&package);
+    assert!(
+        packaged.contains("PodWebhookTrackerInjectorDown"),
+        "{packaged}"
+    );
+    assert_eq!(packaged, from(std::path::Path::new(CHART)));
+    std::fs::remove_dir_all(&out).expect("removed");
+}
