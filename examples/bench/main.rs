@@ -6,6 +6,8 @@
 //! cargo run --release --example bench -- --quick                  # smoke run, about 30 s
 //! cargo run --release --example bench -- --check                  # exit 1 if a target is missed
 //! cargo run --release --example bench -- --help                   # every option
+//! cargo run --release --example bench -- --restart-only           # the restart phase alone
+//! cargo run --release --example bench -- --restart-only --real-api-server   # and on kube-apiserver
 //! ```
 //!
 //! What it measures:
@@ -24,6 +26,13 @@
 //! - the tracker's resident memory (peak and current, anonymous and file-backed, threads)
 //!   after the first call, the sequential phase and the burst; the binary's size; start-up
 //!   time (spawn → `listening on` log line, median of several starts);
+//! - an API server restarted mid-burst (issue #21): 16 clients send 300 increments in all to one
+//!   pod while the double restarts (the write in flight committed and cut, connections refused,
+//!   then 401, 403 and 429 while it warms up), three runs per mode: the answers (200, 502, 503,
+//!   504, other), the label at the end, the increments stored but not acknowledged, the
+//!   tracker's retries and lost answers (its `/metrics`), the latency of the calls in flight
+//!   during the restart; with `--real-api-server`, the same against a real kube-apiserver
+//!   (`testenv`) killed and started again, with one pod and with four;
 //! - the ratios ours / baseline, and each target of the performance issue, met or not.
 //!
 //! Everything listens on loopback; every loop is bounded. Results: `docs/benchmarks.md`.
@@ -34,7 +43,9 @@ mod client;
 mod cluster;
 mod fleet;
 mod load;
+mod real;
 mod report;
+mod restart;
 mod scenario;
 mod serial;
 mod slow;
@@ -124,6 +135,22 @@ struct Options {
     /// standalone: pods of the fleet phase, each counted once by --concurrency callers (default 10000; 0 skips it)
     #[argh(option, default = "10000")]
     fleet_pods: usize,
+    /// the restart phase (#21): runs per variant (default 3; --quick: 1; 0 skips it)
+    #[argh(option, default = "3")]
+    restart_runs: usize,
+    /// the restart phase: clients (default 16)
+    #[argh(option, default = "restart::CLIENTS")]
+    restart_clients: usize,
+    /// the restart phase: increments in all, per run (default 300)
+    #[argh(option, default = "restart::CALLS")]
+    restart_calls: usize,
+    /// run the restart phase only (with --real-api-server: on the real server too)
+    #[argh(switch)]
+    restart_only: bool,
+    /// the restart phase on a real kube-apiserver and etcd too (crates/testenv; its tools
+    /// built by crates/testenv/tools.sh): one pod and four pods
+    #[argh(switch)]
+    real_api_server: bool,
     /// small loads, for a smoke run
     #[argh(switch)]
     quick: bool,
@@ -139,6 +166,10 @@ fn main() -> ExitCode {
         options.burst_calls = options.burst_calls.min(320);
         options.starts = options.starts.min(3);
         options.fleet_pods = options.fleet_pods.min(1000);
+        options.restart_runs = options.restart_runs.min(1);
+    }
+    if options.restart_only {
+        return restart_only(&options);
     }
     match run(&options) {
         Ok(report) => {
@@ -210,16 +241,7 @@ fn run(options: &Options) -> Result<Report, String> {
     }
     let write_latency = millis(options.write_latency_ms, "--write-latency-ms")?;
     let read_latency = millis(options.read_latency_ms, "--read-latency-ms")?;
-    let binary = options
-        .binary
-        .clone()
-        .unwrap_or_else(tracker::default_binary);
-    if !binary.is_file() {
-        return Err(format!(
-            "no tracker binary at {}: run `cargo build --release` first (or pass --binary PATH)",
-            binary.display()
-        ));
-    }
+    let binary = tracker_binary(options)?;
     if cfg!(debug_assertions) {
         eprintln!(
             "bench: warning: this harness is a debug build; the baseline and the load generator \
@@ -373,9 +395,11 @@ fn run(options: &Options) -> Result<Report, String> {
     } else {
         None
     };
+    let restart = restart_phase(options, &binary, write_latency, read_latency)?;
     Ok(Report {
         authentication,
         fleet: fleet_phase,
+        restart,
         machine: machine(load_before, load_after),
         settings: vec![
             ("tracker binary".into(), binary.display().to_string()),
@@ -409,6 +433,94 @@ fn run(options: &Options) -> Result<Report, String> {
         binary: binary_info,
         sides,
     })
+}
+
+/// The tracker binary to measure (`--binary`, or the release build beside this example).
+fn tracker_binary(options: &Options) -> Result<PathBuf, String> {
+    let binary = options
+        .binary
+        .clone()
+        .unwrap_or_else(tracker::default_binary);
+    if binary.is_file() {
+        Ok(binary)
+    } else {
+        Err(format!(
+            "no tracker binary at {}: run `cargo build --release` first (or pass --binary PATH)",
+            binary.display()
+        ))
+    }
+}
+
+/// The restart phase: on the double (sidecar and standalone), then on a real kube-apiserver
+/// if asked for. Each has an API server of its own: no other phase sees its restarts.
+fn restart_phase(
+    options: &Options,
+    binary: &std::path::Path,
+    write_latency: Duration,
+    read_latency: Duration,
+) -> Result<Vec<restart::Table>, String> {
+    let runs = options.restart_runs;
+    if runs == 0 {
+        return Ok(Vec::new());
+    }
+    if options.restart_clients == 0 || options.restart_calls < 2 {
+        return Err("--restart-clients must be ≥ 1 and --restart-calls ≥ 2".into());
+    }
+    let (clients, calls) = (options.restart_clients, options.restart_calls);
+    let mut tables = Vec::new();
+    let double = restart::Double::start(binary, write_latency, read_latency);
+    let fault = format!(
+        "the in-process double (write {} ms, read {} ms), restarted {}",
+        options.write_latency_ms,
+        options.read_latency_ms,
+        restart::double_fault()
+    );
+    for variant in double.variants(clients, calls, runs) {
+        tables.push(restart::measure(&double, &variant, &fault, binary)?);
+    }
+    drop(double);
+    if options.real_api_server {
+        eprintln!("bench: restart: starting etcd and kube-apiserver (testenv)");
+        let real = real::Real::start(binary)?;
+        let fault = real.fault();
+        for variant in real.variants(clients, calls, runs) {
+            tables.push(restart::measure(&real, &variant, &fault, binary)?);
+        }
+    }
+    Ok(tables)
+}
+
+/// `--restart-only`: the restart phase, its tables and its targets.
+fn restart_only(options: &Options) -> ExitCode {
+    let measured = (|| {
+        let binary = tracker_binary(options)?;
+        let write_latency = millis(options.write_latency_ms, "--write-latency-ms")?;
+        let read_latency = millis(options.read_latency_ms, "--read-latency-ms")?;
+        let load_before = read_trimmed("/proc/loadavg");
+        let tables = restart_phase(options, &binary, write_latency, read_latency)?;
+        Ok::<_, String>((tables, load_before))
+    })();
+    match measured {
+        Ok((tables, load_before)) => {
+            println!("## Machine\n");
+            for (key, value) in machine(load_before, read_trimmed("/proc/loadavg")) {
+                println!("- {key}: {value}");
+            }
+            restart::print(&tables);
+            let targets = restart::targets(&tables);
+            report::print_targets(&targets);
+            let missed = targets.iter().filter(|t| !t.met).count();
+            if options.check && missed > 0 {
+                eprintln!("bench: {missed} target(s) not met");
+                return ExitCode::FAILURE;
+            }
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("bench: {message}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 /// The baseline, started for one measurement and stopped after it.

@@ -39,6 +39,8 @@ pub(crate) struct Report {
     pub authentication: Option<crate::auth::Authentication>,
     /// The fleet phase.
     pub fleet: Option<crate::fleet::Fleet>,
+    /// The restart phase (#21), a table per variant.
+    pub restart: Vec<crate::restart::Table>,
     pub machine: Vec<(String, String)>,
     pub settings: Vec<(String, String)>,
     pub nominal_write: Duration,
@@ -109,6 +111,7 @@ impl Report {
         self.print_slow_clients();
         self.print_authentication();
         self.print_fleet();
+        crate::restart::print(&self.restart);
         self.print_ratios();
         self.print_targets();
     }
@@ -528,6 +531,7 @@ impl Report {
         if let Some(fleet) = &self.fleet {
             targets.extend(fleet_targets(fleet));
         }
+        targets.extend(crate::restart::targets(&self.restart));
         targets.push(Target {
             what: "stripped release binary".into(),
             measured: format!(
@@ -546,17 +550,22 @@ impl Report {
     }
 
     fn print_targets(&self) {
-        println!("\n## Targets\n");
-        println!("| target | measured | limit | |\n| --- | --- | --- | --- |");
-        for target in self.targets() {
-            println!(
-                "| {} | {} | {} | {} |",
-                target.what,
-                target.measured,
-                target.limit,
-                if target.met { "met" } else { "**NOT MET**" }
-            );
-        }
+        print_targets(&self.targets());
+    }
+}
+
+/// The targets, as a Markdown table.
+pub(crate) fn print_targets(targets: &[Target]) {
+    println!("\n## Targets\n");
+    println!("| target | measured | limit | |\n| --- | --- | --- | --- |");
+    for target in targets {
+        println!(
+            "| {} | {} | {} | {} |",
+            target.what,
+            target.measured,
+            target.limit,
+            if target.met { "met" } else { "**NOT MET**" }
+        );
     }
 }
 

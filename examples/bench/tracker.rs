@@ -63,18 +63,8 @@ impl Tracker {
         api_url: &str,
         flags: &[&str],
     ) -> Result<Tracker, String> {
-        let mut command = Command::new(binary);
-        command.arg("serve").arg("--address=127.0.0.1:0");
+        let mut command = serve_command(binary);
         command.arg(format!("--kube-server={api_url}"));
-        // Never the developer's cluster: no kubeconfig, no in-cluster account, no identity.
-        command
-            .env_remove("KUBECONFIG")
-            .env_remove("KUBERNETES_SERVICE_HOST")
-            .env_remove("POD_NAME")
-            .env_remove("POD_NAMESPACE")
-            .env("HOME", std::env::temp_dir().join("pwt-bench-no-home"))
-            // Info: the `listening on` line, and one line per call as deployed.
-            .env("RUST_LOG", "info");
         match mode {
             Mode::Sidecar { pod } => {
                 command
@@ -96,8 +86,21 @@ impl Tracker {
                     .arg(format!("--kube-token={TRACKER_TOKEN}"));
             }
         }
+        command.args(flags);
+        Tracker::launch(binary, command)
+    }
+
+    /// `serve` with these flags only (say `--kubeconfig=PATH` for a real API server): no
+    /// `--kube-server`, no token.
+    pub(crate) fn spawn_args(binary: &Path, flags: &[String]) -> Result<Tracker, String> {
+        let mut command = serve_command(binary);
+        command.args(flags);
+        Tracker::launch(binary, command)
+    }
+
+    /// Starts `command` and waits for its `listening on http://ADDR` line.
+    fn launch(binary: &Path, mut command: Command) -> Result<Tracker, String> {
         command
-            .args(flags)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -177,17 +180,22 @@ impl Tracker {
 
     /// One sample of its `/metrics` (a line `NAME VALUE`, no labels), if it has it.
     pub(crate) fn metric(&self, name: &str) -> Result<Option<f64>, String> {
-        let mut conn = Conn::new(self.address);
-        let response = conn
-            .request("GET", "/metrics", &[], b"")
-            .map_err(|e| format!("GET /metrics: {e}"))?;
-        Ok(response.text().lines().find_map(|line| {
+        Ok(self.metrics()?.lines().find_map(|line| {
             line.strip_prefix(name)?
                 .strip_prefix(' ')?
                 .trim()
                 .parse()
                 .ok()
         }))
+    }
+
+    /// Its `/metrics` page, as text.
+    pub(crate) fn metrics(&self) -> Result<String, String> {
+        let mut conn = Conn::new(self.address);
+        let response = conn
+            .request("GET", "/metrics", &[], b"")
+            .map_err(|e| format!("GET /metrics: {e}"))?;
+        Ok(response.text())
     }
 
     /// The last lines it logged.
@@ -233,6 +241,22 @@ impl Drop for Tracker {
             let _ = self.child.wait();
         }
     }
+}
+
+/// `serve` on a free loopback port, with an environment that points at no cluster.
+fn serve_command(binary: &Path) -> Command {
+    let mut command = Command::new(binary);
+    command.arg("serve").arg("--address=127.0.0.1:0");
+    // Never the developer's cluster: no kubeconfig, no in-cluster account, no identity.
+    command
+        .env_remove("KUBECONFIG")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("POD_NAME")
+        .env_remove("POD_NAMESPACE")
+        .env("HOME", std::env::temp_dir().join("pwt-bench-no-home"))
+        // Info: the `listening on` line, and one line per call as deployed.
+        .env("RUST_LOG", "info");
+    command
 }
 
 /// Resident KiB of the shared libraries a process maps (`/proc/<pid>/smaps`: file mappings
