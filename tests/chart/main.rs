@@ -14,6 +14,8 @@
 //! - `inject`: the injector, run with the flags the chart renders, injects pods that the API
 //!   server sends it under the chart's webhook configuration; a self-signed injector installed
 //!   by the chart registers its CA with the chart's rights, and the NOTES' checks work.
+//! - `notes`: NOTES.txt names the labels the webhook selects on and a URL the standalone
+//!   service serves.
 //! - `policy`: the chart's ValidatingAdmissionPolicy, enforced by the API server, holds the
 //!   accounts and the label its values name.
 //! - `monitoring`: the chart's alerts are manifests/monitoring's, its monitors scrape the ports
@@ -41,6 +43,7 @@ mod inject;
 mod install;
 mod metadata;
 mod monitoring;
+mod notes;
 mod policy;
 mod schema;
 mod server;
