@@ -49,6 +49,9 @@ macro_rules! kinds {
 kinds! {
     ClusterRole => ClusterRole,
     ClusterRoleBinding => ClusterRoleBinding,
+    // The recipes' scripts, from configMapGenerator (examples/actions-runner-controller,
+    // examples/gitlab-runner).
+    ConfigMap => k8s_openapi::api::core::v1::ConfigMap,
     Deployment => Deployment,
     Job => Job,
     MutatingWebhookConfiguration => MutatingWebhookConfiguration,
