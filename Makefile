@@ -3,14 +3,28 @@
 #   make binary      build for this machine; copies the binary to bin/pod-webhook-tracker
 #   make build       binary + dist/pod-webhook-tracker-VERSION-OS-ARCH.tar.gz (binary, LICENSE,
 #                    THIRD-PARTY-LICENSES) + the container image if docker or podman works
-#   make build-all   static (musl) tarballs for linux/amd64 and linux/arm64
-#   make release     build-all + dist/pod-webhook-tracker-VERSION-sha256sums.txt
+#   make build-all   static (musl) tarballs for linux/amd64 and linux/arm64: builds those this
+#                    machine has a toolchain for and names what is missing for the others
+#                    (REQUIRE_ALL=1: a missing one is an error)
+#   make release     check-version + every architecture + SBOMs + checksums (what the release
+#                    workflow publishes, .github/workflows/release.yml)
+#   make sbom        an SPDX SBOM (syft) of each built binary: dist/...-OS-ARCH.spdx.json
+#   make checksums   dist/pod-webhook-tracker-VERSION-sha256sums.txt over every release file
+#   make image-push  the multi-arch image, FROM scratch, assembled from the built binaries with
+#                    crane and pushed to IMAGE:VERSION (one manifest per built architecture)
+#   make chart       package charts/pod-webhook-tracker (version = Cargo.toml's, appVersion =
+#                    VERSION) into dist/; make chart-push pushes it to CHART_REPO (oci://...)
+#   make check-version  VERSION, Cargo.toml and the chart agree (the release workflow's first step)
+#   make print-image the image reference IMAGE:VERSION (the injector's default --sidecar-image)
 #   make bench       the benchmark (docs/benchmarks.md) against the static musl build that the
 #                    image and tarballs ship; BENCH_ARGS passes options, e.g. BENCH_ARGS=--check
 #   make clean       remove bin/, dist/ and the local container image (not target/: cargo clean)
 #
 # Variables: VERSION (default v + Cargo.toml's version), IMAGE, CARGO, CARGO_BUILD, and for
-# build-all CC_amd64 / CC_arm64 (C compilers for ring's C code; empty = do not set).
+# build-all CC_amd64 / CC_arm64 (C compilers for ring's C code; empty = do not set). For the
+# release steps: CRANE, SYFT, HELM (the tools; tests build them from their Go modules with
+# crates/testenv/tools.sh), CHART_REPO, CRANE_FLAGS / HELM_PUSH_FLAGS (e.g. --insecure /
+# --plain-http for a registry on loopback), SOURCE_DATE_EPOCH (the image's file times).
 
 SHELL := /bin/sh
 .DEFAULT_GOAL := build
@@ -22,13 +36,27 @@ CARGO_BUILD ?= $(CARGO) build
 CARGO_VERSION := $(shell sed -n 's/^version *= *"\(.*\)"/\1/p' Cargo.toml | head -n 1)
 RUST_VERSION := $(shell sed -n 's/^rust-version *= *"\(.*\)"/\1/p' Cargo.toml | head -n 1)
 VERSION ?= v$(CARGO_VERSION)
+# A release tag names it: v1.2.3 (VERSION=1.2.3 means the same).
+override VERSION := v$(patsubst v%,%,$(VERSION))
 
 OS := $(shell uname -s | tr '[:upper:]' '[:lower:]')
 ARCH := $(shell uname -m | sed -e 's/^x86_64$$/amd64/' -e 's/^aarch64$$/arm64/')
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 HOST_TRIPLE = $(shell rustc -vV | sed -n 's/^host: //p')
 
+# The image's repository: the injector's default --sidecar-image (src/config/inject.rs, with the
+# tag v + Cargo.toml's version), which the manifests and the chart use too; tests/release.rs
+# holds them all equal.
 IMAGE ?= ghcr.io/pod-webhook-tracker/pod-webhook-tracker
+CHART_DIR := charts/pod-webhook-tracker
+CHART_VERSION := $(patsubst v%,%,$(VERSION))
+CHART_REPO ?= oci://ghcr.io/pod-webhook-tracker/charts
+CRANE ?= crane
+SYFT ?= syft
+HELM ?= helm
+CRANE_FLAGS ?=
+HELM_PUSH_FLAGS ?=
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 
 # build-all: the Rust target of each architecture, and the C compiler ring needs for it
 # (musl-gcc from musl-tools natively; a musl cross compiler for the other architecture).
@@ -46,7 +74,8 @@ endif
 DIST := dist
 TARBALL = $(DIST)/$(NAME)-$(VERSION)-$(1).tar.gz
 
-.PHONY: help binary build tarball image build-all check-targets release clean bench
+.PHONY: help binary build tarball image build-all check-targets release clean bench sbom checksums \
+	image-push chart chart-push check-version print-image print-chart
 
 help:
 	@sed -n 's/^#   make /  make /p' $(firstword $(MAKEFILE_LIST))
@@ -81,36 +110,35 @@ image:
 			-t $(IMAGE):$(VERSION) . ; \
 	fi
 
-check-targets:
-	@installed=$$(rustup target list --installed 2>/dev/null) || { \
-		echo "build-all: rustup is not available, so the installed Rust targets cannot be checked."; \
-		echo "build-all needs the targets: $(foreach a,$(ARCHES),$(RUST_TARGET_$(a)))"; \
-		exit 1; }; \
-	missing=""; \
-	for target in $(foreach a,$(ARCHES),$(RUST_TARGET_$(a))); do \
-		printf '%s\n' "$$installed" | grep -qx "$$target" || missing="$$missing $$target"; \
-	done; \
-	if [ -n "$$missing" ]; then \
-		echo "build-all: missing Rust targets:$$missing"; \
-		echo "add them with:"; \
-		echo "    rustup target add$$missing"; \
-		exit 1; \
-	fi; \
-	status=0; \
-	for cc in $(foreach a,$(ARCHES),$(CC_$(a))); do \
-		if ! command -v $$cc >/dev/null 2>&1; then \
-			echo "build-all: C compiler $$cc not found (ring compiles C for each target)"; status=1; \
-		fi; \
-	done; \
-	if [ $$status -ne 0 ]; then \
-		echo "native musl: apt-get install musl-tools (musl-gcc); other architecture: a musl cross"; \
-		echo "toolchain (e.g. aarch64-linux-musl-gcc), or make build-all CARGO_BUILD='cargo zigbuild' CC_amd64= CC_arm64="; \
-		exit 1; \
-	fi
+# What architecture $(1) lacks to be built here (empty: nothing), as one line per problem.
+define missing_for
+$(shell installed=$$(rustup target list --installed 2>/dev/null) || { echo "rustup is not available to list the installed Rust targets (needs $(RUST_TARGET_$(1)))"; exit 0; }; \
+	printf '%s\n' "$$installed" | grep -qx "$(RUST_TARGET_$(1))" || echo "the Rust target $(RUST_TARGET_$(1)) is not installed: rustup target add $(RUST_TARGET_$(1));"; \
+	if [ -n "$(CC_$(1))" ] && ! command -v "$(CC_$(1))" >/dev/null 2>&1; then \
+		echo "the C compiler $(CC_$(1)) is not found (ring compiles C for each target): $(if $(filter $(1),$(ARCH)),apt-get install musl-tools,a musl cross toolchain for $(1)$(comma) or CARGO_BUILD='cargo zigbuild' CC_$(1)=);"; \
+	fi)
+endef
+comma := ,
 
-build-all: check-targets
+# Kept for scripts that called it: fails naming what any architecture lacks.
+check-targets:
+	@status=0; $(foreach a,$(ARCHES),$(if $(strip $(call missing_for,$(a))),echo "linux/$(a): $(strip $(call missing_for,$(a)))"; status=1;)) exit $$status
+
+# Builds every architecture this machine can build and names what the others lack. With
+# REQUIRE_ALL=1 (make release) an architecture that cannot be built is an error.
+build-all:
 	@mkdir -p $(DIST)
-	@set -e; for arch in $(ARCHES); do $(MAKE) --no-print-directory build-linux-$$arch; done
+	@set -e; built=""; skipped=""; \
+	$(foreach a,$(ARCHES),\
+	if [ -z "$(strip $(call missing_for,$(a)))" ]; then \
+		$(MAKE) --no-print-directory build-linux-$(a); built="$$built linux/$(a)"; \
+	else \
+		echo "build-all: cannot build linux/$(a) here: $(strip $(call missing_for,$(a)))"; skipped="$$skipped linux/$(a)"; \
+	fi;) \
+	echo "build-all: built:$${built:- nothing}; not built:$${skipped:- nothing}"; \
+	if [ -n "$$skipped" ] && [ "$(REQUIRE_ALL)" = 1 ]; then \
+		echo "build-all: REQUIRE_ALL=1 and$$skipped could not be built"; exit 1; \
+	fi
 
 # One static binary and its tarball per architecture.
 build-linux-%:
@@ -130,15 +158,96 @@ bench:
 	$(CARGO) run --release --locked --example bench -- \
 		--binary $(TARGET_DIR)/$(RUST_TARGET_$(ARCH))/release/$(NAME) $(BENCH_ARGS)
 
-release:
-	@if [ "$(VERSION)" != "v$(CARGO_VERSION)" ]; then \
-		echo "warning: VERSION=$(VERSION) but Cargo.toml says $(CARGO_VERSION); 'pod-webhook-tracker version' prints v$(CARGO_VERSION)"; \
-	fi
-	@$(MAKE) --no-print-directory build-all
-	cd $(DIST) && { if command -v sha256sum >/dev/null 2>&1; then sha256sum $(NAME)-$(VERSION)-*.tar.gz; \
-		else shasum -a 256 $(NAME)-$(VERSION)-*.tar.gz; fi; } > $(NAME)-$(VERSION)-sha256sums.txt
+# The release's files in dist/: every architecture (or fail), their SBOMs, the chart, the
+# checksums. The workflow then pushes the image and the chart and signs them.
+release: check-version
+	@$(MAKE) --no-print-directory build-all REQUIRE_ALL=1
+	@$(MAKE) --no-print-directory sbom chart
+	@$(MAKE) --no-print-directory checksums
 	@echo "release $(VERSION):"; cd $(DIST) && cat $(NAME)-$(VERSION)-sha256sums.txt
-	@echo "next: git tag -a $(VERSION) -m 'Release $(VERSION)' && git push origin $(VERSION), then upload $(DIST)/$(NAME)-$(VERSION)-* (e.g. gh release create $(VERSION) $(DIST)/$(NAME)-$(VERSION)-*)"
+
+# VERSION is what the binary says it is (Cargo.toml) and what the chart says (Chart.yaml's
+# version without the v, appVersion with it): the injector's default image is the tag v +
+# Cargo.toml's version, so a release under another tag would point pods at an image that
+# does not exist.
+check-version:
+	@status=0; \
+	if [ "$(VERSION)" != "v$(CARGO_VERSION)" ]; then \
+		echo "check-version: VERSION=$(VERSION) but Cargo.toml's version is $(CARGO_VERSION): tag v$(CARGO_VERSION), or change Cargo.toml first"; status=1; \
+	fi; \
+	if [ -f $(CHART_DIR)/Chart.yaml ]; then \
+		chart=$$(sed -n 's/^version: *//p' $(CHART_DIR)/Chart.yaml); app=$$(sed -n 's/^appVersion: *//p' $(CHART_DIR)/Chart.yaml | tr -d '"'); \
+		[ "$$chart" = "$(CHART_VERSION)" ] || { echo "check-version: $(CHART_DIR)/Chart.yaml has version $$chart, not $(CHART_VERSION)"; status=1; }; \
+		[ "$$app" = "$(VERSION)" ] || { echo "check-version: $(CHART_DIR)/Chart.yaml has appVersion $$app, not $(VERSION)"; status=1; }; \
+	fi; \
+	[ $$status -eq 0 ] && echo "check-version: $(VERSION) (Cargo.toml $(CARGO_VERSION), chart $(CHART_VERSION))"; exit $$status
+
+print-image:
+	@echo "$(IMAGE):$(VERSION)"
+
+# Where chart-push puts the chart (without oci://).
+print-chart:
+	@echo "$(patsubst oci://%,%,$(CHART_REPO))/$(NAME)"
+
+# An SPDX SBOM of each built binary. syft reads the crates from the dependency list that
+# `cargo auditable build` embeds (the release workflow builds with CARGO_BUILD="cargo auditable
+# build"); a binary built without it lists no crates, which is an error here.
+sbom:
+	@set -e; found=0; for tarball in $(DIST)/$(NAME)-$(VERSION)-linux-*.tar.gz; do \
+		[ -f "$$tarball" ] || continue; found=1; \
+		platform=$${tarball#$(DIST)/$(NAME)-$(VERSION)-}; platform=$${platform%.tar.gz}; \
+		stage=$(DIST)/.sbom-$$platform; rm -rf $$stage; mkdir -p $$stage; \
+		tar -xzf $$tarball -C $$stage $(NAME); \
+		$(SYFT) scan --quiet file:$$stage/$(NAME) --source-name $(NAME) --source-version $(VERSION) \
+			-o spdx-json=$(DIST)/$(NAME)-$(VERSION)-$$platform.spdx.json; \
+		rm -rf $$stage; \
+		grep -q '"SPDXID": *"SPDXRef-Package-rust-crate-' $(DIST)/$(NAME)-$(VERSION)-$$platform.spdx.json || { \
+			echo "sbom: syft found no crates in the $$platform binary: build it with CARGO_BUILD='cargo auditable build' (cargo install cargo-auditable)"; exit 1; }; \
+		echo "sbom: $(DIST)/$(NAME)-$(VERSION)-$$platform.spdx.json"; \
+	done; [ $$found = 1 ] || { echo "sbom: no tarball of $(VERSION) in $(DIST): make build-all first"; exit 1; }
+
+# sha256 of every release file of VERSION in dist/ (tarballs, SBOMs, the chart).
+checksums:
+	@cd $(DIST) && ls $(NAME)-$(VERSION)-*.tar.gz $(NAME)-$(VERSION)-*.spdx.json $(NAME)-$(CHART_VERSION).tgz 2>/dev/null \
+		| grep -v sha256sums | sort | xargs sha256sum > $(NAME)-$(VERSION)-sha256sums.txt
+	@echo "checksums: $(DIST)/$(NAME)-$(VERSION)-sha256sums.txt"; cat $(DIST)/$(NAME)-$(VERSION)-sha256sums.txt
+
+# The image, FROM scratch like the Dockerfile's final stage: one layer with the static binary
+# at /pod-webhook-tracker and the licenses, the same user, entrypoint, command, ports and labels
+# (tests/release.rs compares them with the Dockerfile). One manifest per built architecture,
+# tagged VERSION-linux-ARCH, and the index of them all as VERSION. The file times are
+# SOURCE_DATE_EPOCH, so the same binaries make the same image.
+image-push:
+	@set -e; manifests=""; for arch in $(ARCHES); do \
+		tarball=$(call TARBALL,linux-$$arch); [ -f "$$tarball" ] || continue; \
+		stage=$(DIST)/.image-$$arch; rm -rf $$stage; mkdir -p $$stage/root/usr/share/doc/$(NAME); \
+		tar -xzf $$tarball -C $$stage; \
+		install -m 0755 $$stage/$(NAME) $$stage/root/$(NAME); \
+		install -m 0644 $$stage/LICENSE $$stage/THIRD-PARTY-LICENSES $$stage/root/usr/share/doc/$(NAME)/; \
+		tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@$(SOURCE_DATE_EPOCH) \
+			-cf $$stage/layer.tar -C $$stage/root $(NAME) usr; \
+		ref=$(IMAGE):$(VERSION)-linux-$$arch; \
+		$(CRANE) $(CRANE_FLAGS) append --oci-empty-base -f $$stage/layer.tar -t $$ref >/dev/null; \
+		$(CRANE) $(CRANE_FLAGS) mutate $$ref --set-platform linux/$$arch \
+			--entrypoint /$(NAME) --cmd serve --user 65532:65532 --exposed-ports 8080/tcp,9090/tcp \
+			-l org.opencontainers.image.title=$(NAME) \
+			-l org.opencontainers.image.version=$(VERSION) \
+			-l org.opencontainers.image.licenses=Apache-2.0 \
+			-l org.opencontainers.image.source=https://github.com/pod-webhook-tracker/pod-webhook-tracker \
+			-l "org.opencontainers.image.description=Counts running jobs in a pod label so that busy pods are not evicted" \
+			-t $$ref >/dev/null; \
+		manifests="$$manifests -m $$ref"; rm -rf $$stage; echo "image-push: $$ref"; \
+	done; \
+	[ -n "$$manifests" ] || { echo "image-push: no tarball of $(VERSION) in $(DIST): make build-all first"; exit 1; }; \
+	$(CRANE) $(CRANE_FLAGS) index append $$manifests -t $(IMAGE):$(VERSION) >/dev/null; \
+	echo "image-push: $(IMAGE):$(VERSION)@$$($(CRANE) $(CRANE_FLAGS) digest $(IMAGE):$(VERSION))"
+
+chart:
+	@mkdir -p $(DIST)
+	$(HELM) package $(CHART_DIR) --version $(CHART_VERSION) --app-version $(VERSION) -d $(DIST)
+
+chart-push: chart
+	$(HELM) push $(DIST)/$(NAME)-$(CHART_VERSION).tgz $(CHART_REPO) $(HELM_PUSH_FLAGS)
 
 clean:
 	rm -rf bin $(DIST)
