@@ -2,13 +2,16 @@
 //! algorithm, side by side, against the same in-process API server test double.
 //!
 //! ```sh
-//! cargo build --release && cargo run --release --example bench   # full run, about 2.5 min
+//! cargo build --release && cargo run --release --example bench   # full run, about 3 min
 //! cargo run --release --example bench -- --quick                  # smoke run, about 30 s
 //! cargo run --release --example bench -- --check                  # exit 1 if a target is missed
 //! cargo run --release --example bench -- --help                   # every option
-//! cargo run --release --example bench -- --restart-only           # the restart phase alone
-//! cargo run --release --example bench -- --restart-only --real-api-server   # and on kube-apiserver
+//! cargo run --release --example bench -- --restart-only           # the restart phase: about 25 s
+//! cargo run --release --example bench -- --restart-only --real-api-server   # and kube-apiserver's
 //! ```
+//!
+//! The restart phase adds about 25 s to a full run and 10 s to `--quick`; the real API server's
+//! (`--real-api-server`, about 20 s more) runs only when asked for.
 //!
 //! What it measures:
 //! - the **release binary** (`target/release/pod-webhook-tracker`, or `--binary`) as a child
