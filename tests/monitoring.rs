@@ -1155,3 +1155,101 @@ fn the_monitors_scrape_the_ports_that_the_manifests_and_the_injector_give_tracke
     );
     assert!(rule.contains("certmanager_certificate_expiration_timestamp_seconds{name=\"pod-webhook-tracker-injector\"}"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// The API server's side of the injector alert
+
+#[test]
+fn the_injector_failing_alert_matches_what_a_real_api_server_counts_when_it_cannot_call_the_webhook()
+ {
+    // A webhook of the injector's name that nothing answers, with the manifests' failurePolicy,
+    // for the pods of one fresh namespace only (the cluster is shared by this test binary).
+    let cluster = testenv::Cluster::shared();
+    let admin = cluster.admin();
+    let namespace = cluster.namespace("monitoring");
+    let configuration = format!("pwt-monitoring-{namespace}");
+    let injector = yaml("manifests/injector/base/webhook.yaml");
+    let webhook = &injector["webhooks"][0];
+    assert_eq!(
+        webhook["failurePolicy"], "Fail",
+        "as the alert's runbook says"
+    );
+    let name = webhook["name"].as_str().expect("a webhook name");
+    admin
+        .post(
+            "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations",
+            &json!({"metadata": {"name": configuration}, "webhooks": [{
+                "name": name,
+                // A port nothing listens on: the injector is down.
+                "clientConfig": {"url": "https://127.0.0.1:1/mutate", "caBundle": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, cluster.ca_pem())},
+                "rules": webhook["rules"],
+                "failurePolicy": "Fail",
+                "sideEffects": "None",
+                "admissionReviewVersions": ["v1"],
+                "timeoutSeconds": 2,
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+                "objectSelector": {"matchLabels": {"pod-webhook-tracker.io/inject": "true"}},
+            }]}),
+        )
+        .expect(201, "the webhook configuration");
+    // The API server takes a moment to use a new configuration: create until it calls it.
+    let started = Instant::now();
+    let refused = loop {
+        let answer = admin.post(
+            &format!("/api/v1/namespaces/{namespace}/pods"),
+            &json!({"metadata": {"generateName": "worker-", "labels": {"pod-webhook-tracker.io/inject": "true"}},
+                    "spec": {"containers": [{"name": "job", "image": "busybox"}]}}),
+        );
+        if answer.status != 201 || started.elapsed() > Duration::from_secs(30) {
+            break answer;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    admin
+        .delete(&format!(
+            "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/{configuration}"
+        ))
+        .expect(200, "removed");
+    assert_eq!(refused.status, 500, "the pod is refused: {refused:?}");
+    assert!(
+        refused.message().contains("failed calling webhook"),
+        "{refused:?}"
+    );
+
+    // The alert's selector matches the series the API server now exports.
+    let metrics = admin.get("/metrics");
+    assert_eq!(metrics.status, 200);
+    let text = metrics.body.as_str().expect("the exposition");
+    let alert = alerts(&rule_spec())
+        .into_iter()
+        .find(|a| a.name == "PodWebhookTrackerInjectorFailing")
+        .expect("the alert");
+    let selector = selectors(&alert.expr)
+        .into_iter()
+        .find(|s| s.metric == "apiserver_admission_webhook_rejection_count")
+        .expect("the API server's metric");
+    let matching: Vec<&str> = text
+        .lines()
+        .filter(|line| line.starts_with(&format!("{}{{", selector.metric)))
+        .filter(|line| {
+            let labels = matchers(
+                line.split_once('{')
+                    .and_then(|(_, rest)| rest.rsplit_once('}'))
+                    .map(|(labels, _)| labels)
+                    .unwrap_or_default(),
+            );
+            selector.matchers.iter().all(|(label, op, value)| {
+                op == "=" && labels.iter().any(|(l, _, v)| l == label && v == value)
+            })
+        })
+        .collect();
+    assert!(
+        !matching.is_empty(),
+        "no series of the API server matches {:?}:\n{}",
+        selector.matchers,
+        text.lines()
+            .filter(|l| l.contains("admission_webhook"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
