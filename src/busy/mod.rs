@@ -37,6 +37,11 @@ const SETTLE: Duration = Duration::from_millis(200);
 /// pods cannot be read or are still busy at `--timeout`, 2 when the connection settings are
 /// unusable.
 pub fn run(config: &BusyConfig) -> ExitCode {
+    // busy says what failed in its own words: the client's log lines (kube logs a refused
+    // connection as an error) would only repeat it, unless RUST_LOG asks for them.
+    if std::env::var_os("RUST_LOG").is_none() {
+        log::set_max_level(log::LevelFilter::Off);
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -248,14 +248,12 @@ pub fn table(report: &Report, style: &Style, wide: bool) -> String {
             lines.push(Line::Cells(cells));
         }
         if row.anonymous > 0 {
-            let mut cells = vec![Cell::default(); age_at.saturating_add(2)];
-            if let Some(cell) = cells.get_mut(key_at) {
-                *cell = Cell::new(format!("  ({} without a key)", row.anonymous));
-            }
-            if let Some(cell) = cells.get_mut(age_at.saturating_add(1)) {
-                *cell = Cell::new("none");
-            }
-            lines.push(Line::Cells(cells));
+            // Across the line, so that its length does not widen the pod column.
+            let jobs = if row.anonymous == 1 { "job" } else { "jobs" };
+            lines.push(Line::Across(Cell::new(format!(
+                "  + {} {jobs} without a key (no deadline)",
+                row.anonymous
+            ))));
         }
         for problem in row.problems(&style.label, &style.jobs_annotation) {
             lines.push(Line::Across(Cell::colored(
@@ -315,6 +313,14 @@ fn draw(header: &[&str], lines: &[Line], width: Option<usize>, style: &Style) ->
                 .sum::<usize>()
                 .saturating_add(columns.saturating_sub(1).saturating_mul(2))
         };
+        // The last column (the annotations) gives way first, down to a few words: names
+        // matter more.
+        while total(&widths) > limit {
+            match widths.last_mut() {
+                Some(last) if *last > 16 => *last = last.saturating_sub(1),
+                _ => break,
+            }
+        }
         while total(&widths) > limit {
             let Some((widest, _)) = widths
                 .iter()
@@ -654,14 +660,14 @@ mod tests {
     fn the_table_shows_pods_their_jobs_and_the_nodes_within_100_columns() {
         let text = table(&sample(), &style(), false);
         let expected = "\
-NAMESPACE/POD        NODE    JOBS  AGE  DEADLINE        BUDGET        EVICTION  ANNOTATIONS
-ci/runner-0          node-a  3     15m  none            busy-runners  refused   do-not-disrupt,dele…
-  build-42                         15m  in 45m
-  build-43                         2m   none
-  (1 without a key)                     none
-ci/runner-1          node-b  1     2h   expired 3m ago  busy-runners  refused   do-not-disrupt,dele…
-  nightly                          2h   expired 3m ago
-ci/runner-2          node-b  ?     -    ?               busy-runners  refused   do-not-disrupt,dele…
+NAMESPACE/POD  NODE    JOBS  AGE  DEADLINE        BUDGET        EVICTION  ANNOTATIONS
+ci/runner-0    node-a  3     15m  none            busy-runners  refused   do-not-disrupt,deletion-c…
+  build-42                   15m  in 45m
+  build-43                   2m   none
+  + 1 job without a key (no deadline)
+ci/runner-1    node-b  1     2h   expired 3m ago  busy-runners  refused   do-not-disrupt,deletion-c…
+  nightly                    2h   expired 3m ago
+ci/runner-2    node-b  ?     -    ?               busy-runners  refused   do-not-disrupt,deletion-c…
   ! label active-jobs holds \"x\", which is not a count
   ! annotation active-jobs-jobs: not the jobs format: key must be a string at line 1 column 2
 

@@ -229,6 +229,7 @@ fn busy_shows_the_jobs_on_each_node_and_the_real_eviction_apis_verdict() {
     running_pod(&ci, "runner-0", &node_a, runner.clone());
     running_pod(&ci, "runner-1", &node_b, runner.clone());
     running_pod(&ci, "broken-0", &node_b, runner.clone());
+    running_pod(&ci, "runner-2", &node_a, runner.clone());
     running_pod(&ci, "idle-0", &node_a, runner);
     running_pod(&batch, "worker-0", &node_a, json!({"app": "worker"}));
     // The README's budget: it refuses while a pod is busy.
@@ -284,7 +285,21 @@ fn busy_shows_the_jobs_on_each_node_and_the_real_eviction_apis_verdict() {
                                  "annotations": {"active-jobs-jobs": "{oops"}}}),
         )
         .expect(200, "garble broken-0");
-    wait_budget(&ci, "busy-runners", 3);
+    // A job that has run for 25 minutes, as a tracker wrote it then (the trackers above
+    // started theirs just now).
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    let jobs = json!({"v": 1, "jobs": {"deploy-9": {"s": now - 1500, "d": now + 2130}}});
+    ci.admin()
+        .merge_patch(
+            &ci.pods_path(Some("runner-2")),
+            &json!({"metadata": {"labels": {"active-jobs": "1"},
+                                 "annotations": {"active-jobs-jobs": jobs.to_string()}}}),
+        )
+        .expect(200, "runner-2 busy for 25 minutes");
+    wait_budget(&ci, "busy-runners", 4);
     wait_budget(&batch, "lenient", 1);
     let kubeconfig = reader(&ci);
 
@@ -297,6 +312,7 @@ fn busy_shows_the_jobs_on_each_node_and_the_real_eviction_apis_verdict() {
         names(&report),
         [
             format!("{ns}/runner-0"),
+            format!("{ns}/runner-2"),
             format!("{ns}/broken-0"),
             format!("{ns}/runner-1")
         ]
@@ -312,7 +328,7 @@ fn busy_shows_the_jobs_on_each_node_and_the_real_eviction_apis_verdict() {
     );
     assert_eq!(
         runner_0["eviction"]["reason"],
-        "busy-runners needs 9999 healthy pods and has 3 (disruptionsAllowed 0)"
+        "busy-runners needs 9999 healthy pods and has 4 (disruptionsAllowed 0)"
     );
     assert_eq!(pod(&report, ns, "runner-1")["jobsWithoutKey"], 1);
     let broken = pod(&report, ns, "broken-0");
@@ -336,6 +352,7 @@ fn busy_shows_the_jobs_on_each_node_and_the_real_eviction_apis_verdict() {
         names(&on_a),
         [
             format!("{ns}/runner-0"),
+            format!("{ns}/runner-2"),
             format!("{}/worker-0", batch.namespace)
         ]
     );
@@ -357,7 +374,12 @@ fn busy_shows_the_jobs_on_each_node_and_the_real_eviction_apis_verdict() {
             on_a["nodes"][0]["pods"].as_u64(),
             on_a["nodes"][0]["jobs"].as_u64()
         ),
-        (Some(2), Some(3))
+        (Some(3), Some(4))
+    );
+    assert_eq!(
+        on_a["nodes"][0]["firstDeadline"],
+        pod(&on_a, ns, "runner-2")["jobs"][0]["deadline"],
+        "deploy-9's deadline (in 35 minutes) comes first"
     );
     assert_eq!(
         on_a["nodes"][0]["withoutDeadline"], true,
@@ -408,6 +430,9 @@ fn busy_shows_the_jobs_on_each_node_and_the_real_eviction_apis_verdict() {
     );
     for part in [
         "runner-0",
+        "deploy-9",
+        "25m",
+        "in 35m",
         "build-1",
         "build-2",
         "nightly",
