@@ -140,6 +140,12 @@ impl Shared {
     }
 }
 
+impl watch::StoreAccess for Shared {
+    fn read<R>(&self, read: impl FnOnce(&Store) -> R) -> R {
+        read(&self.lock().store)
+    }
+}
+
 /// A request in the log, to be completed exactly once. If its handler is dropped before
 /// that (the server went away), it ends as dropped.
 struct Tracked {

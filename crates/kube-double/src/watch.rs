@@ -30,9 +30,15 @@ use crate::objects::{Options, field_value};
 use crate::pods::POD_FIELDS;
 use crate::policy::serve_pdb_among;
 use crate::routes::{FieldSelector, PolicyVersion, Query, Route};
-use crate::server::Shared;
 use crate::status::ApiError;
-use crate::store::{Objects, Watched, string_map};
+use crate::store::{Objects, Store, Watched, string_map};
+
+/// Where a watch reads the store, a moment at a time (the server's shared state, behind its
+/// lock), so that this module needs nothing of the server.
+pub(crate) trait StoreAccess: Send + Sync + 'static {
+    /// Runs `read` on the store as it is now.
+    fn read<R>(&self, read: impl FnOnce(&Store) -> R) -> R;
+}
 
 /// A watch request, checked.
 #[derive(Debug)]
@@ -134,7 +140,7 @@ impl Body for WatchBody {
 }
 
 /// Starts the watch: its events are written to the returned body as they happen.
-pub(crate) fn start(shared: Arc<Shared>, watch: Watch, options: Options) -> WatchBody {
+pub(crate) fn start(shared: Arc<impl StoreAccess>, watch: Watch, options: Options) -> WatchBody {
     let (sender, lines) = mpsc::channel(64);
     tokio::spawn(stream(shared, watch, options, sender));
     WatchBody { lines }
@@ -146,10 +152,13 @@ fn event(kind: &str, object: &Value) -> Bytes {
     Bytes::from(line)
 }
 
-async fn stream(shared: Arc<Shared>, watch: Watch, options: Options, sender: mpsc::Sender<Bytes>) {
-    let (mut changes, start) = {
-        let state = shared.lock();
-        let store = &state.store;
+async fn stream(
+    shared: Arc<impl StoreAccess>,
+    watch: Watch,
+    options: Options,
+    sender: mpsc::Sender<Bytes>,
+) {
+    let (mut changes, start) = shared.read(|store| {
         let changes = store.subscribe();
         let current = store.revision_number();
         let start = match watch.from {
@@ -166,7 +175,7 @@ async fn stream(shared: Arc<Shared>, watch: Watch, options: Options, sender: mps
             },
         };
         (changes, start)
-    };
+    });
     let mut sent = match start {
         Ok(view) => view,
         Err(message) => {
@@ -181,11 +190,8 @@ async fn stream(shared: Arc<Shared>, watch: Watch, options: Options, sender: mps
         .timeout
         .map(|timeout| tokio::time::Instant::now() + timeout);
     loop {
-        let now = {
-            let state = shared.lock();
-            let store = &state.store;
-            watch.view(store.objects(watch.collection), &store.pods, options)
-        };
+        let now =
+            shared.read(|store| watch.view(store.objects(watch.collection), &store.pods, options));
         let mut lines = Vec::new();
         for (key, object) in &now {
             match sent.get(key) {
