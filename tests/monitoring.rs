@@ -978,7 +978,7 @@ fn port_names(spec: &Value) -> BTreeSet<String> {
 }
 
 #[test]
-fn the_kustomization_renders_the_rule_as_written_and_the_monitors() {
+fn the_kustomization_renders_the_rule_and_the_dashboard_as_written() {
     let objects = rendered("manifests/monitoring");
     let kinds: BTreeSet<String> = objects
         .iter()
@@ -993,6 +993,7 @@ fn the_kustomization_renders_the_rule_as_written_and_the_monitors() {
     assert_eq!(
         kinds,
         [
+            "ConfigMap/pod-webhook-tracker-dashboard",
             "PodMonitor/pod-webhook-tracker-injected",
             "PodMonitor/pod-webhook-tracker-injector",
             "PodMonitor/pod-webhook-tracker-sidecars",
@@ -1007,6 +1008,19 @@ fn the_kustomization_renders_the_rule_as_written_and_the_monitors() {
         find(&objects, "PrometheusRule", "pod-webhook-tracker")["spec"],
         rule_spec()
     );
+    let map = find(&objects, "ConfigMap", "pod-webhook-tracker-dashboard");
+    assert_eq!(
+        map["metadata"]["labels"]["grafana_dashboard"], "1",
+        "Grafana's dashboard sidecar loads it"
+    );
+    let shipped: Value = serde_json::from_str(
+        map["data"]["pod-webhook-tracker.json"]
+            .as_str()
+            .expect("the dashboard"),
+    )
+    .expect("JSON");
+    let file: Value = serde_json::from_str(&read(DASHBOARD)).expect("JSON");
+    assert_eq!(shipped, file, "the dashboard as written");
     for object in &objects {
         assert!(
             object.pointer("/metadata/namespace").is_none(),
