@@ -3,9 +3,8 @@
 
 use std::time::Duration;
 
-use futures_util::{Stream, StreamExt};
 use kube::api::{ListParams, WatchParams};
-use kube::core::WatchEvent;
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::api::{KubeOverrides, connect, error_chain};
@@ -192,18 +191,15 @@ impl Cluster {
         }
     }
 
-    /// Watches the collection from `version`: a stream of changes that ends when the server
-    /// closes the watch (after [`WATCH_SECONDS`]) or the connection breaks. An expired version
-    /// arrives as a [`Failure`] with `expired`, whether the server answers 410 at once or in
-    /// the stream.
-    pub(crate) async fn watch<T: DeserializeOwned + Clone + 'static>(
+    /// Watches the collection from `version`: the server's answer, read event by event
+    /// ([`Events::next`]) until the server closes it (after [`WATCH_SECONDS`]) or the connection
+    /// breaks. An expired version arrives as a [`Failure`] with `expired`, whether the server
+    /// answers 410 at once or in the stream.
+    pub(crate) async fn watch(
         &self,
         collection: &Collection,
         version: &str,
-    ) -> std::result::Result<
-        impl Stream<Item = std::result::Result<Change<T>, Failure>> + use<T>,
-        Failure,
-    > {
+    ) -> std::result::Result<Events, Failure> {
         let mut params = WatchParams::default().timeout(WATCH_SECONDS);
         if let Some(labels) = &collection.labels {
             params = params.labels(labels);
@@ -215,19 +211,202 @@ impl Cluster {
             .watch(&params, version)
             .map_err(|e| Failure::of(kube::Error::BuildRequest(e)))?;
         request.extensions_mut().insert("watch");
-        let events = self
+        // A v1.37 server gzips a watch one member per event, and the client's decompression
+        // reads only the first member: ask for the stream as it is (as kube's own watches do).
+        request.headers_mut().insert(
+            http::header::ACCEPT_ENCODING,
+            http::HeaderValue::from_static("identity"),
+        );
+        let response = self
             .client
-            .request_events::<T>(request)
+            .send(request.map(kube::client::Body::from))
             .await
             .map_err(Failure::of)?;
-        Ok(events.map(|event| match event {
-            Ok(WatchEvent::Added(object) | WatchEvent::Modified(object)) => Ok(Change::Put(object)),
-            Ok(WatchEvent::Deleted(object)) => Ok(Change::Gone(object)),
-            Ok(WatchEvent::Bookmark(bookmark)) => {
-                Ok(Change::Bookmark(bookmark.metadata.resource_version))
+        let code = response.status();
+        let body = response.into_body();
+        if code.is_client_error() || code.is_server_error() {
+            use http_body_util::BodyExt;
+            let bytes = body
+                .collect()
+                .await
+                .map(|collected| collected.to_bytes())
+                .unwrap_or_default();
+            let status = serde_json::from_slice::<StatusObject>(&bytes).unwrap_or_default();
+            return Err(status.failure(code.as_u16(), &bytes));
+        }
+        Ok(Events {
+            body,
+            buffered: Vec::new(),
+        })
+    }
+}
+
+/// A watch's answer: lines of `{"type": ..., "object": ...}`, one event each.
+pub(crate) struct Events {
+    body: kube::client::Body,
+    buffered: Vec<u8>,
+}
+
+/// The part of an event line that says which kind it is.
+#[derive(Deserialize)]
+struct Head {
+    #[serde(rename = "type", default)]
+    kind: String,
+}
+
+/// An event's object, once its kind is known.
+#[derive(Deserialize)]
+struct Carried<T> {
+    object: T,
+}
+
+/// What a `BOOKMARK` or a `Status` object (an `ERROR` event, an error answer) says.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StatusObject {
+    #[serde(default)]
+    code: u16,
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    metadata: super::objects::ListMeta,
+}
+
+impl StatusObject {
+    fn failure(&self, code: u16, raw: &[u8]) -> Failure {
+        let code = if self.code == 0 { code } else { self.code };
+        Failure {
+            refused: matches!(code, 401 | 403),
+            expired: code == 410,
+            message: match (self.message.is_empty(), self.reason.is_empty()) {
+                (false, _) => self.message.clone(),
+                (true, false) => format!("{code} {}", self.reason),
+                (true, true) => format!("{code} {}", String::from_utf8_lossy(raw).trim()),
+            },
+        }
+    }
+}
+
+impl Events {
+    /// The next change, or `None` when the server has closed the watch.
+    pub(crate) async fn next<T: DeserializeOwned>(
+        &mut self,
+    ) -> Option<std::result::Result<Change<T>, Failure>> {
+        use http_body_util::BodyExt;
+        loop {
+            if let Some(end) = self.buffered.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buffered.drain(..=end).collect();
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                match decode::<T>(&line) {
+                    Some(event) => return Some(event),
+                    None => continue,
+                }
             }
-            Ok(WatchEvent::Error(status)) => Err(Failure::of(kube::Error::Api(status))),
-            Err(error) => Err(Failure::of(error)),
+            match self.body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.buffered.extend_from_slice(&data);
+                    }
+                }
+                Some(Err(error)) => return Some(Err(Failure::of(error))),
+                None => return None,
+            }
+        }
+    }
+}
+
+/// One event line; `None` for a kind `busy` does not know (skipped, as clients do).
+fn decode<T: DeserializeOwned>(line: &[u8]) -> Option<std::result::Result<Change<T>, Failure>> {
+    let broken = |e: serde_json::Error| {
+        Some(Err(Failure {
+            refused: false,
+            expired: false,
+            message: format!("a watch event that cannot be read: {e}"),
         }))
+    };
+    let head: Head = match serde_json::from_slice(line) {
+        Ok(head) => head,
+        Err(e) => return broken(e),
+    };
+    let object = |line| serde_json::from_slice::<Carried<T>>(line).map(|c| c.object);
+    let status = |line| serde_json::from_slice::<Carried<StatusObject>>(line).map(|c| c.object);
+    Some(match head.kind.as_str() {
+        "ADDED" | "MODIFIED" => match object(line) {
+            Ok(object) => Ok(Change::Put(object)),
+            Err(e) => return broken(e),
+        },
+        "DELETED" => match object(line) {
+            Ok(object) => Ok(Change::Gone(object)),
+            Err(e) => return broken(e),
+        },
+        "BOOKMARK" => match status(line) {
+            Ok(bookmark) => Ok(Change::Bookmark(bookmark.metadata.resource_version)),
+            Err(e) => return broken(e),
+        },
+        "ERROR" => match status(line) {
+            Ok(status) => Err(status.failure(500, line)),
+            Err(e) => return broken(e),
+        },
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::busy::objects::PodItem;
+
+    fn event(line: &str) -> Option<std::result::Result<Change<PodItem>, Failure>> {
+        decode::<PodItem>(line.as_bytes())
+    }
+
+    #[test]
+    fn watch_events_are_read_by_their_type() {
+        let added =
+            event(r#"{"type":"ADDED","object":{"metadata":{"name":"p","resourceVersion":"7"}}}"#);
+        assert!(matches!(added, Some(Ok(Change::Put(pod))) if pod.metadata.name == "p"));
+        let gone = event(r#"{"type":"DELETED","object":{"metadata":{"name":"p"}}}"#);
+        assert!(matches!(gone, Some(Ok(Change::Gone(_)))));
+        let bookmark = event(
+            r#"{"type":"BOOKMARK","object":{"kind":"Pod","metadata":{"resourceVersion":"42"}}}"#,
+        );
+        assert!(matches!(bookmark, Some(Ok(Change::Bookmark(version))) if version == "42"));
+        assert!(event(r#"{"type":"SOMETHING-NEW","object":{}}"#).is_none());
+    }
+
+    #[test]
+    fn an_error_event_is_a_failure_and_410_says_list_again() {
+        let expired = event(
+            r#"{"type":"ERROR","object":{"kind":"Status","status":"Failure","message":"too old resource version: 1 (5)","reason":"Expired","code":410}}"#,
+        );
+        let Some(Err(failure)) = expired else {
+            panic!("a failure: {expired:?}");
+        };
+        assert!(failure.expired && !failure.refused);
+        assert_eq!(failure.message, "too old resource version: 1 (5)");
+        let refused = StatusObject::default().failure(403, b"forbidden");
+        assert!(refused.refused);
+        assert_eq!(refused.message, "403 forbidden");
+    }
+
+    #[test]
+    fn a_line_that_is_not_an_event_is_a_failure_not_a_panic() {
+        for line in [
+            "not json",
+            r#"{"type":"ADDED","object":{"metadata":"oops"}}"#,
+        ] {
+            let Some(Err(failure)) = event(line) else {
+                panic!("a failure for {line}");
+            };
+            assert!(
+                failure
+                    .message
+                    .starts_with("a watch event that cannot be read")
+            );
+        }
     }
 }

@@ -9,7 +9,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
@@ -114,7 +113,7 @@ pub(crate) async fn follow<I, T>(
     keep: impl Fn(I) -> T,
     updates: mpsc::Sender<Update<T>>,
 ) where
-    I: DeserializeOwned + Clone + 'static,
+    I: DeserializeOwned,
     T: Kept,
 {
     let mut failures: u32 = 0;
@@ -163,19 +162,19 @@ async fn watch<I, T>(
     failures: &mut u32,
 ) -> bool
 where
-    I: DeserializeOwned + Clone + 'static,
+    I: DeserializeOwned,
     T: Kept,
 {
     // A connection that died without a word would otherwise keep the watch waiting forever.
     let session = Duration::from_secs(u64::from(WATCH_SECONDS).saturating_add(30));
     loop {
-        let failure = match cluster.watch::<I>(collection, &version).await {
-            Ok(stream) => {
-                let mut stream = Box::pin(stream);
+        let failure = match cluster.watch(collection, &version).await {
+            Ok(mut events) => {
                 let started = tokio::time::Instant::now();
                 let ends = started.checked_add(session).unwrap_or(started);
                 let mut failure = None;
-                while let Ok(Some(event)) = tokio::time::timeout_at(ends, stream.next()).await {
+                while let Ok(Some(event)) = tokio::time::timeout_at(ends, events.next::<I>()).await
+                {
                     let update = match event {
                         Ok(Change::Put(object)) => {
                             let item = keep(object);

@@ -10,7 +10,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube_labels::{Operator, Requirement, Selector};
 use serde::Deserialize;
 
-/// What every object's `metadata` gives.
+/// What every object's `metadata` gives. Fields the API server leaves out when empty are
+/// plain values with their defaults; an `Option` only where being absent means something.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct Meta {
@@ -21,11 +22,11 @@ pub(crate) struct Meta {
     #[serde(default)]
     pub(crate) resource_version: String,
     #[serde(default)]
-    pub(crate) generation: Option<i64>,
+    pub(crate) generation: i64,
     #[serde(default)]
-    pub(crate) labels: Option<BTreeMap<String, String>>,
+    pub(crate) labels: BTreeMap<String, String>,
     #[serde(default)]
-    pub(crate) annotations: Option<BTreeMap<String, String>>,
+    pub(crate) annotations: BTreeMap<String, String>,
     #[serde(default)]
     pub(crate) deletion_timestamp: Option<String>,
 }
@@ -36,24 +37,24 @@ pub(crate) struct PodItem {
     #[serde(default)]
     pub(crate) metadata: Meta,
     #[serde(default)]
-    pub(crate) spec: Option<PodSpec>,
+    pub(crate) spec: PodSpec,
     #[serde(default)]
-    pub(crate) status: Option<PodStatus>,
+    pub(crate) status: PodStatus,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct PodSpec {
     #[serde(default)]
-    pub(crate) node_name: Option<String>,
+    pub(crate) node_name: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 pub(crate) struct PodStatus {
     #[serde(default)]
-    pub(crate) phase: Option<String>,
+    pub(crate) phase: String,
     #[serde(default)]
-    pub(crate) conditions: Option<Vec<Condition>>,
+    pub(crate) conditions: Vec<Condition>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -70,9 +71,9 @@ pub(crate) struct BudgetItem {
     #[serde(default)]
     pub(crate) metadata: Meta,
     #[serde(default)]
-    pub(crate) spec: Option<BudgetSpec>,
+    pub(crate) spec: BudgetSpec,
     #[serde(default)]
-    pub(crate) status: Option<BudgetStatus>,
+    pub(crate) status: BudgetStatus,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -81,14 +82,14 @@ pub(crate) struct BudgetSpec {
     #[serde(default)]
     pub(crate) selector: Option<LabelSelector>,
     #[serde(default)]
-    pub(crate) unhealthy_pod_eviction_policy: Option<String>,
+    pub(crate) unhealthy_pod_eviction_policy: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct BudgetStatus {
     #[serde(default)]
-    pub(crate) observed_generation: Option<i64>,
+    pub(crate) observed_generation: i64,
     #[serde(default)]
     pub(crate) disruptions_allowed: i64,
     #[serde(default)]
@@ -152,8 +153,7 @@ impl Pod {
             spec,
             status,
         } = item;
-        let mut annotations = metadata.annotations.unwrap_or_default();
-        let status = status.unwrap_or_default();
+        let mut annotations = metadata.annotations;
         Pod {
             jobs: annotations.remove(jobs_key),
             annotations: shown
@@ -163,20 +163,16 @@ impl Pod {
             namespace: metadata.namespace,
             name: metadata.name,
             resource_version: metadata.resource_version,
-            node: spec
-                .and_then(|spec| spec.node_name)
-                .filter(|n| !n.is_empty()),
-            phase: status
-                .phase
+            node: Some(spec.node_name).filter(|n| !n.is_empty()),
+            phase: Some(status.phase)
                 .filter(|p| !p.is_empty())
                 .unwrap_or_else(|| "Pending".to_owned()),
             ready: status
                 .conditions
-                .unwrap_or_default()
                 .iter()
                 .any(|c| c.kind == "Ready" && c.status == "True"),
             deleting: metadata.deletion_timestamp.is_some(),
-            labels: metadata.labels.unwrap_or_default(),
+            labels: metadata.labels,
         }
     }
 
@@ -199,8 +195,9 @@ pub struct Budget {
     pub selector: Option<Selector>,
     /// `metadata.generation`.
     pub generation: i64,
-    /// `status.observedGeneration`: below `generation`, the controller has not seen the change.
-    pub observed_generation: Option<i64>,
+    /// `status.observedGeneration` (0: never): below `generation`, the controller has not seen
+    /// the change.
+    pub observed_generation: i64,
     /// `status.disruptionsAllowed`.
     pub disruptions_allowed: i64,
     /// `status.currentHealthy`.
@@ -214,20 +211,22 @@ pub struct Budget {
 impl Budget {
     /// Keeps what `busy` needs of `item`.
     pub(crate) fn keep(item: BudgetItem) -> Budget {
-        let spec = item.spec.unwrap_or_default();
-        let status = item.status.unwrap_or_default();
+        let BudgetItem {
+            metadata,
+            spec,
+            status,
+        } = item;
         Budget {
-            namespace: item.metadata.namespace,
-            name: item.metadata.name,
-            resource_version: item.metadata.resource_version,
+            namespace: metadata.namespace,
+            name: metadata.name,
+            resource_version: metadata.resource_version,
             selector: spec.selector.as_ref().and_then(selector_of),
-            generation: item.metadata.generation.unwrap_or(0),
+            generation: metadata.generation,
             observed_generation: status.observed_generation,
             disruptions_allowed: status.disruptions_allowed,
             current_healthy: status.current_healthy,
             desired_healthy: status.desired_healthy,
-            always_allow_unhealthy: spec.unhealthy_pod_eviction_policy.as_deref()
-                == Some("AlwaysAllow"),
+            always_allow_unhealthy: spec.unhealthy_pod_eviction_policy == "AlwaysAllow",
         }
     }
 
@@ -335,7 +334,7 @@ mod tests {
         }))
         .expect("decodes");
         let budget = Budget::keep(item);
-        assert_eq!(budget.observed_generation, Some(2));
+        assert_eq!(budget.observed_generation, 2);
         assert!(budget.always_allow_unhealthy);
         let mut pod = Pod {
             namespace: "ci".to_owned(),
@@ -377,6 +376,6 @@ mod tests {
         let status_less: BudgetItem =
             serde_json::from_value(serde_json::json!({"metadata": {"name": "b", "generation": 1}}))
                 .expect("decodes");
-        assert_eq!(Budget::keep(status_less).observed_generation, None);
+        assert_eq!(Budget::keep(status_less).observed_generation, 0);
     }
 }

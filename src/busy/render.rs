@@ -616,7 +616,7 @@ mod tests {
             resource_version: "1".to_owned(),
             selector: Some(Selector::parse("app=runner,active-jobs").expect("selector")),
             generation: 1,
-            observed_generation: Some(1),
+            observed_generation: 1,
             disruptions_allowed: 0,
             current_healthy: 2,
             desired_healthy: 9999,

@@ -298,10 +298,7 @@ pub fn eviction(pod: &Pod, budgets: &[Budget]) -> Eviction {
             ));
         }
     }
-    if budget
-        .observed_generation
-        .is_none_or(|seen| seen < budget.generation)
-    {
+    if budget.observed_generation < budget.generation {
         return Eviction::Refused(format!(
             "{name} is still being processed by the disruption controller"
         ));
@@ -358,7 +355,7 @@ mod tests {
             resource_version: "1".to_owned(),
             selector: Some(Selector::parse("app=runner,active-jobs").expect("selector")),
             generation: 1,
-            observed_generation: Some(1),
+            observed_generation: 1,
             disruptions_allowed: allowed,
             current_healthy: 3,
             desired_healthy: 9999,
@@ -497,7 +494,7 @@ mod tests {
         stale.generation = 2;
         assert_eq!(eviction(&busy, &[stale]).word(), "refused");
         let mut negative = budget("busy", -1);
-        negative.observed_generation = Some(1);
+        negative.observed_generation = 1;
         assert_eq!(eviction(&busy, &[negative]).word(), "refused");
     }
 
