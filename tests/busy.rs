@@ -930,3 +930,106 @@ fn colours_go_to_a_terminal_only_and_no_color_turns_them_off() {
         "{plain:?}"
     );
 }
+
+/// Renders the krew-release-bot template as the bot does at tag `tag`: `{{ .TagName }}`, and
+/// each `{{addURIAndSha "URL" .TagName }}` as the URL's `uri` and a `sha256`.
+fn render_krew_template(template: &str, tag: &str) -> String {
+    let mut out = String::new();
+    for line in template.lines() {
+        let line = line.replace("{{ .TagName }}", tag);
+        match line.split_once("{{addURIAndSha \"") {
+            Some((indent, rest)) => {
+                let url = rest
+                    .split_once("\" .TagName }}")
+                    .map(|(url, _)| url)
+                    .expect("addURIAndSha \"URL\" .TagName");
+                out.push_str(&format!(
+                    "{indent}uri: {url}\n{indent}sha256: {}\n",
+                    "0123456789abcdef".repeat(4)
+                ));
+            }
+            None => {
+                out.push_str(&line);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_krew_manifest_installs_the_release_tarballs_binary_as_kubectl_tracker() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let template =
+        std::fs::read_to_string(root.join("plugins/krew/tracker.yaml")).expect("the manifest");
+    let tag = format!("v{}", env!("CARGO_PKG_VERSION"));
+    let manifest: Value =
+        serde_saphyr::from_str(&render_krew_template(&template, &tag)).expect("valid YAML");
+    assert_eq!(
+        manifest["apiVersion"],
+        "krew.googlecontainertools.github.com/v1alpha2"
+    );
+    assert_eq!(manifest["kind"], "Plugin");
+    assert_eq!(
+        manifest["metadata"]["name"], "tracker",
+        "krew links the binary as kubectl-<name>"
+    );
+    let spec = &manifest["spec"];
+    assert_eq!(spec["version"], tag.as_str());
+    for field in ["homepage", "shortDescription", "description", "caveats"] {
+        assert!(
+            spec[field].as_str().is_some_and(|t| !t.is_empty()),
+            "{field}"
+        );
+    }
+    assert!(
+        spec["shortDescription"]
+            .as_str()
+            .is_some_and(|t| t.len() <= 60)
+    );
+    // The tarballs `make release` builds (the Makefile's ARCHES, TARBALL and package) and the
+    // release workflow uploads.
+    let makefile = std::fs::read_to_string(root.join("Makefile")).expect("the Makefile");
+    let arches: Vec<&str> = makefile
+        .lines()
+        .find_map(|line| line.strip_prefix("ARCHES := "))
+        .expect("ARCHES")
+        .split_whitespace()
+        .collect();
+    assert!(makefile.contains("TARBALL = $(DIST)/$(NAME)-$(VERSION)-$(1).tar.gz"));
+    let packed = makefile
+        .lines()
+        .find(|line| line.contains("tar -czf $(call TARBALL"))
+        .expect("the package's tar line");
+    let platforms = spec["platforms"].as_array().expect("platforms");
+    assert_eq!(platforms.len(), arches.len());
+    for (platform, arch) in platforms.iter().zip(&arches) {
+        assert_eq!(
+            platform["selector"]["matchLabels"],
+            json!({"os": "linux", "arch": arch})
+        );
+        assert_eq!(
+            platform["uri"],
+            format!(
+                "https://github.com/pod-webhook-tracker/pod-webhook-tracker/releases/download/{tag}/pod-webhook-tracker-{tag}-linux-{arch}.tar.gz"
+            )
+        );
+        assert_eq!(platform["sha256"].as_str().map(str::len), Some(64));
+        assert_eq!(platform["bin"], "pod-webhook-tracker");
+        let files = platform["files"].as_array().expect("files");
+        assert!(files.iter().any(|f| f["from"] == "pod-webhook-tracker"));
+        for file in files {
+            let from = file["from"].as_str().expect("from");
+            let packed_name = if from == "pod-webhook-tracker" {
+                "$(NAME)"
+            } else {
+                from
+            };
+            assert!(
+                packed.split_whitespace().any(|word| word == packed_name),
+                "{from} is in the tarball: {packed}"
+            );
+            assert_eq!(file["to"], ".");
+        }
+    }
+}
