@@ -119,7 +119,8 @@ pub(crate) async fn handle(injector: Arc<Injector>, request: Request<Incoming>) 
         _ => {
             let mut text = String::new();
             let _ = prometheus_client::encoding::text::encode(&mut text, &injector.registry);
-            let mut answer = plain(StatusCode::OK, text);
+            // Exactly the exposition: OpenMetrics allows nothing after its `# EOF` line.
+            let mut answer = Response::new(Body::from(text));
             answer.headers_mut().insert(
                 CONTENT_TYPE,
                 HeaderValue::from_static(
