@@ -580,6 +580,10 @@ fn wait_idle_exits_0_when_the_last_job_on_the_node_ends_and_1_at_its_timeout() {
             "idle: no busy pods on node {node} in any namespace"
         ))
     });
+    eprintln!(
+        "--- busy --node {node} --wait-idle --timeout=60s\n{}",
+        err.seen
+    );
     assert_eq!(
         scene.label("elsewhere", "active-jobs").as_deref(),
         Some("1"),
