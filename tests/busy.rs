@@ -1033,3 +1033,36 @@ fn the_krew_manifest_installs_the_release_tarballs_binary_as_kubectl_tracker() {
         }
     }
 }
+
+#[test]
+fn on_a_terminal_watch_redraws_the_table_in_place() {
+    let api = scene();
+    // `timeout` ends the watch; `script` gives it a terminal.
+    let line = format!(
+        "timeout 3 {} busy --server={} --token={READER} -n ci --watch",
+        env!("CARGO_BIN_EXE_pod-webhook-tracker"),
+        api.url()
+    );
+    let mut command = Command::new("script");
+    command
+        .args(["-qec", &line, "/dev/null"])
+        .env("NO_COLOR", "1");
+    let changer = {
+        let api = api.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(1500));
+            api.set_label("ci", "idle-0", "active-jobs", Some("1"));
+        })
+    };
+    let output = run(command);
+    changer.join().expect("the change is made");
+    let frames: Vec<&str> = output.stdout.split("\x1b[H\x1b[2J").skip(1).collect();
+    assert!(frames.len() >= 2, "{:?}", output.stdout);
+    assert!(frames[0].starts_with("POD "), "{:?}", frames[0]);
+    assert!(!frames[0].contains("idle-0"), "{:?}", frames[0]);
+    assert!(
+        frames.last().is_some_and(|frame| frame.contains("idle-0")),
+        "{:?}",
+        output.stdout
+    );
+}
