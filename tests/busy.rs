@@ -1066,3 +1066,50 @@ fn on_a_terminal_watch_redraws_the_table_in_place() {
         output.stdout
     );
 }
+
+#[test]
+fn watching_or_waiting_on_a_cluster_that_cannot_be_read_fails_at_once() {
+    for mode in ["--watch", "--wait-idle"] {
+        let mut command = binary();
+        command.args([
+            "busy",
+            "--server=http://127.0.0.1:9",
+            "--token=nobody",
+            "-A",
+            mode,
+        ]);
+        let started = Instant::now();
+        let result = run(command);
+        assert_eq!(result.code, Some(1), "{mode}: {}", result.stderr);
+        assert!(
+            result
+                .stderr
+                .starts_with("error: cannot list pods in any namespace:"),
+            "{mode}: {}",
+            result.stderr
+        );
+        assert!(started.elapsed() < Duration::from_secs(10), "{mode}");
+    }
+}
+
+#[test]
+fn a_reader_that_goes_away_ends_busy_quietly() {
+    let api = scene();
+    let mut child = busy_command(&api, READER, &["-A", "-o", "yaml"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    // As `| head` does once it has read enough: before busy writes, here.
+    drop(child.stdout.take());
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("stderr read");
+    assert_eq!(exit_within(&mut child, LIMIT), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -240,7 +240,7 @@ impl Job<'_> {
             // kubectl's way: "No resources found" goes to stderr, stdout stays empty.
             eprint!("{text}");
         } else {
-            print!("{text}");
+            output(&text);
         }
         ExitCode::SUCCESS
     }
@@ -273,7 +273,9 @@ impl Job<'_> {
             tokio::select! {
                 Some(update) = pod_updates.recv() => {
                     if let Update::Failed(failure) = &update {
-                        if !pods_listed && failure.refused {
+                        // As kubectl get --watch: a first list that fails is an error; later
+                        // failures are waited out.
+                        if !pods_listed {
                             eprintln!("error: {}", self.pods_unreadable(failure));
                             break ExitCode::from(EXIT_FAILURE);
                         }
@@ -301,11 +303,15 @@ impl Job<'_> {
                 () = tokio::time::sleep_until(settled(changed_at)),
                     if changed_at.is_some() && pods_listed && budgets_known.is_some() => {
                     changed_at = None;
-                    self.draw(&pods, &budgets, budgets_known.as_ref(), terminal, false, &mut drawn);
+                    if !self.draw(&pods, &budgets, budgets_known.as_ref(), terminal, false, &mut drawn) {
+                        break ExitCode::SUCCESS;
+                    }
                 }
                 _ = tick.tick(), if terminal && drawn.is_some() => {
                     // Ages and deadlines move on: redraw when their text does.
-                    self.draw(&pods, &budgets, budgets_known.as_ref(), terminal, true, &mut drawn);
+                    if !self.draw(&pods, &budgets, budgets_known.as_ref(), terminal, true, &mut drawn) {
+                        break ExitCode::SUCCESS;
+                    }
                 }
             }
         };
@@ -314,7 +320,8 @@ impl Job<'_> {
         code
     }
 
-    /// Draws the report if it changed (`timely`: if its text did, for the moving times).
+    /// Draws the report if it changed (`timely`: if its text did, for the moving times);
+    /// `false` once nobody reads the output any more (a closed pipe): time to stop.
     fn draw(
         &self,
         pods: &Copy<Pod>,
@@ -323,7 +330,7 @@ impl Job<'_> {
         terminal: bool,
         timely: bool,
         drawn: &mut Option<(Report, String)>,
-    ) {
+    ) -> bool {
         let listed: Vec<Budget> = budgets.items.values().cloned().collect();
         let budgets = match known {
             Some(Err(why)) => Err(why.as_str()),
@@ -338,9 +345,8 @@ impl Job<'_> {
             None => false,
         };
         if same {
-            return;
+            return true;
         }
-        let mut out = std::io::stdout().lock();
         let frame = if terminal {
             // Home, clear, then the table: a redraw in place.
             format!("\x1b[H\x1b[2J{text}")
@@ -351,9 +357,8 @@ impl Job<'_> {
                 (_, false) => text.clone(),
             }
         };
-        let _ = out.write_all(frame.as_bytes());
-        let _ = out.flush();
         *drawn = Some((report, text));
+        output(&frame)
     }
 
     /// Waits until no pod in scope is busy, at most `timeout`.
@@ -376,7 +381,7 @@ impl Job<'_> {
             tokio::select! {
                 Some(update) = updates.recv() => {
                     if let Update::Failed(failure) = &update {
-                        if !listed && failure.refused {
+                        if !listed {
                             eprintln!("error: {}", self.pods_unreadable(failure));
                             break ExitCode::from(EXIT_FAILURE);
                         }
@@ -428,7 +433,7 @@ impl Job<'_> {
                 .map_err(|_| unknown.as_deref().unwrap_or_default()),
         );
         let style = self.style(colour());
-        print!("{}", self.render(&report, &style));
+        output(&self.render(&report, &style));
         let holding = report.pods.iter().filter(|row| row.holds()).count();
         eprintln!(
             "timed out after {}: {holding} pod{} still busy {}",
@@ -478,6 +483,15 @@ fn progress(report: &Report, now: u64) -> String {
         if jobs == 1 { "" } else { "s" },
         nodes.join(", ")
     )
+}
+
+/// Writes `text` to stdout; `false` when it cannot (a reader such as `head` has gone: not
+/// worth a panic, as `print!` would make it).
+fn output(text: &str) -> bool {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .is_ok()
 }
 
 /// A warning on stderr, not repeated while it stays the same.
