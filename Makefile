@@ -16,6 +16,11 @@
 #                    VERSION) into dist/; make chart-push pushes it to CHART_REPO (oci://...)
 #   make check-version  VERSION, Cargo.toml and the chart agree (the release workflow's first step)
 #   make print-image the image reference IMAGE:VERSION (the injector's default --sidecar-image)
+#   make test        every test (the README's test command): first what the tests need that a
+#                    Rust toolchain lacks (test-prerequisites), then cargo test --workspace --locked
+#   make test-prerequisites  the test-time tools built from their Go modules (crates/testenv/tools.sh,
+#                    cached outside the work tree), the musl Rust target, Debian's musl-tools
+#                    and shellcheck (installed as root with apt-get, else named)
 #   make bench       the benchmark (docs/benchmarks.md) against the static musl build that the
 #                    image and tarballs ship; BENCH_ARGS passes options, e.g. BENCH_ARGS=--check
 #   make clean       remove bin/, dist/ and the local container image (not target/: cargo clean)
@@ -75,7 +80,29 @@ DIST := dist
 TARBALL = $(DIST)/$(NAME)-$(VERSION)-$(1).tar.gz
 
 .PHONY: help binary build tarball image build-all check-targets release clean bench sbom checksums \
+	test test-prerequisites \
 	image-push chart chart-push check-version print-image print-chart
+
+test: test-prerequisites
+	$(CARGO) test --workspace --locked
+
+# What the tests run besides the Rust toolchain: a real kube-apiserver, etcd, kubectl, kustomize,
+# helm, promtool, actionlint, crane and syft (built once from their Go modules; Go 1.26 needed),
+# and the static musl build of tests/release.rs. Each step names what is missing if it fails.
+test-prerequisites:
+	crates/testenv/tools.sh --all >/dev/null
+	@if command -v rustup >/dev/null 2>&1; then rustup target add x86_64-unknown-linux-musl >/dev/null 2>&1 || true; fi
+	@missing=""; \
+	command -v musl-gcc >/dev/null 2>&1 || missing="$$missing musl-tools"; \
+	command -v shellcheck >/dev/null 2>&1 || missing="$$missing shellcheck"; \
+	if [ -n "$$missing" ] && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		echo "installing Debian's$$missing (the static release build; actionlint's check of the workflows' scripts)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi; \
+	if ! command -v musl-gcc >/dev/null 2>&1; then \
+		echo "musl-gcc is missing: install Debian's musl-tools (tests/release.rs builds the static release binary)" >&2; exit 1; \
+	fi; \
+	command -v shellcheck >/dev/null 2>&1 || echo "note: without shellcheck, actionlint does not check the workflows' run: scripts" >&2
 
 help:
 	@sed -n 's/^#   make /  make /p' $(firstword $(MAKEFILE_LIST))
