@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 
 /// How long after the server last failed a 401 or 403 counts as its warm-up.
 ///
-/// A restarted kube-apiserver refuses for a few seconds while its RBAC informers list every
-/// Role and binding (seen: 2 to 5 s on a small cluster); a large cluster's lists take longer.
+/// A restarted kube-apiserver refuses while its RBAC informers list every Role and binding (seen
+/// here: a tenth of a second to a few seconds, longer under load); a large cluster's lists take
+/// longer.
 /// 30 s covers that with room, and a real revocation that happens to follow a failure is still
 /// reported (502) within half a minute.
 pub(crate) const RECOVERY_WINDOW: Duration = Duration::from_secs(30);
