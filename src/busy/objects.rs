@@ -7,7 +7,9 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use kube_labels::{Operator, Requirement, Selector};
+use kube_labels::Selector;
+
+use crate::core::budgets::selector_of;
 use serde::Deserialize;
 
 /// What every object's `metadata` gives. Fields the API server leaves out when empty are
@@ -243,28 +245,6 @@ impl Budget {
     pub(crate) fn key(&self) -> Key {
         (self.namespace.clone(), self.name.clone())
     }
-}
-
-/// A policy/v1 selector as a [`Selector`] (an empty one selects every pod of the namespace, as
-/// policy/v1 says); `None` for an operator the API does not know.
-fn selector_of(selector: &LabelSelector) -> Option<Selector> {
-    let mut requirements = Vec::new();
-    for (key, value) in selector.match_labels.iter().flatten() {
-        requirements
-            .push(Requirement::new(key.clone(), Operator::Equals, vec![value.clone()]).ok()?);
-    }
-    for expression in selector.match_expressions.iter().flatten() {
-        let operator = match expression.operator.as_str() {
-            "In" => Operator::In,
-            "NotIn" => Operator::NotIn,
-            "Exists" => Operator::Exists,
-            "DoesNotExist" => Operator::DoesNotExist,
-            _ => return None,
-        };
-        let values = expression.values.clone().unwrap_or_default();
-        requirements.push(Requirement::new(expression.key.clone(), operator, values).ok()?);
-    }
-    Some(Selector::from_requirements(requirements))
 }
 
 #[cfg(test)]

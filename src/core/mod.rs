@@ -1,6 +1,7 @@
 //! The pure core: counting, guarded patch plans, keyed jobs, which pod a call is about,
 //! bounded durations, and what the injector adds to a pod. No I/O and no clock here: every subcommand builds on these.
 
+pub mod budgets;
 pub mod callers;
 pub mod count;
 pub mod durations;

@@ -4,9 +4,10 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube_labels::{Operator, Requirement, Selector};
+use kube_labels::Selector;
+
+use crate::core::budgets::selector_of;
 
 /// A PodDisruptionBudget, as far as the checks care.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,27 +60,6 @@ impl Budget {
     pub(crate) fn selects(&self, labels: &BTreeMap<String, String>) -> bool {
         self.selector.as_ref().is_some_and(|s| s.matches(labels))
     }
-}
-
-/// A policy/v1 selector as a [`Selector`] (an empty one selects every pod).
-pub(crate) fn selector_of(selector: &LabelSelector) -> Option<Selector> {
-    let mut requirements = Vec::new();
-    for (key, value) in selector.match_labels.iter().flatten() {
-        requirements
-            .push(Requirement::new(key.clone(), Operator::Equals, vec![value.clone()]).ok()?);
-    }
-    for expression in selector.match_expressions.iter().flatten() {
-        let operator = match expression.operator.as_str() {
-            "In" => Operator::In,
-            "NotIn" => Operator::NotIn,
-            "Exists" => Operator::Exists,
-            "DoesNotExist" => Operator::DoesNotExist,
-            _ => return None,
-        };
-        let values = expression.values.clone().unwrap_or_default();
-        requirements.push(Requirement::new(expression.key.clone(), operator, values).ok()?);
-    }
-    Some(Selector::from_requirements(requirements))
 }
 
 /// A pod: its name and labels.
