@@ -244,7 +244,6 @@ impl Side {
     /// A fresh namespace of the real cluster.
     fn real() -> Side {
         let scene = Scene::new("agreement");
-        let_the_disruption_controller_write_statuses(&scene);
         let mut rules = get_and_patch_pods(&[]);
         rules
             .as_array_mut()
@@ -386,30 +385,6 @@ impl Side {
         reasons.sort();
         reasons
     }
-}
-
-/// Budgets need the disruption controller to write their status (the eviction reads it). At
-/// commit 2fdf9f5 the harness runs kube-controller-manager with
-/// `--use-service-account-credentials=false`, as `system:kube-controller-manager`, whose
-/// ClusterRole may not update `poddisruptionbudgets/status` ("Failed to sync PDB ...
-/// forbidden" in its log): every budget then stays "still being processed". Binding the
-/// controller's own ClusterRole to that user fixes it; once the harness runs each controller
-/// as its own service account (as real clusters do), the binding is unused.
-fn let_the_disruption_controller_write_statuses(scene: &Scene) {
-    let answer = scene.admin().post(
-        "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
-        &json!({
-            "metadata": {"name": "agreement-disruption-controller"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                        "name": "system:controller:disruption-controller"},
-            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
-                          "name": "system:kube-controller-manager"}],
-        }),
-    );
-    assert!(
-        answer.status == 201 || answer.status == 409,
-        "bind the disruption controller's role: {answer:?}"
-    );
 }
 
 /// Waits until `kubeconfig`'s identity may `GET path` (a 404 is an answer it may see).

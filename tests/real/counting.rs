@@ -336,34 +336,6 @@ fn evict(scene: &Scene, pod: &str) -> testenv::Answer {
     })
 }
 
-/// Lets the shared cluster's disruption controller write budget statuses. testenv runs
-/// kube-controller-manager with `--use-service-account-credentials=false`, so every controller
-/// acts as `system:kube-controller-manager`, whose ClusterRole lacks `update` on
-/// `poddisruptionbudgets/status` (each controller's own role has it, e.g.
-/// `system:controller:disruption-controller`): without this binding the controller fails every
-/// sync with 403 and a budget never gets a status, so the eviction API only ever answers "still
-/// being processed". Bound as a real cluster binds that role to the controller's account.
-fn let_the_disruption_controller_write_statuses(scene: &Scene) {
-    let answer = scene.admin().post(
-        "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
-        &json!({
-            "metadata": {"name": "testenv:disruption-controller"},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "ClusterRole",
-                "name": "system:controller:disruption-controller",
-            },
-            "subjects": [{
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "User",
-                "name": "system:kube-controller-manager",
-            }],
-        }),
-    );
-    // 409: an earlier test of this binary bound it already.
-    assert!(answer.status == 201 || answer.status == 409, "{answer:?}");
-}
-
 /// Waits until the disruption controller has observed budget `name` in its current generation
 /// and counts `healthy` of its pods (all of them) healthy; returns the budget.
 fn wait_budget(scene: &Scene, name: &str, healthy: i64) -> serde_json::Value {
@@ -393,7 +365,6 @@ fn wait_budget(scene: &Scene, name: &str, healthy: i64) -> serde_json::Value {
 #[test]
 fn the_readmes_budget_makes_the_real_eviction_api_refuse_busy_pods_and_evict_idle_ones() {
     let scene = Scene::new("counting");
-    let_the_disruption_controller_write_statuses(&scene);
     for pod in ["busy", "idle"] {
         scene.pod(pod, &[("app", "worker")]);
         run_and_ready(&scene, pod);

@@ -605,7 +605,6 @@ fn doctor_names_a_missing_budget() {
 fn doctor_names_a_percentage_min_available() {
     let scene = Scene::new("rights");
     // Before the budget exists: a sync refused meanwhile would be retried only after a backoff.
-    let_the_disruption_controller_write_statuses(&scene);
     budget(&scene, "busy-workers", json!({"minAvailable": "100%"}));
     let kubeconfig = doctor_account(&scene, &["get", "patch"]);
     let report = doctor(&kubeconfig, &scene.namespace);
@@ -687,32 +686,6 @@ fn doctor_names_a_percentage_min_available() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-/// Lets the shared cluster's disruption controller write budget statuses. testenv runs
-/// kube-controller-manager with `--use-service-account-credentials=false`, so every controller
-/// acts as `system:kube-controller-manager`, whose ClusterRole lacks `update` on
-/// `poddisruptionbudgets/status` (the controller's own role has it): without this binding every
-/// sync fails with 403 and a budget never gets a status. (A copy of counting.rs's helper.)
-fn let_the_disruption_controller_write_statuses(scene: &Scene) {
-    let answer = scene.admin().post(
-        "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
-        &json!({
-            "metadata": {"name": "testenv:disruption-controller"},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "ClusterRole",
-                "name": "system:controller:disruption-controller",
-            },
-            "subjects": [{
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "User",
-                "name": "system:kube-controller-manager",
-            }],
-        }),
-    );
-    // 409: an earlier test of this binary bound it already.
-    assert!(answer.status == 201 || answer.status == 409, "{answer:?}");
 }
 
 #[test]
