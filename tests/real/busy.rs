@@ -155,7 +155,7 @@ struct Run {
 }
 
 fn binary() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_pod-webhook-tracker"));
+    let mut command = Command::new(support::program());
     command
         .env_remove("KUBECONFIG")
         .env_remove("POD_NAME")
@@ -660,7 +660,7 @@ fn the_plugin_runs_through_a_real_kubectl_with_its_flags() {
         .cluster
         .scratch(&format!("{}-plugins", scene.namespace));
     let plugin = plugins.join("kubectl-tracker");
-    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_pod-webhook-tracker"), &plugin)
+    std::os::unix::fs::symlink(support::program(), &plugin)
         .expect("a symlink named kubectl-tracker");
     let path = format!(
         "{}:{}",

@@ -365,7 +365,7 @@ fn run_counts_its_command_while_it_runs_and_passes_on_its_exit_status() {
     let dir: PathBuf = scene.cluster.scratch(&format!("{}-run", scene.namespace));
     let script = format!(r#"touch "$1/started"; {WAIT_FOR_GO}; exit 3"#);
     let mut wrapper = Wrapper(
-        Command::new(env!("CARGO_BIN_EXE_pod-webhook-tracker"))
+        Command::new(support::program())
             .arg("run")
             .arg(format!("--url=http://{}", tracker.address))
             .args(["--", "sh", "-c", &script, "sh"])

@@ -489,7 +489,7 @@ impl Report {
 
 /// `pod-webhook-tracker doctor` as `kubeconfig`'s identity on namespace `ns`.
 fn doctor_command(kubeconfig: &Path, ns: &str) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_pod-webhook-tracker"));
+    let mut command = Command::new(support::program());
     command
         .arg("doctor")
         .arg(format!("--kubeconfig={}", kubeconfig.display()))
