@@ -9,13 +9,13 @@ mod support;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use kube_double::{ApiServer, Credentials, NewPod, Outcome, Rule, Subject, User, Verb};
 use serde_json::{Value, json};
 use support::Tracker;
+use support::busy::{Run, binary, exit_within, json_of, names, pod, run, spawn};
 
 /// The token of a user who may list and watch pods and budgets everywhere.
 const READER: &str = "reader-token";
@@ -111,19 +111,6 @@ fn scene() -> ApiServer {
     api
 }
 
-/// The binary, clean of the developer's cluster and of colour settings.
-fn binary() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_pod-webhook-tracker"));
-    command
-        .env_remove("KUBECONFIG")
-        .env_remove("POD_NAME")
-        .env_remove("POD_NAMESPACE")
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .env_remove("NO_COLOR")
-        .env("HOME", std::env::temp_dir().join("pwt-no-home"));
-    command
-}
-
 /// `busy ARGS` as the reader, connected by flags.
 fn busy_command(api: &ApiServer, token: &str, args: &[&str]) -> Command {
     let mut command = binary();
@@ -135,57 +122,8 @@ fn busy_command(api: &ApiServer, token: &str, args: &[&str]) -> Command {
     command
 }
 
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-fn run(mut command: Command) -> Run {
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = command.output().expect("the binary runs");
-    Run {
-        code: status.code(),
-        stdout: String::from_utf8(stdout).expect("UTF-8 output"),
-        stderr: String::from_utf8_lossy(&stderr).into_owned(),
-    }
-}
-
 fn busy(api: &ApiServer, args: &[&str]) -> Run {
     run(busy_command(api, READER, args))
-}
-
-fn json_of(run: &Run) -> Value {
-    assert_eq!(run.code, Some(0), "{}", run.stderr);
-    serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", run.stdout))
-}
-
-/// `namespace/name` of every pod of a JSON report.
-fn names(report: &Value) -> Vec<String> {
-    report["pods"]
-        .as_array()
-        .expect("pods")
-        .iter()
-        .map(|pod| {
-            format!(
-                "{}/{}",
-                pod["namespace"].as_str().unwrap_or("?"),
-                pod["name"].as_str().unwrap_or("?")
-            )
-        })
-        .collect()
-}
-
-fn pod<'a>(report: &'a Value, namespace: &str, name: &str) -> &'a Value {
-    report["pods"]
-        .as_array()
-        .expect("pods")
-        .iter()
-        .find(|pod| pod["namespace"] == namespace && pod["name"] == name)
-        .unwrap_or_else(|| panic!("no {namespace}/{name} in {report:#}"))
 }
 
 #[test]
@@ -599,72 +537,6 @@ fn bad_arguments_exit_2_naming_the_flag() {
     );
 }
 
-/// A child's output, gathered by a thread as it comes.
-struct Gathered {
-    lines: mpsc::Receiver<String>,
-    seen: String,
-}
-
-impl Gathered {
-    fn new(stream: impl Read + Send + 'static) -> Gathered {
-        let (sender, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut stream = stream;
-            let mut buffer = [0u8; 4096];
-            while let Ok(read) = stream.read(&mut buffer) {
-                if read == 0
-                    || sender
-                        .send(String::from_utf8_lossy(&buffer[..read]).into_owned())
-                        .is_err()
-                {
-                    break;
-                }
-            }
-        });
-        Gathered {
-            lines,
-            seen: String::new(),
-        }
-    }
-
-    /// Waits (bounded) until what was gathered satisfies `done`.
-    fn until(&mut self, what: &str, done: impl Fn(&str) -> bool) -> &str {
-        let deadline = Instant::now() + LIMIT;
-        while !done(&self.seen) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(text) => self.seen.push_str(&text),
-                Err(_) => panic!("{what}: not seen in time; gathered:\n{}", self.seen),
-            }
-        }
-        &self.seen
-    }
-}
-
-fn spawn(mut command: Command) -> (Child, Gathered, Gathered) {
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the binary starts");
-    let out = Gathered::new(child.stdout.take().expect("stdout"));
-    let err = Gathered::new(child.stderr.take().expect("stderr"));
-    (child, out, err)
-}
-
-fn exit_within(child: &mut Child, limit: Duration) -> Option<i32> {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if let Ok(Some(status)) = child.try_wait() {
-            return status.code();
-        }
-        // std has no wait with a time limit.
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    None
-}
-
 /// Every complete JSON document in `text`.
 fn documents(text: &str) -> Vec<Value> {
     serde_json::Deserializer::from_str(text)
@@ -676,11 +548,10 @@ fn documents(text: &str) -> Vec<Value> {
 #[test]
 fn watch_draws_again_when_a_pod_or_its_budget_changes_and_reads_the_cluster_once() {
     let api = scene();
-    let (mut child, mut out, _err) = spawn(busy_command(
-        &api,
-        READER,
-        &["-n", "ci", "-w", "-o", "json"],
-    ));
+    let (mut child, mut out, _err) = spawn(
+        busy_command(&api, READER, &["-n", "ci", "-w", "-o", "json"]),
+        LIMIT,
+    );
     out.until("the first report", |text| documents(text).len() == 1);
     api.set_label("ci", "idle-0", "active-jobs", Some("1"));
     // idle-0 turns busy, and its budget now selects four ready pods.
@@ -736,11 +607,14 @@ fn wait_idle_exits_0_the_moment_the_last_pod_on_the_node_is_idle() {
             .phase("Succeeded")
             .node("node-a"),
     );
-    let (mut child, _out, mut err) = spawn(busy_command(
-        &api,
-        READER,
-        &["--node", "node-a", "--wait-idle", "--timeout=60s"],
-    ));
+    let (mut child, _out, mut err) = spawn(
+        busy_command(
+            &api,
+            READER,
+            &["--node", "node-a", "--wait-idle", "--timeout=60s"],
+        ),
+        LIMIT,
+    );
     err.until("progress", |text| {
         text.contains("waiting: 2 busy pods with 3 jobs on node-a; a job has no deadline")
     });

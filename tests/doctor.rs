@@ -7,6 +7,7 @@ use std::process::Command;
 
 use kube_double::{ApiServer, Rule, Subject, User};
 use serde_json::{Value, json};
+use support::doctor::Report;
 use support::{NS, TOKEN};
 
 /// A double where the identity doctor connects as (token [`TOKEN`]) may get and patch pods, as
@@ -55,89 +56,18 @@ fn budget(api: &ApiServer, name: &str, spec: Value) {
     );
 }
 
-/// What one doctor run said, as text and as JSON.
-struct Report {
-    text_status: Option<i32>,
-    text: String,
-    json_status: Option<i32>,
-    json: Value,
-}
-
-impl Report {
-    /// The check's status and message, after asserting that text and JSON agree on them.
-    fn finding(&self, name: &str) -> (String, String) {
-        let check = self.json["checks"]
-            .as_array()
-            .expect("checks")
-            .iter()
-            .find(|c| c["name"] == name)
-            .unwrap_or_else(|| panic!("no check {name} in {:#}", self.json));
-        let status = check["status"].as_str().expect("a status").to_owned();
-        let message = check["message"].as_str().expect("a message").to_owned();
-        let line = self
-            .text
-            .lines()
-            .find(|line| line.split_whitespace().nth(1) == Some(name))
-            .unwrap_or_else(|| panic!("no line for {name} in\n{}", self.text));
-        assert!(
-            line.starts_with(&status) && line.ends_with(&message),
-            "text and JSON differ on {name}:\n{line}\n{status}: {message}"
-        );
-        (status, message)
-    }
-
-    fn assert_finding(&self, name: &str, status: &str, parts: &[&str]) {
-        let (found, message) = self.finding(name);
-        assert_eq!(found, status, "{name}: {message}\n{}", self.text);
-        for part in parts {
-            assert!(
-                message.contains(part),
-                "{name}: {part:?} missing from {message}"
-            );
-        }
-    }
-
-    fn assert_exit(&self, code: i32) {
-        assert_eq!(self.text_status, Some(code), "text:\n{}", self.text);
-        assert_eq!(self.json_status, Some(code), "json:\n{:#}", self.json);
-    }
-}
-
 fn doctor_command(api: &ApiServer, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_pod-webhook-tracker"));
+    let mut command = support::doctor::doctor_command();
     command
-        .arg("doctor")
         .arg(format!("--kube-server={}", api.url()))
         .arg(format!("--kube-token={TOKEN}"))
         .arg(format!("--namespace={NS}"))
-        .args(args)
-        // A test must never pick up the developer's cluster or pod identity.
-        .env_remove("KUBECONFIG")
-        .env_remove("POD_NAME")
-        .env_remove("POD_NAMESPACE")
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .env("HOME", std::env::temp_dir().join("pwt-no-home"));
+        .args(args);
     command
 }
 
 fn doctor(api: &ApiServer, args: &[&str]) -> Report {
-    let text = doctor_command(api, args).output().expect("runs");
-    let json = doctor_command(api, args)
-        .arg("--output=json")
-        .output()
-        .expect("runs");
-    let json_text = String::from_utf8_lossy(&json.stdout);
-    Report {
-        text_status: text.status.code(),
-        text: String::from_utf8_lossy(&text.stdout).into_owned(),
-        json_status: json.status.code(),
-        json: serde_json::from_str(&json_text).unwrap_or_else(|e| {
-            panic!(
-                "not JSON ({e}): {json_text}\n{}",
-                String::from_utf8_lossy(&json.stderr)
-            )
-        }),
-    }
+    Report::of(|| doctor_command(api, args))
 }
 
 const CHECKS: [&str; 6] = [

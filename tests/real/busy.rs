@@ -12,16 +12,15 @@ mod support; // it allows dead code itself: each test file uses a different part
 #[allow(dead_code)] // each test file uses a different part of it
 mod scene;
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use testenv::Credentials;
 
 use scene::{Scene, get_and_patch_pods};
+use support::busy::{binary, exit_within, json_of, names, pod, run, spawn};
 
 /// How long anything here may take before a test gives up.
 const LIMIT: Duration = Duration::from_secs(60);
@@ -148,24 +147,6 @@ fn eviction_status(scene: &Scene, namespace: &str, pod: &str) -> u16 {
         .status
 }
 
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-fn binary() -> Command {
-    let mut command = Command::new(support::program());
-    command
-        .env_remove("KUBECONFIG")
-        .env_remove("POD_NAME")
-        .env_remove("POD_NAMESPACE")
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .env_remove("NO_COLOR")
-        .env("HOME", std::env::temp_dir().join("pwt-no-home"));
-    command
-}
-
 fn busy_command(kubeconfig: &Path, args: &[&str]) -> Command {
     let mut command = binary();
     command
@@ -173,48 +154,6 @@ fn busy_command(kubeconfig: &Path, args: &[&str]) -> Command {
         .arg(format!("--kubeconfig={}", kubeconfig.display()))
         .args(args);
     command
-}
-
-fn run(mut command: Command) -> Run {
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = command.output().expect("the command runs");
-    Run {
-        code: status.code(),
-        stdout: String::from_utf8(stdout).expect("UTF-8 output"),
-        stderr: String::from_utf8_lossy(&stderr).into_owned(),
-    }
-}
-
-fn json_of(run: &Run) -> Value {
-    assert_eq!(run.code, Some(0), "{}", run.stderr);
-    serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", run.stdout))
-}
-
-fn names(report: &Value) -> Vec<String> {
-    report["pods"]
-        .as_array()
-        .expect("pods")
-        .iter()
-        .map(|pod| {
-            format!(
-                "{}/{}",
-                pod["namespace"].as_str().unwrap_or("?"),
-                pod["name"].as_str().unwrap_or("?")
-            )
-        })
-        .collect()
-}
-
-fn pod<'a>(report: &'a Value, namespace: &str, name: &str) -> &'a Value {
-    report["pods"]
-        .as_array()
-        .expect("pods")
-        .iter()
-        .find(|pod| pod["namespace"] == namespace && pod["name"] == name)
-        .unwrap_or_else(|| panic!("no {namespace}/{name} in {report:#}"))
 }
 
 #[test]
@@ -447,73 +386,6 @@ fn busy_shows_the_jobs_on_each_node_and_the_real_eviction_apis_verdict() {
     assert!(!table.stdout.contains("idle-0"));
 }
 
-/// A child's stderr, gathered by a thread as it comes.
-struct Gathered {
-    chunks: mpsc::Receiver<String>,
-    seen: String,
-}
-
-impl Gathered {
-    fn new(stream: impl Read + Send + 'static) -> Gathered {
-        let (sender, chunks) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut stream = stream;
-            let mut buffer = [0u8; 4096];
-            while let Ok(read) = stream.read(&mut buffer) {
-                if read == 0
-                    || sender
-                        .send(String::from_utf8_lossy(&buffer[..read]).into_owned())
-                        .is_err()
-                {
-                    break;
-                }
-            }
-        });
-        Gathered {
-            chunks,
-            seen: String::new(),
-        }
-    }
-
-    fn until(&mut self, what: &str, done: impl Fn(&str) -> bool) -> &str {
-        let deadline = Instant::now() + LIMIT;
-        while !done(&self.seen) {
-            match self
-                .chunks
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            {
-                Ok(text) => self.seen.push_str(&text),
-                Err(_) => panic!("{what}: not seen in time; gathered:\n{}", self.seen),
-            }
-        }
-        &self.seen
-    }
-}
-
-fn spawn(mut command: Command) -> (Child, Gathered, Gathered) {
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the binary starts");
-    let out = Gathered::new(child.stdout.take().expect("stdout"));
-    let err = Gathered::new(child.stderr.take().expect("stderr"));
-    (child, out, err)
-}
-
-fn exit_within(child: &mut Child, limit: Duration) -> Option<i32> {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if let Ok(Some(status)) = child.try_wait() {
-            return status.code();
-        }
-        // std has no wait with a time limit.
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    None
-}
-
 #[test]
 fn wait_idle_exits_0_when_the_last_job_on_the_node_ends_and_1_at_its_timeout() {
     let scene = Scene::new("busy-wait");
@@ -547,10 +419,13 @@ fn wait_idle_exits_0_when_the_last_job_on_the_node_ends_and_1_at_its_timeout() {
         held.stdout
     );
 
-    let (mut child, _out, mut err) = spawn(busy_command(
-        &kubeconfig,
-        &["--node", &node, "--wait-idle", "--timeout=60s"],
-    ));
+    let (mut child, _out, mut err) = spawn(
+        busy_command(
+            &kubeconfig,
+            &["--node", &node, "--wait-idle", "--timeout=60s"],
+        ),
+        LIMIT,
+    );
     err.until("both pods", |text| {
         text.contains(&format!(
             "waiting: 2 busy pods with 2 jobs on {node}; last deadline in 1h5"
@@ -610,8 +485,10 @@ fn watch_draws_again_as_jobs_start_and_the_disruption_controller_updates_the_bud
     wait_budget(&scene, "lenient", 1);
     let kubeconfig = reader(&scene);
     let ns = scene.namespace.clone();
-    let (mut child, mut out, _err) =
-        spawn(busy_command(&kubeconfig, &["-n", &ns, "-w", "-o", "json"]));
+    let (mut child, mut out, _err) = spawn(
+        busy_command(&kubeconfig, &["-n", &ns, "-w", "-o", "json"]),
+        LIMIT,
+    );
     let documents = |text: &str| -> Vec<Value> {
         serde_json::Deserializer::from_str(text)
             .into_iter::<Value>()

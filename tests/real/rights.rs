@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use scene::{Scene, get_and_patch_pods};
 use serde_json::{Value, json};
+use support::doctor::Report;
 use testenv::{Api, Cluster};
 
 /// Creates pod `name` (labelled `app: worker`) that runs as service account `account`, as the
@@ -439,90 +440,19 @@ fn doctor_account(scene: &Scene, verbs: &[&str]) -> std::path::PathBuf {
     kubeconfig
 }
 
-/// What one doctor run said, as text and as JSON, with the exit status of each.
-struct Report {
-    text_status: Option<i32>,
-    text: String,
-    json_status: Option<i32>,
-    json: Value,
-}
-
-impl Report {
-    /// The check's status and message, after asserting that text and JSON agree on them.
-    fn finding(&self, name: &str) -> (String, String) {
-        let check = self.json["checks"]
-            .as_array()
-            .expect("checks")
-            .iter()
-            .find(|c| c["name"] == name)
-            .unwrap_or_else(|| panic!("no check {name} in {:#}", self.json));
-        let status = check["status"].as_str().expect("a status").to_owned();
-        let message = check["message"].as_str().expect("a message").to_owned();
-        let line = self
-            .text
-            .lines()
-            .find(|line| line.split_whitespace().nth(1) == Some(name))
-            .unwrap_or_else(|| panic!("no line for {name} in\n{}", self.text));
-        assert!(
-            line.starts_with(&status) && line.ends_with(&message),
-            "text and JSON differ on {name}:\n{line}\n{status}: {message}"
-        );
-        (status, message)
-    }
-
-    fn assert_finding(&self, name: &str, status: &str, parts: &[&str]) {
-        let (found, message) = self.finding(name);
-        assert_eq!(found, status, "{name}: {message}\n{}", self.text);
-        for part in parts {
-            assert!(
-                message.contains(part),
-                "{name}: {part:?} missing from {message}"
-            );
-        }
-    }
-
-    fn assert_exit(&self, code: i32) {
-        assert_eq!(self.text_status, Some(code), "text:\n{}", self.text);
-        assert_eq!(self.json_status, Some(code), "json:\n{:#}", self.json);
-    }
-}
-
 /// `pod-webhook-tracker doctor` as `kubeconfig`'s identity on namespace `ns`.
 fn doctor_command(kubeconfig: &Path, ns: &str) -> Command {
-    let mut command = Command::new(support::program());
+    let mut command = support::doctor::doctor_command();
     command
-        .arg("doctor")
         .arg(format!("--kubeconfig={}", kubeconfig.display()))
-        .args(["-n", ns])
-        // A test must never pick up the developer's cluster or pod identity.
-        .env_remove("KUBECONFIG")
-        .env_remove("POD_NAME")
-        .env_remove("POD_NAMESPACE")
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .env("HOME", std::env::temp_dir().join("pwt-no-home"));
+        .args(["-n", ns]);
     command
 }
 
 /// Runs `doctor` as `kubeconfig`'s identity on namespace `ns`, once as text and once with
 /// `--output json`.
 fn doctor(kubeconfig: &Path, ns: &str) -> Report {
-    let text = doctor_command(kubeconfig, ns).output().expect("runs");
-    let json = doctor_command(kubeconfig, ns)
-        .args(["--output", "json"])
-        .output()
-        .expect("runs");
-    let json_text = String::from_utf8_lossy(&json.stdout);
-    Report {
-        text_status: text.status.code(),
-        text: String::from_utf8_lossy(&text.stdout).into_owned(),
-        json_status: json.status.code(),
-        json: serde_json::from_str(&json_text).unwrap_or_else(|e| {
-            panic!(
-                "not JSON ({e}): {json_text}\n{}",
-                String::from_utf8_lossy(&json.stderr)
-            )
-        }),
-    }
+    Report::of(|| doctor_command(kubeconfig, ns))
 }
 
 #[test]

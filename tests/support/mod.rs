@@ -8,6 +8,8 @@
 //! wire (the hostile-input tests need that).
 #![allow(dead_code)] // each test file uses a different part of it
 
+pub(crate) mod busy;
+pub(crate) mod doctor;
 pub(crate) mod https;
 
 use std::io::{BufRead, BufReader, Read, Write};
