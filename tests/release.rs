@@ -24,7 +24,6 @@ use serde_json::Value;
 
 const NAME: &str = "pod-webhook-tracker";
 const VERSION: &str = concat!("v", env!("CARGO_PKG_VERSION"));
-const CARGO_AUDITABLE: &str = "0.7.7";
 /// Each architecture of the release: its Rust target and its ELF machine number.
 const ARCHES: [(&str, &str, u16); 2] = [
     ("amd64", "x86_64-unknown-linux-musl", 0x3e),
@@ -62,15 +61,12 @@ fn scratch(name: &str) -> PathBuf {
 
 /// `make ARGS...` in the repository root, with the release tools.
 fn make(args: &[&str], dist: &Path) -> Output {
-    Command::new("make")
-        .arg("--no-print-directory")
+    testenv::release::make(root())
         .args(args)
         .arg(format!("DIST={}", dist.display()))
         .arg(format!("CRANE={}", testenv::tool("crane").display()))
         .arg(format!("SYFT={}", testenv::tool("syft").display()))
         .arg(format!("HELM={}", testenv::tool("helm").display()))
-        .env("PATH", path_with_cargo_auditable())
-        .current_dir(root())
         .output()
         .expect("make runs")
 }
@@ -240,42 +236,6 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
 // ---------------------------------------------------------------------------------------------
 // Building
 
-/// The folder of PATH that holds cargo-auditable (installed once from crates.io into the
-/// test-time tools' cache), before the rest of PATH.
-fn path_with_cargo_auditable() -> String {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    let bin = BIN.get_or_init(|| {
-        let cache = std::env::var_os("POD_WEBHOOK_TRACKER_TOOLS")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                let home = std::env::var_os("XDG_CACHE_HOME")
-                    .map(PathBuf::from)
-                    .unwrap_or_else(|| {
-                        PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache")
-                    });
-                home.join("pod-webhook-tracker/tools")
-            });
-        let root = cache.join(format!("cargo-auditable-v{CARGO_AUDITABLE}"));
-        if !root.join("bin/cargo-auditable").is_file() {
-            let output = Command::new(env!("CARGO"))
-                .args(["install", "cargo-auditable", "--locked", "--version"])
-                .arg(CARGO_AUDITABLE)
-                .arg("--root")
-                .arg(&root)
-                .output()
-                .expect("cargo install runs");
-            assert!(
-                output.status.success(),
-                "cargo install cargo-auditable: {}",
-                said(&output)
-            );
-        }
-        root.join("bin")
-    });
-    let rest = std::env::var("PATH").unwrap_or_default();
-    format!("{}:{rest}", bin.display())
-}
-
 /// What `make build-all` did, once for this test binary: where, what it said, and the
 /// architectures it built.
 struct Built {
@@ -293,7 +253,7 @@ fn built() -> &'static Built {
             &[
                 "build-all",
                 &format!("VERSION={VERSION}"),
-                "CARGO_BUILD=cargo auditable build",
+                testenv::release::CARGO_BUILD,
             ],
             &dist,
         );
@@ -432,7 +392,7 @@ fn build_all_builds_the_static_binaries_this_machine_can_and_names_what_the_othe
         &[
             "build-all",
             &format!("VERSION={VERSION}"),
-            "CARGO_BUILD=cargo auditable build",
+            testenv::release::CARGO_BUILD,
             "REQUIRE_ALL=1",
         ],
         &built.dist,

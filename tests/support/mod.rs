@@ -24,70 +24,19 @@ use std::time::Duration;
 const START_LIMIT: Duration = Duration::from_secs(60);
 
 /// The binary under test. The tests against a real API server (the `real_*` test crates of
-/// tests/real) run the release build, the binary users get; the others run the debug build
-/// that `cargo test` makes, whose overflow checks and debug assertions catch more.
+/// tests/real) run the static release binary that the image ships, built as the release
+/// workflow builds it; the others run the debug build that `cargo test` makes, whose overflow
+/// checks and debug assertions catch more.
 pub(crate) fn program() -> &'static Path {
     static PROGRAM: OnceLock<PathBuf> = OnceLock::new();
     PROGRAM.get_or_init(|| {
         if env!("CARGO_CRATE_NAME").starts_with("real_") {
-            release_build()
+            testenv::release::static_release_binary(Path::new(env!("CARGO_MANIFEST_DIR")))
+                .to_path_buf()
         } else {
             PathBuf::from(env!("CARGO_BIN_EXE_pod-webhook-tracker"))
         }
     })
-}
-
-/// Builds the release binary (`cargo build --release --locked`, a no-op when it is up to date;
-/// cargo's progress goes to stderr) and returns where cargo put it, read from cargo's own
-/// report, so that `CARGO_TARGET_DIR` and cargo's configuration are honoured.
-fn release_build() -> PathBuf {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut command = Command::new(cargo);
-    // What cargo sets for this test (CARGO_MANIFEST_DIR, CARGO_PKG_*, ...) stays out: build
-    // scripts watch some of it (ring's watches CARGO_MANIFEST_DIR), and a build from the shell
-    // would then rebuild everything, and the next test run again.
-    for (key, _) in std::env::vars_os() {
-        let key = key.to_string_lossy();
-        if [
-            "CARGO_MANIFEST_",
-            "CARGO_PKG_",
-            "CARGO_BIN_",
-            "CARGO_CRATE_",
-            "CARGO_PRIMARY_",
-        ]
-        .iter()
-        .any(|prefix| key.starts_with(prefix))
-            || key == "CARGO_TARGET_TMPDIR"
-        {
-            command.env_remove(key.as_ref());
-        }
-    }
-    let output = command
-        .args([
-            "build",
-            "--release",
-            "--locked",
-            "--bin",
-            "pod-webhook-tracker",
-        ])
-        .arg("--message-format=json-render-diagnostics")
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("cargo runs");
-    assert!(
-        output.status.success(),
-        "cargo build --release failed: {}",
-        output.status
-    );
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|message| message["reason"] == "compiler-artifact")
-        .filter(|message| message["target"]["name"] == "pod-webhook-tracker")
-        .find_map(|message| message["executable"].as_str().map(PathBuf::from))
-        .expect("cargo reports the release binary's path")
 }
 
 /// The tracker binary, running.

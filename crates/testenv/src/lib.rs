@@ -14,6 +14,7 @@ mod api;
 mod cluster;
 mod pki;
 mod process;
+pub mod release;
 mod tools;
 
 pub use api::{Answer, Api};

@@ -44,3 +44,15 @@ pub fn tool(name: &str) -> PathBuf {
     found.insert(name.to_owned(), path.clone());
     path
 }
+
+/// The tools' cache: `$POD_WEBHOOK_TRACKER_TOOLS`, else
+/// `${XDG_CACHE_HOME:-$HOME/.cache}/pod-webhook-tracker/tools`, as `tools.sh` chooses it.
+pub(crate) fn cache() -> PathBuf {
+    if let Some(folder) = std::env::var_os("POD_WEBHOOK_TRACKER_TOOLS") {
+        return PathBuf::from(folder);
+    }
+    let caches = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache"));
+    caches.join("pod-webhook-tracker/tools")
+}
