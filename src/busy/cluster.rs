@@ -225,8 +225,9 @@ impl Cluster {
         let code = response.status();
         let body = response.into_body();
         if code.is_client_error() || code.is_server_error() {
-            use http_body_util::BodyExt;
-            let bytes = body
+            use http_body_util::{BodyExt, Limited};
+            // A Status is a few hundred bytes; a server's error page is read only this far.
+            let bytes = Limited::new(body, MAX_EVENT_BYTES)
                 .collect()
                 .await
                 .map(|collected| collected.to_bytes())
@@ -237,14 +238,21 @@ impl Cluster {
         Ok(Events {
             body,
             buffered: Vec::new(),
+            searched: 0,
         })
     }
 }
+
+/// The longest watch event line read: one object, which etcd keeps under 1.5 MiB. A server
+/// that sends more without a line break is not followed until memory runs out.
+const MAX_EVENT_BYTES: usize = 16 << 20;
 
 /// A watch's answer: lines of `{"type": ..., "object": ...}`, one event each.
 pub(crate) struct Events {
     body: kube::client::Body,
     buffered: Vec<u8>,
+    /// How much of `buffered` is known to hold no line break.
+    searched: usize,
 }
 
 /// The part of an event line that says which kind it is.
@@ -296,7 +304,10 @@ impl Events {
     ) -> Option<std::result::Result<Change<T>, Failure>> {
         use http_body_util::BodyExt;
         loop {
-            if let Some(end) = self.buffered.iter().position(|b| *b == b'\n') {
+            let unsearched = self.buffered.get(self.searched..).unwrap_or_default();
+            if let Some(at) = unsearched.iter().position(|b| *b == b'\n') {
+                let end = self.searched.saturating_add(at);
+                self.searched = 0;
                 let line: Vec<u8> = self.buffered.drain(..=end).collect();
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
@@ -305,6 +316,19 @@ impl Events {
                     Some(event) => return Some(event),
                     None => continue,
                 }
+            }
+            self.searched = self.buffered.len();
+            if self.buffered.len() > MAX_EVENT_BYTES {
+                self.buffered = Vec::new();
+                self.searched = 0;
+                return Some(Err(Failure {
+                    refused: false,
+                    expired: false,
+                    message: format!(
+                        "a watch event longer than {} MiB: the watch is given up",
+                        MAX_EVENT_BYTES >> 20
+                    ),
+                }));
             }
             match self.body.frame().await {
                 Some(Ok(frame)) => {
@@ -391,6 +415,47 @@ mod tests {
         let refused = StatusObject::default().failure(403, b"forbidden");
         assert!(refused.refused);
         assert_eq!(refused.message, "403 forbidden");
+    }
+
+    fn events_of(bytes: Vec<u8>) -> Events {
+        Events {
+            body: kube::client::Body::from(bytes),
+            buffered: Vec::new(),
+            searched: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_watch_answer_is_read_line_by_line_to_its_end() {
+        let mut events = events_of(
+            concat!(
+                r#"{"type":"ADDED","object":{"metadata":{"name":"a"}}}"#,
+                "\n\n",
+                r#"{"type":"DELETED","object":{"metadata":{"name":"b"}}}"#,
+                "\n",
+            )
+            .as_bytes()
+            .to_vec(),
+        );
+        let first = events.next::<PodItem>().await;
+        assert!(matches!(first, Some(Ok(Change::Put(pod))) if pod.metadata.name == "a"));
+        let second = events.next::<PodItem>().await;
+        assert!(matches!(second, Some(Ok(Change::Gone(pod))) if pod.metadata.name == "b"));
+        assert!(events.next::<PodItem>().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn an_event_line_past_the_limit_is_a_failure_not_a_growing_buffer() {
+        let mut events = events_of(vec![b' '; MAX_EVENT_BYTES + 2]);
+        let Some(Err(failure)) = events.next::<PodItem>().await else {
+            panic!("a failure");
+        };
+        assert!(
+            failure
+                .message
+                .starts_with("a watch event longer than 16 MiB")
+        );
+        assert!(events.buffered.capacity() < MAX_EVENT_BYTES);
     }
 
     #[test]
